@@ -1,0 +1,297 @@
+//! The `Command` builder: what to run, and what each child fd is.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::InvalidInput;
+
+/// What a child fd is connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildFd {
+    /// A pipe the child writes and the parent reads: data arrives as events (Twisted's `'r'`).
+    ParentReads,
+    /// A pipe the child reads and the parent writes (Twisted's `'w'`).
+    ParentWrites,
+    /// This parent fd, duplicated into the child. The caller keeps ownership and must keep it
+    /// open until `spawn_process` returns. Its open file description is shared with the child,
+    /// so its flags (such as `O_NONBLOCK`) are the parent's.
+    Inherit(RawFd),
+    /// `/dev/null`, opened read-write.
+    Null,
+}
+
+/// How the child is placed among sessions and process groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum SessionOption {
+    #[default]
+    Inherit,
+    NewSession,
+    ProcessGroup(i32),
+}
+
+/// Terminal settings for [`Command::pty`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PtySize {
+    /// Rows of text.
+    pub rows: u16,
+    /// Columns of text.
+    pub cols: u16,
+}
+
+impl Default for PtySize {
+    fn default() -> Self {
+        PtySize { rows: 24, cols: 80 }
+    }
+}
+
+/// A description of a child process, in the style of `std::process::Command`, plus a map
+/// from child fd numbers to [`ChildFd`]s.
+///
+/// The default map is fd 0 written by the parent and fds 1 and 2 read by the parent. Only the
+/// fds in the map exist in the child: every other fd is closed there, including fds opened
+/// without `O_CLOEXEC` and 0, 1 or 2 when unmapped.
+///
+/// The environment is inherited, with [`env`](Command::env),
+/// [`env_remove`](Command::env_remove) and [`env_clear`](Command::env_clear) applied on top.
+///
+/// **PATH lookup**: a program containing `/` is run as is. Otherwise each directory of the
+/// `PATH` the *child* will have is tried in order (`/bin:/usr/bin` if the child has no `PATH`),
+/// as `execvp` does: missing files are skipped, and a permission error is reported only if no
+/// directory has a runnable program. There is no shell fallback for scripts without `#!`.
+#[derive(Debug, Clone)]
+pub struct Command {
+    pub(crate) program: OsString,
+    pub(crate) arg0: Option<OsString>,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) env_clear: bool,
+    pub(crate) env: BTreeMap<OsString, Option<OsString>>,
+    pub(crate) cwd: Option<PathBuf>,
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
+    pub(crate) fds: BTreeMap<i32, ChildFd>,
+    pub(crate) fd_error: Option<InvalidInput>,
+    pub(crate) pipe_capacity: BTreeMap<i32, usize>,
+    pub(crate) session: SessionOption,
+    pub(crate) parent_death_signal: Option<i32>,
+    pub(crate) kill_on_drop: bool,
+    pub(crate) wait_delay: Option<Duration>,
+    pub(crate) pty: Option<PtySize>,
+}
+
+impl Command {
+    /// A command running `program` with no arguments, the inherited environment and the
+    /// default fd map.
+    pub fn new(program: impl AsRef<OsStr>) -> Self {
+        Command {
+            program: program.as_ref().to_owned(),
+            arg0: None,
+            args: Vec::new(),
+            env_clear: false,
+            env: BTreeMap::new(),
+            cwd: None,
+            uid: None,
+            gid: None,
+            fds: BTreeMap::from([
+                (0, ChildFd::ParentWrites),
+                (1, ChildFd::ParentReads),
+                (2, ChildFd::ParentReads),
+            ]),
+            fd_error: None,
+            pipe_capacity: BTreeMap::new(),
+            session: SessionOption::Inherit,
+            parent_death_signal: None,
+            kill_on_drop: false,
+            wait_delay: None,
+            pty: None,
+        }
+    }
+
+    /// Appends an argument.
+    pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Appends arguments.
+    pub fn args<I, S>(&mut self, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets argv\[0\] (by default the program as given).
+    pub fn arg0(&mut self, arg0: impl AsRef<OsStr>) -> &mut Self {
+        self.arg0 = Some(arg0.as_ref().to_owned());
+        self
+    }
+
+    /// Sets an environment variable in the child.
+    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
+        self.env
+            .insert(key.as_ref().to_owned(), Some(value.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets several environment variables in the child.
+    pub fn envs<I, K, V>(&mut self, vars: I) -> &mut Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        for (k, v) in vars {
+            self.env(k, v);
+        }
+        self
+    }
+
+    /// Removes an environment variable from the child's environment.
+    pub fn env_remove(&mut self, key: impl AsRef<OsStr>) -> &mut Self {
+        self.env.insert(key.as_ref().to_owned(), None);
+        self
+    }
+
+    /// Starts the child's environment empty instead of inherited; variables set with
+    /// [`env`](Command::env) still apply.
+    pub fn env_clear(&mut self) -> &mut Self {
+        self.env_clear = true;
+        self.env.clear();
+        self
+    }
+
+    /// The child's working directory.
+    pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
+        self.cwd = Some(dir.as_ref().to_owned());
+        self
+    }
+
+    /// Runs the child as this user id. Supplementary groups are cleared when the parent runs
+    /// as root.
+    pub fn uid(&mut self, uid: u32) -> &mut Self {
+        self.uid = Some(uid);
+        self
+    }
+
+    /// Runs the child with this group id. Supplementary groups are cleared when the parent
+    /// runs as root.
+    pub fn gid(&mut self, gid: u32) -> &mut Self {
+        self.gid = Some(gid);
+        self
+    }
+
+    /// Maps child fd `child_fd` to `what`, replacing any earlier mapping of that fd.
+    pub fn fd(&mut self, child_fd: RawFd, what: ChildFd) -> &mut Self {
+        if child_fd < 0 {
+            self.fd_error.get_or_insert(InvalidInput::NegativeChildFd(child_fd));
+        } else {
+            self.fds.insert(child_fd, what);
+        }
+        self
+    }
+
+    /// Replaces the whole fd map (the defaults included): the child gets exactly these fds.
+    /// An empty map gives a child with no fds at all. A child fd listed twice is an error at
+    /// spawn.
+    pub fn fds<I>(&mut self, map: I) -> &mut Self
+    where
+        I: IntoIterator<Item = (RawFd, ChildFd)>,
+    {
+        self.fds.clear();
+        for (child_fd, what) in map {
+            if child_fd < 0 {
+                self.fd_error.get_or_insert(InvalidInput::NegativeChildFd(child_fd));
+            } else if self.fds.insert(child_fd, what).is_some() {
+                self.fd_error.get_or_insert(InvalidInput::DuplicateChildFd(child_fd));
+            }
+        }
+        self
+    }
+
+    /// Shorthand for [`fd(0, what)`](Command::fd).
+    pub fn stdin(&mut self, what: ChildFd) -> &mut Self {
+        self.fd(0, what)
+    }
+
+    /// Shorthand for [`fd(1, what)`](Command::fd).
+    pub fn stdout(&mut self, what: ChildFd) -> &mut Self {
+        self.fd(1, what)
+    }
+
+    /// Shorthand for [`fd(2, what)`](Command::fd).
+    pub fn stderr(&mut self, what: ChildFd) -> &mut Self {
+        self.fd(2, what)
+    }
+
+    /// Sets the kernel capacity of the pipe at `child_fd` (`F_SETPIPE_SZ`). The kernel rounds
+    /// it up to a power-of-two number of pages; above `/proc/sys/fs/pipe-max-size` an
+    /// unprivileged parent gets a [`SpawnStep::SetPipeCapacity`](crate::SpawnStep) error.
+    pub fn pipe_capacity(&mut self, child_fd: RawFd, bytes: usize) -> &mut Self {
+        self.pipe_capacity.insert(child_fd, bytes);
+        self
+    }
+
+    /// Runs the child in a new session (`setsid`): it leads a new process group and has no
+    /// controlling terminal.
+    pub fn new_session(&mut self) -> &mut Self {
+        self.session = SessionOption::NewSession;
+        self
+    }
+
+    /// Puts the child in process group `pgid`; `0` makes it the leader of a new group whose
+    /// id is its pid (see [`ProcessTransport::signal_group`](crate::ProcessTransport::signal_group)).
+    pub fn process_group(&mut self, pgid: i32) -> &mut Self {
+        self.session = SessionOption::ProcessGroup(pgid);
+        self
+    }
+
+    /// Sends `signal` to the child when the *thread* that spawned it exits
+    /// (`PR_SET_PDEATHSIG`). Linux ties this to the spawning thread, not the process: spawn
+    /// from a thread that lives as long as the child (for example the main thread of a
+    /// current-thread runtime), or the child may be signalled when a worker thread retires.
+    pub fn parent_death_signal(&mut self, signal: i32) -> &mut Self {
+        self.parent_death_signal = Some(signal);
+        self
+    }
+
+    /// Sends SIGKILL to the child when its [`ProcessTransport`](crate::ProcessTransport) is
+    /// dropped before the child was reaped. Off by default, as in std and Tokio. Either way
+    /// the child is reaped in the background: dropping never leaves a zombie.
+    pub fn kill_on_drop(&mut self, kill: bool) -> &mut Self {
+        self.kill_on_drop = kill;
+        self
+    }
+
+    /// After the child exits, waits at most `delay` for its pipes to close (a grandchild may
+    /// hold them), then closes them from the parent side so that `Ended` arrives. Pipes
+    /// closed this way report [`CloseReason::WaitDelay`](crate::CloseReason::WaitDelay).
+    pub fn wait_delay(&mut self, delay: Duration) -> &mut Self {
+        self.wait_delay = Some(delay);
+        self
+    }
+
+    /// Runs the child on a new pseudo-terminal of this size: fds 0, 1 and 2 are the terminal,
+    /// the child leads a new session with it as controlling terminal, and the parent reads
+    /// and writes the master as child fd 1 (reads) and fd 0 (writes). Other fds in the map
+    /// (3 and up) work as usual. `TERM` is set to `xterm` unless the environment sets it.
+    pub fn pty(&mut self, size: PtySize) -> &mut Self {
+        self.pty = Some(size);
+        self
+    }
+
+    /// The program to run.
+    pub fn get_program(&self) -> &OsStr {
+        &self.program
+    }
+
+    /// Spawns the child: shorthand for [`spawn_process(self)`](crate::spawn_process).
+    pub fn spawn(&self) -> Result<crate::ProcessTransport, crate::Error> {
+        crate::spawn_process(self)
+    }
+}

@@ -1,0 +1,256 @@
+//! Errors: bad input, failed spawn steps, and transport misuse.
+
+use std::fmt;
+use std::io;
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The [`Command`](crate::Command) cannot be spawned as described. Nothing was spawned.
+    InvalidInput(InvalidInput),
+    /// A step of spawning failed, in the parent or in the child before exec. Nothing is left
+    /// behind: no fd stays open and the failed child has been reaped.
+    Spawn {
+        /// The step that failed.
+        step: SpawnStep,
+        /// The OS error of that step.
+        source: io::Error,
+    },
+    /// `spawn_process` was called outside a Tokio runtime with I/O enabled.
+    NoRuntime,
+    /// The child has already been reaped, so it cannot be signalled.
+    AlreadyExited,
+    /// No pipe is mapped at this child fd (it is inherited, `/dev/null`, or unmapped).
+    NoSuchPipe(i32),
+    /// The pipe at this child fd is one the parent reads; it cannot be written.
+    NotWritable(i32),
+    /// The pipe at this child fd is one the parent writes; it cannot be read.
+    NotReadable(i32),
+    /// The pipe at this child fd is already closed.
+    PipeClosed(i32),
+    /// The pipe at this child fd was taken out with `take_reader`/`take_writer`.
+    PipeTaken(i32),
+    /// The child was not spawned in a process group of its own, so there is no group to signal.
+    NoProcessGroup,
+    /// Waiting for the child failed.
+    Wait(WaitError),
+    /// Any other OS error (e.g. from `kill`).
+    Io(io::Error),
+}
+
+/// Input that is rejected before anything is spawned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidInput {
+    /// The program is an empty string.
+    EmptyProgram,
+    /// A NUL byte in the program, an argument, argv\[0\], an env key or value, or the cwd.
+    NulByte {
+        /// Where the NUL byte is.
+        field: Field,
+    },
+    /// An environment variable name that is empty or contains `=`.
+    BadEnvKey {
+        /// The offending key, lossily decoded.
+        key: String,
+    },
+    /// A child fd below zero.
+    NegativeChildFd(i32),
+    /// A child fd listed twice in [`Command::fds`](crate::Command::fds).
+    DuplicateChildFd(i32),
+    /// An fd number too large to plan around.
+    ChildFdOutOfRange(i32),
+    /// A parent fd to be inherited that is not open.
+    InheritedFdNotOpen {
+        /// The child fd it was mapped to.
+        child_fd: i32,
+        /// The parent fd.
+        parent_fd: i32,
+    },
+    /// A pipe capacity was requested for a child fd that is not a pipe.
+    PipeCapacityWithoutPipe(i32),
+}
+
+/// Which input field held a NUL byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// The program.
+    Program,
+    /// argv\[0\].
+    Arg0,
+    /// The argument at this index (0 is the first after argv\[0\]).
+    Arg(usize),
+    /// An environment variable name.
+    EnvKey,
+    /// An environment variable value.
+    EnvValue,
+    /// The working directory.
+    CurrentDir,
+}
+
+/// The step of spawning that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SpawnStep {
+    /// Creating a pipe in the parent.
+    CreatePipe,
+    /// Opening `/dev/null` in the parent.
+    OpenDevNull,
+    /// Opening the pseudo-terminal in the parent.
+    OpenPty,
+    /// Setting a pipe's capacity (`F_SETPIPE_SZ`) for this child fd.
+    SetPipeCapacity(i32),
+    /// Starting the background reaper.
+    StartReaper,
+    /// Creating the child (`clone`).
+    Clone,
+    /// Placing an fd in the child (`dup2`); the destination fd.
+    PlaceFd(i32),
+    /// Closing unmapped fds in the child.
+    CloseFds,
+    /// `setsid` in the child.
+    SetSid,
+    /// `setpgid` in the child.
+    SetProcessGroup,
+    /// `prctl(PR_SET_PDEATHSIG)` in the child.
+    ParentDeathSignal,
+    /// Making the terminal the child's controlling terminal.
+    ControllingTerminal,
+    /// Changing to the working directory in the child.
+    Chdir,
+    /// Clearing supplementary groups in the child.
+    SetGroups,
+    /// `setgid` in the child.
+    SetGid,
+    /// `setuid` in the child.
+    SetUid,
+    /// Executing the program (after PATH lookup).
+    Exec,
+}
+
+/// Why no exit status could be collected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// Something else in this process reaped the child (`ECHILD`): another `waitpid(-1)`,
+    /// or `SIGCHLD` set to `SIG_IGN`. The status is lost.
+    ReapedElsewhere,
+    /// `wait4` failed with this errno.
+    Os(i32),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidInput(e) => write!(f, "invalid command: {e}"),
+            Error::Spawn { step, source } => write!(f, "spawn failed at {step}: {source}"),
+            Error::NoRuntime => f.write_str("spawn_process must be called inside a Tokio runtime"),
+            Error::AlreadyExited => f.write_str("the child has already exited and been reaped"),
+            Error::NoSuchPipe(fd) => write!(f, "child fd {fd} is not a pipe of this transport"),
+            Error::NotWritable(fd) => write!(f, "child fd {fd} is read by the parent, not written"),
+            Error::NotReadable(fd) => write!(f, "child fd {fd} is written by the parent, not read"),
+            Error::PipeClosed(fd) => write!(f, "the pipe at child fd {fd} is closed"),
+            Error::PipeTaken(fd) => write!(f, "the pipe at child fd {fd} was taken out"),
+            Error::NoProcessGroup => {
+                f.write_str("the child was not spawned in a process group of its own")
+            }
+            Error::Wait(e) => write!(f, "waiting for the child failed: {e}"),
+            Error::Io(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Spawn { source, .. } | Error::Io(source) => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for InvalidInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InvalidInput::EmptyProgram => f.write_str("the program is empty"),
+            InvalidInput::NulByte { field } => write!(f, "{field:?} contains a NUL byte"),
+            InvalidInput::BadEnvKey { key } => {
+                write!(f, "environment key {key:?} is empty or contains '='")
+            }
+            InvalidInput::NegativeChildFd(fd) => write!(f, "child fd {fd} is negative"),
+            InvalidInput::DuplicateChildFd(fd) => write!(f, "child fd {fd} is mapped twice"),
+            InvalidInput::ChildFdOutOfRange(fd) => write!(f, "fd {fd} is out of range"),
+            InvalidInput::InheritedFdNotOpen {
+                child_fd,
+                parent_fd,
+            } => write!(
+                f,
+                "parent fd {parent_fd} (for child fd {child_fd}) is not open"
+            ),
+            InvalidInput::PipeCapacityWithoutPipe(fd) => {
+                write!(f, "a pipe capacity was set for child fd {fd}, which is not a pipe")
+            }
+        }
+    }
+}
+
+impl fmt::Display for SpawnStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpawnStep::CreatePipe => f.write_str("pipe creation"),
+            SpawnStep::OpenDevNull => f.write_str("opening /dev/null"),
+            SpawnStep::OpenPty => f.write_str("opening a pseudo-terminal"),
+            SpawnStep::SetPipeCapacity(fd) => write!(f, "setting the pipe capacity of child fd {fd}"),
+            SpawnStep::StartReaper => f.write_str("starting the reaper"),
+            SpawnStep::Clone => f.write_str("clone"),
+            SpawnStep::PlaceFd(fd) => write!(f, "placing child fd {fd}"),
+            SpawnStep::CloseFds => f.write_str("closing unmapped fds"),
+            SpawnStep::SetSid => f.write_str("setsid"),
+            SpawnStep::SetProcessGroup => f.write_str("setpgid"),
+            SpawnStep::ParentDeathSignal => f.write_str("setting the parent-death signal"),
+            SpawnStep::ControllingTerminal => f.write_str("acquiring the controlling terminal"),
+            SpawnStep::Chdir => f.write_str("chdir"),
+            SpawnStep::SetGroups => f.write_str("setgroups"),
+            SpawnStep::SetGid => f.write_str("setgid"),
+            SpawnStep::SetUid => f.write_str("setuid"),
+            SpawnStep::Exec => f.write_str("exec"),
+        }
+    }
+}
+
+impl fmt::Display for WaitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WaitError::ReapedElsewhere => {
+                f.write_str("the child was reaped by someone else in this process (ECHILD)")
+            }
+            WaitError::Os(errno) => io::Error::from_raw_os_error(*errno).fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for WaitError {}
+
+impl From<InvalidInput> for Error {
+    fn from(e: InvalidInput) -> Self {
+        Error::InvalidInput(e)
+    }
+}
+
+impl From<WaitError> for Error {
+    fn from(e: WaitError) -> Self {
+        Error::Wait(e)
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Io(e) => e,
+            Error::Spawn { source, .. } => source,
+            Error::InvalidInput(_) => io::Error::new(io::ErrorKind::InvalidInput, e),
+            other => io::Error::other(other),
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! What a transport reports: data and closes per child fd, the exit, and the end.
+
+use std::io;
+
+use bytes::Bytes;
+
+use crate::error::WaitError;
+use crate::exit_status::ExitStatus;
+
+/// One thing that happened to a child, as yielded by the transport's `Stream`.
+///
+/// Guarantees: per fd, all [`Data`](Event::Data) comes before its [`Closed`](Event::Closed);
+/// [`Exited`](Event::Exited) comes exactly once, when the child is reaped (data and closes may
+/// come before or after it); [`Ended`](Event::Ended) comes exactly once and last, after
+/// `Exited` and after every pipe has closed. Fds of different pipes are not ordered among
+/// themselves.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// Bytes the child wrote to child fd `fd`.
+    Data {
+        /// The child fd.
+        fd: i32,
+        /// The bytes, as read in one go.
+        data: Bytes,
+    },
+    /// The pipe at child fd `fd` is closed; no more events come for it.
+    Closed {
+        /// The child fd.
+        fd: i32,
+        /// Why it closed.
+        reason: CloseReason,
+    },
+    /// The child has been reaped. Pipes may still be open (a grandchild can hold them).
+    Exited(Result<ExitStatus, WaitError>),
+    /// The child has been reaped and every pipe is closed. The last event.
+    Ended(Result<ExitStatus, WaitError>),
+}
+
+/// Why a pipe closed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The child's side is gone: end of file on a pipe the parent reads, or the child closed
+    /// the read end of a pipe the parent writes (noticed even when the parent is not writing).
+    Eof,
+    /// The parent closed it (`close_child_fd`, `lose_connection`), after flushing a writer.
+    Closed,
+    /// The child exited and the pipe stayed open past the command's wait delay, so the parent
+    /// closed it.
+    WaitDelay,
+    /// A read or write failed, for example with `EPIPE` when the child closed its read end
+    /// while the parent was writing.
+    Error(io::Error),
+}
+
+impl CloseReason {
+    /// `true` for [`CloseReason::Error`].
+    pub fn is_error(&self) -> bool {
+        matches!(self, CloseReason::Error(_))
+    }
+}

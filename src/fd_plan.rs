@@ -1,0 +1,264 @@
+//! Planning the child's fd shuffle: a pure function from "child fd N gets parent fd M" to the
+//! list of `dup`/`close_range` steps the child runs between clone and exec.
+//!
+//! The plan has three phases, and the phases are what make every map work (swaps, fan-out,
+//! cycles, sources that collide with targets, sparse high targets):
+//!
+//! 1. Every source fd whose *number* is also a target is copied to a scratch fd above every
+//!    number in play (`dup3(.., O_CLOEXEC)`), so that phase 2 cannot clobber it before it is read.
+//! 2. Each target is filled with `dup2`, which also clears `FD_CLOEXEC` on the target.
+//! 3. Everything that is not a target is closed with `close_range` over the gaps, including
+//!    scratch fds, the original sources and any fd C code opened without `O_CLOEXEC`.
+//!
+//! Nothing here touches the OS, so it is tested by simulation (see the tests below and the
+//! property tests in `tests/`).
+
+use std::collections::BTreeMap;
+
+/// One step of the child's fd shuffle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdStep {
+    /// Duplicate `from` onto `to` (closing whatever `to` was). With `cloexec` the copy is
+    /// marked close-on-exec (a scratch copy); without it the copy survives exec.
+    Dup {
+        /// Source fd.
+        from: i32,
+        /// Destination fd.
+        to: i32,
+        /// Mark the destination close-on-exec.
+        cloexec: bool,
+    },
+    /// Close every fd in `first..=last`.
+    CloseRange {
+        /// First fd to close.
+        first: u32,
+        /// Last fd to close (inclusive).
+        last: u32,
+    },
+}
+
+/// Why a map cannot be planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanError {
+    /// A child fd number below zero.
+    NegativeChildFd(i32),
+    /// The same child fd appears twice.
+    DuplicateChildFd(i32),
+    /// A source fd below zero.
+    NegativeSourceFd(i32),
+    /// An fd so large that no scratch fd above it can be numbered.
+    FdOutOfRange(i32),
+}
+
+/// Plans the steps that leave the child with exactly `mappings` (child fd, parent fd) open,
+/// and nothing else.
+///
+/// Sources are read before any target is written, so the order of `mappings` does not matter.
+pub fn plan(mappings: &[(i32, i32)]) -> Result<Vec<FdStep>, PlanError> {
+    let mut targets: BTreeMap<i32, i32> = BTreeMap::new();
+    for &(target, source) in mappings {
+        if target < 0 {
+            return Err(PlanError::NegativeChildFd(target));
+        }
+        if source < 0 {
+            return Err(PlanError::NegativeSourceFd(source));
+        }
+        if targets.insert(target, source).is_some() {
+            return Err(PlanError::DuplicateChildFd(target));
+        }
+    }
+
+    let highest = mappings
+        .iter()
+        .map(|&(t, s)| t.max(s))
+        .max()
+        .unwrap_or(-1);
+    let mut steps = Vec::with_capacity(mappings.len() * 2 + 2);
+
+    // Phase 1: move sources out of the way of targets.
+    let mut scratch: BTreeMap<i32, i32> = BTreeMap::new();
+    for &source in targets.values() {
+        if targets.contains_key(&source) && !scratch.contains_key(&source) {
+            let to = i32::try_from(scratch.len())
+                .ok()
+                .and_then(|k| highest.checked_add(1)?.checked_add(k))
+                .ok_or(PlanError::FdOutOfRange(highest))?;
+            scratch.insert(source, to);
+            steps.push(FdStep::Dup {
+                from: source,
+                to,
+                cloexec: true,
+            });
+        }
+    }
+
+    // Phase 2: fill the targets.
+    for (&target, &source) in &targets {
+        let from = scratch.get(&source).copied().unwrap_or(source);
+        steps.push(FdStep::Dup {
+            from,
+            to: target,
+            cloexec: false,
+        });
+    }
+
+    // Phase 3: close the gaps between targets, and everything above the last one.
+    let mut next_open: u32 = 0;
+    for &target in targets.keys() {
+        let target = target as u32;
+        if target > next_open {
+            steps.push(FdStep::CloseRange {
+                first: next_open,
+                last: target - 1,
+            });
+        }
+        next_open = target + 1;
+    }
+    steps.push(FdStep::CloseRange {
+        first: next_open,
+        last: u32::MAX,
+    });
+    Ok(steps)
+}
+
+/// What an fd refers to in [`simulate`]: an opaque identity and its close-on-exec flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimFd {
+    /// Identity of the open file description.
+    pub file: u64,
+    /// The fd's close-on-exec flag.
+    pub cloexec: bool,
+}
+
+/// Runs `steps` against a simulated fd table and returns the table the new program would see
+/// after exec (close-on-exec fds removed). `None` if a step reads a closed fd.
+///
+/// This is the model the property tests check [`plan`] against.
+pub fn simulate(open: &BTreeMap<i32, SimFd>, steps: &[FdStep]) -> Option<BTreeMap<i32, u64>> {
+    let mut table = open.clone();
+    for step in steps {
+        match *step {
+            FdStep::Dup { from, to, cloexec } => {
+                let file = table.get(&from)?.file;
+                table.insert(to, SimFd { file, cloexec });
+            }
+            FdStep::CloseRange { first, last } => {
+                table.retain(|&fd, _| (fd as u32) < first || (fd as u32) > last);
+            }
+        }
+    }
+    Some(
+        table
+            .into_iter()
+            .filter(|(_, f)| !f.cloexec)
+            .map(|(fd, f)| (fd, f.file))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Opens `fds` as distinct files (identity = fd number), all close-on-exec unless listed
+    /// in `inheritable`, plans `map` and returns what the child would see.
+    fn run(fds: &[i32], inheritable: &[i32], map: &[(i32, i32)]) -> BTreeMap<i32, u64> {
+        let open = fds
+            .iter()
+            .map(|&fd| {
+                let cloexec = !inheritable.contains(&fd);
+                (fd, SimFd { file: fd as u64, cloexec })
+            })
+            .collect();
+        simulate(&open, &plan(map).unwrap()).expect("plan read a closed fd")
+    }
+
+    fn expect(pairs: &[(i32, i32)]) -> BTreeMap<i32, u64> {
+        pairs.iter().map(|&(t, s)| (t, s as u64)).collect()
+    }
+
+    #[test]
+    fn empty_map_closes_everything_even_inheritable_fds() {
+        assert_eq!(run(&[0, 1, 2, 5], &[0, 1, 2, 5], &[]), expect(&[]));
+        assert_eq!(
+            plan(&[]).unwrap(),
+            vec![FdStep::CloseRange {
+                first: 0,
+                last: u32::MAX
+            }]
+        );
+    }
+
+    #[test]
+    fn default_stdio_from_fresh_pipes() {
+        assert_eq!(
+            run(&[0, 1, 2, 7, 8, 9], &[0, 1, 2], &[(0, 7), (1, 8), (2, 9)]),
+            expect(&[(0, 7), (1, 8), (2, 9)])
+        );
+    }
+
+    #[test]
+    fn swap_is_a_cycle() {
+        assert_eq!(
+            run(&[0, 1], &[], &[(0, 1), (1, 0)]),
+            expect(&[(0, 1), (1, 0)])
+        );
+    }
+
+    #[test]
+    fn three_cycle() {
+        assert_eq!(
+            run(&[3, 4, 5], &[], &[(3, 4), (4, 5), (5, 3)]),
+            expect(&[(3, 4), (4, 5), (5, 3)])
+        );
+    }
+
+    #[test]
+    fn fan_out_like_2_to_1() {
+        assert_eq!(
+            run(&[0, 1, 2], &[], &[(0, 0), (1, 1), (2, 1)]),
+            expect(&[(0, 0), (1, 1), (2, 1)])
+        );
+    }
+
+    #[test]
+    fn fd_kept_in_place_loses_cloexec() {
+        // dup2(fd, fd) would keep FD_CLOEXEC set; the plan must not rely on it.
+        assert_eq!(run(&[4], &[], &[(4, 4)]), expect(&[(4, 4)]));
+    }
+
+    #[test]
+    fn sparse_high_targets_and_unmapped_inheritable_fds() {
+        assert_eq!(
+            run(&[0, 1, 2, 10, 11, 50, 2000], &[0, 1, 2, 50, 2000], &[(100, 10), (1000, 11)]),
+            expect(&[(100, 10), (1000, 11)])
+        );
+    }
+
+    #[test]
+    fn source_above_every_target_is_not_moved() {
+        let steps = plan(&[(0, 9)]).unwrap();
+        assert_eq!(
+            steps[0],
+            FdStep::Dup {
+                from: 9,
+                to: 0,
+                cloexec: false
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_bad_maps() {
+        assert_eq!(plan(&[(-1, 3)]), Err(PlanError::NegativeChildFd(-1)));
+        assert_eq!(plan(&[(1, -3)]), Err(PlanError::NegativeSourceFd(-3)));
+        assert_eq!(
+            plan(&[(1, 3), (1, 4)]),
+            Err(PlanError::DuplicateChildFd(1))
+        );
+        assert_eq!(
+            plan(&[(i32::MAX, i32::MAX)]),
+            Err(PlanError::FdOutOfRange(i32::MAX))
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! The callback style: Twisted's `ProcessProtocol`, driven by `ProcessTransport::run`.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::error::WaitError;
+use crate::event::{CloseReason, Event};
+use crate::exit_status::ExitStatus;
+use crate::transport::ProcessTransport;
+
+/// Callbacks for one child, as in Twisted's `IProcessProtocol`. Every method has a default,
+/// so implement only what you need. Callbacks get the transport to write, close, pause or
+/// signal from inside them.
+///
+/// The default [`child_data_received`](ProcessProtocol::child_data_received) routes fd 1 to
+/// [`out_received`](ProcessProtocol::out_received) and fd 2 to
+/// [`err_received`](ProcessProtocol::err_received) and drops other fds; the default
+/// [`child_connection_lost`](ProcessProtocol::child_connection_lost) routes fds 0, 1 and 2 to
+/// the `in_`/`out_`/`err_connection_lost` methods.
+///
+/// Order: `connection_made` first; per fd, data before its connection-lost;
+/// `process_exited` once, when the child is reaped; `process_ended` once and last.
+pub trait ProcessProtocol {
+    /// The transport is ready; called first, before any other callback.
+    fn connection_made(&mut self, transport: &mut ProcessTransport) {
+        let _ = transport;
+    }
+
+    /// The child wrote `data` to child fd `fd`.
+    fn child_data_received(&mut self, transport: &mut ProcessTransport, fd: i32, data: Bytes) {
+        match fd {
+            1 => self.out_received(transport, data),
+            2 => self.err_received(transport, data),
+            _ => {}
+        }
+    }
+
+    /// The child wrote `data` to its stdout (fd 1).
+    fn out_received(&mut self, transport: &mut ProcessTransport, data: Bytes) {
+        let _ = (transport, data);
+    }
+
+    /// The child wrote `data` to its stderr (fd 2).
+    fn err_received(&mut self, transport: &mut ProcessTransport, data: Bytes) {
+        let _ = (transport, data);
+    }
+
+    /// The pipe at child fd `fd` closed.
+    fn child_connection_lost(
+        &mut self,
+        transport: &mut ProcessTransport,
+        fd: i32,
+        reason: CloseReason,
+    ) {
+        let _ = reason;
+        match fd {
+            0 => self.in_connection_lost(transport),
+            1 => self.out_connection_lost(transport),
+            2 => self.err_connection_lost(transport),
+            _ => {}
+        }
+    }
+
+    /// The child's stdin pipe closed.
+    fn in_connection_lost(&mut self, transport: &mut ProcessTransport) {
+        let _ = transport;
+    }
+
+    /// The child's stdout pipe closed.
+    fn out_connection_lost(&mut self, transport: &mut ProcessTransport) {
+        let _ = transport;
+    }
+
+    /// The child's stderr pipe closed.
+    fn err_connection_lost(&mut self, transport: &mut ProcessTransport) {
+        let _ = transport;
+    }
+
+    /// The child has been reaped; pipes may still be open.
+    fn process_exited(
+        &mut self,
+        transport: &mut ProcessTransport,
+        status: Result<ExitStatus, WaitError>,
+    ) {
+        let _ = (transport, status);
+    }
+
+    /// The child has been reaped and every pipe is closed. The last callback.
+    fn process_ended(&mut self, status: Result<ExitStatus, WaitError>) {
+        let _ = status;
+    }
+}
+
+impl ProcessTransport {
+    /// Drives `protocol` until the child has ended and returns it with the final status.
+    ///
+    /// Spawn it as a task (`tokio::spawn(transport.run(protocol))`) to run it in the
+    /// background, as Twisted's reactor does.
+    pub async fn run<P: ProcessProtocol>(
+        mut self,
+        mut protocol: P,
+    ) -> (P, Result<ExitStatus, WaitError>) {
+        protocol.connection_made(&mut self);
+        while let Some(event) = self.next().await {
+            match event {
+                Event::Data { fd, data } => protocol.child_data_received(&mut self, fd, data),
+                Event::Closed { fd, reason } => {
+                    protocol.child_connection_lost(&mut self, fd, reason)
+                }
+                Event::Exited(status) => protocol.process_exited(&mut self, status),
+                Event::Ended(status) => {
+                    protocol.process_ended(status);
+                    return (protocol, status);
+                }
+            }
+        }
+        // The stream yields `Ended` before it finishes, so this is not reached.
+        let status = self.final_status();
+        (protocol, status)
+    }
+}

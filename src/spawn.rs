@@ -1,0 +1,356 @@
+//! `spawn_process`: validate, prepare everything the child needs, clone, and wrap the parent
+//! ends. All allocation happens here, before the clone.
+
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsStr, OsString, c_char};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::panic::AssertUnwindSafe;
+
+use tokio::io::Interest;
+
+use crate::command::{ChildFd, Command, SessionOption};
+use crate::error::{Error, Field, InvalidInput, SpawnStep};
+use crate::fd_plan::{self, PlanError};
+use crate::pipe::{Direction, Pipe};
+use crate::reaper::Reaper;
+use crate::sys;
+use crate::sys::child::{ChildProgram, Credentials, Session};
+use crate::transport::ProcessTransport;
+
+/// Spawns the child described by `command` and returns its transport once the child has
+/// exec'd.
+///
+/// Must be called inside a Tokio runtime with I/O enabled. Bad input is rejected before
+/// anything is spawned; a failed step (a missing program, a bad working directory, a failed
+/// `setuid`, ...) is returned as [`Error::Spawn`] naming the step and the OS error, with every
+/// fd closed and the failed child reaped. No user code runs inside this function.
+pub fn spawn_process(command: &Command) -> Result<ProcessTransport, Error> {
+    let span = tracing::debug_span!("spawn", program = ?command.program);
+    let _entered = span.enter();
+    tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+
+    let strings = Strings::new(command)?;
+    let mut fds = ChildFds::open(command)?;
+    let fd_steps = fd_plan::plan(&fds.mappings).map_err(|e| match e {
+        PlanError::NegativeChildFd(fd) | PlanError::NegativeSourceFd(fd) => {
+            InvalidInput::NegativeChildFd(fd)
+        }
+        PlanError::DuplicateChildFd(fd) => InvalidInput::DuplicateChildFd(fd),
+        PlanError::FdOutOfRange(fd) => InvalidInput::ChildFdOutOfRange(fd),
+    })?;
+    let pipes = fds.register_parent_ends()?;
+    let reaper = Reaper::get().map_err(|source| Error::Spawn {
+        step: SpawnStep::StartReaper,
+        source,
+    })?;
+    sys::signal::refresh_sigpipe_disposition();
+
+    let argv = pointers(&strings.argv);
+    let envp = pointers(&strings.envp);
+    let exec_paths: Vec<*const c_char> = strings.exec_paths.iter().map(|s| s.as_ptr()).collect();
+    let is_root = unsafe_free_geteuid() == 0;
+    let program = ChildProgram {
+        fd_steps: &fd_steps,
+        argv: &argv,
+        envp: &envp,
+        exec_paths: &exec_paths,
+        cwd: strings.cwd.as_deref(),
+        session: match (command.pty.is_some(), command.session) {
+            (true, _) | (false, SessionOption::NewSession) => Session::NewSession,
+            (false, SessionOption::ProcessGroup(pgid)) => Session::ProcessGroup(pgid),
+            (false, SessionOption::Inherit) => Session::Inherit,
+        },
+        parent_death_signal: command.parent_death_signal.unwrap_or(0),
+        parent_pid: std::process::id() as libc::pid_t,
+        controlling_tty: command.pty.map(|_| 0),
+        credentials: Credentials {
+            clear_groups: is_root && (command.uid.is_some() || command.gid.is_some()),
+            gid: command.gid,
+            uid: command.uid,
+        },
+    };
+
+    let spawned = sys::child::spawn(&program).map_err(|(step, source)| {
+        tracing::debug!(%step, error = %source, "spawn failed");
+        Error::Spawn { step, source }
+    })?;
+    // The child has its copies; the parent must not hold the child ends, or EOF never comes.
+    drop(fds);
+    let pid = spawned.pid;
+    let exit = reaper.register(pid, spawned.pidfd);
+    tracing::debug!(pid, "spawned");
+    Ok(ProcessTransport::new(pid, exit, pipes, command))
+}
+
+fn unsafe_free_geteuid() -> libc::uid_t {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// NULL-terminated array of pointers into `strings`.
+fn pointers(strings: &[CString]) -> Vec<*const c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// The C strings the child needs: argv, envp, the PATH candidates and the cwd.
+struct Strings {
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    exec_paths: Vec<CString>,
+    cwd: Option<CString>,
+}
+
+impl Strings {
+    fn new(command: &Command) -> Result<Self, InvalidInput> {
+        let program = command.program.as_bytes();
+        if program.is_empty() {
+            return Err(InvalidInput::EmptyProgram);
+        }
+        let arg0 = command.arg0.as_deref().unwrap_or(&command.program);
+        let mut argv = Vec::with_capacity(command.args.len() + 1);
+        argv.push(c_string(arg0.as_bytes(), Field::Arg0)?);
+        for (i, arg) in command.args.iter().enumerate() {
+            argv.push(c_string(arg.as_bytes(), Field::Arg(i))?);
+        }
+        c_string(program, Field::Program)?;
+
+        let env = child_env(command)?;
+        let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_os_str());
+        let exec_paths = exec_paths(program, path);
+        let envp = env
+            .into_iter()
+            .map(|(k, v)| {
+                let mut kv = k.into_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                c_string(&kv, Field::EnvValue)
+            })
+            .collect::<Result<_, _>>()?;
+        let cwd = command
+            .cwd
+            .as_ref()
+            .map(|p| c_string(p.as_os_str().as_bytes(), Field::CurrentDir))
+            .transpose()?;
+        Ok(Strings {
+            argv,
+            envp,
+            exec_paths,
+            cwd,
+        })
+    }
+}
+
+fn c_string(bytes: &[u8], field: Field) -> Result<CString, InvalidInput> {
+    CString::new(bytes).map_err(|_| InvalidInput::NulByte { field })
+}
+
+/// The child's environment: inherited (unless cleared) with the command's changes applied.
+fn child_env(command: &Command) -> Result<Vec<(OsString, OsString)>, InvalidInput> {
+    for (key, value) in &command.env {
+        let k = key.as_bytes();
+        if k.is_empty() || k.contains(&b'=') {
+            return Err(InvalidInput::BadEnvKey {
+                key: key.to_string_lossy().into_owned(),
+            });
+        }
+        if k.contains(&0) {
+            return Err(InvalidInput::NulByte {
+                field: Field::EnvKey,
+            });
+        }
+        if value.as_ref().is_some_and(|v| v.as_bytes().contains(&0)) {
+            return Err(InvalidInput::NulByte {
+                field: Field::EnvValue,
+            });
+        }
+    }
+    let mut env: BTreeMap<OsString, OsString> = if command.env_clear {
+        BTreeMap::new()
+    } else {
+        std::env::vars_os().collect()
+    };
+    for (key, value) in &command.env {
+        match value {
+            Some(v) => env.insert(key.clone(), v.clone()),
+            None => env.remove(key),
+        };
+    }
+    if command.pty.is_some() && !env.contains_key(OsStr::new("TERM")) {
+        env.insert("TERM".into(), "xterm".into());
+    }
+    Ok(env.into_iter().collect())
+}
+
+/// The paths to try for `program`, following the PATH rule documented on [`Command`].
+fn exec_paths(program: &[u8], path: Option<&OsStr>) -> Vec<CString> {
+    if program.contains(&b'/') {
+        return CString::new(program).into_iter().collect();
+    }
+    let path = path.map(OsStr::as_bytes).unwrap_or(b"/bin:/usr/bin");
+    path.split(|&b| b == b':')
+        .filter_map(|dir| {
+            let dir = if dir.is_empty() { &b"."[..] } else { dir };
+            let mut full = Vec::with_capacity(dir.len() + program.len() + 1);
+            full.extend_from_slice(dir);
+            full.push(b'/');
+            full.extend_from_slice(program);
+            CString::new(full).ok()
+        })
+        .collect()
+}
+
+/// The fds the child will get: `mappings` (child fd, fd in the parent), the child ends the
+/// parent holds until the spawn, and the parent ends of the pipes.
+struct ChildFds {
+    mappings: Vec<(i32, i32)>,
+    child_ends: Vec<OwnedFd>,
+    parent_ends: Vec<(i32, Direction, OwnedFd)>,
+}
+
+impl ChildFds {
+    fn open(command: &Command) -> Result<Self, Error> {
+        if let Some(e) = &command.fd_error {
+            return Err(e.clone().into());
+        }
+        let mut fds = ChildFds {
+            mappings: Vec::with_capacity(command.fds.len()),
+            child_ends: Vec::new(),
+            parent_ends: Vec::new(),
+        };
+        let spawn_err = |step| move |source| Error::Spawn { step, source };
+        let mut dev_null: Option<i32> = None;
+        for (&child_fd, &what) in &command.fds {
+            if command.pty.is_some() && child_fd <= 2 {
+                continue;
+            }
+            let source = match what {
+                ChildFd::Inherit(parent_fd) => {
+                    if !sys::fd::is_open(parent_fd) {
+                        return Err(InvalidInput::InheritedFdNotOpen {
+                            child_fd,
+                            parent_fd,
+                        }
+                        .into());
+                    }
+                    parent_fd
+                }
+                ChildFd::Null => match dev_null {
+                    Some(fd) => fd,
+                    None => {
+                        let null = sys::fd::open_dev_null().map_err(spawn_err(SpawnStep::OpenDevNull))?;
+                        let fd = fds.keep_child_end(null);
+                        dev_null = Some(fd);
+                        fd
+                    }
+                },
+                ChildFd::ParentReads | ChildFd::ParentWrites => {
+                    let (read, write) = sys::fd::pipe().map_err(spawn_err(SpawnStep::CreatePipe))?;
+                    let (dir, parent, child) = if what == ChildFd::ParentReads {
+                        (Direction::ParentReads, read, write)
+                    } else {
+                        (Direction::ParentWrites, write, read)
+                    };
+                    if let Some(&bytes) = command.pipe_capacity.get(&child_fd) {
+                        sys::fd::set_pipe_capacity(parent.as_fd(), bytes)
+                            .map_err(spawn_err(SpawnStep::SetPipeCapacity(child_fd)))?;
+                    }
+                    fds.parent_ends.push((child_fd, dir, parent));
+                    fds.keep_child_end(child)
+                }
+            };
+            fds.mappings.push((child_fd, source));
+        }
+        for &child_fd in command.pipe_capacity.keys() {
+            if !fds.parent_ends.iter().any(|(fd, _, _)| *fd == child_fd) {
+                return Err(InvalidInput::PipeCapacityWithoutPipe(child_fd).into());
+            }
+        }
+        if let Some(size) = command.pty {
+            let pty = sys::pty::open(size.rows, size.cols).map_err(spawn_err(SpawnStep::OpenPty))?;
+            let slave = fds.keep_child_end(pty.slave);
+            fds.mappings.extend([(0, slave), (1, slave), (2, slave)]);
+            let writer = pty.master.try_clone().map_err(spawn_err(SpawnStep::OpenPty))?;
+            fds.parent_ends.push((1, Direction::PtyMaster, pty.master));
+            fds.parent_ends.push((0, Direction::ParentWrites, writer));
+        }
+        Ok(fds)
+    }
+
+    fn keep_child_end(&mut self, fd: OwnedFd) -> i32 {
+        let raw = fd.as_raw_fd();
+        self.child_ends.push(fd);
+        raw
+    }
+
+    /// Makes the parent ends non-blocking and registers them with the runtime's reactor. Done
+    /// before the clone, so that no failure can come after the child exists.
+    fn register_parent_ends(&mut self) -> Result<Vec<Pipe>, Error> {
+        let mut pipes = Vec::with_capacity(self.parent_ends.len());
+        for (child_fd, dir, fd) in self.parent_ends.drain(..) {
+            sys::fd::set_nonblocking(fd.as_fd()).map_err(Error::Io)?;
+            let capacity = sys::fd::pipe_capacity(fd.as_fd()).unwrap_or(64 * 1024);
+            // AsyncFd panics in a runtime built without I/O; report that as a typed error.
+            let interest = match dir {
+                Direction::ParentWrites => Interest::WRITABLE,
+                Direction::ParentReads | Direction::PtyMaster => Interest::READABLE,
+            };
+            let registered = std::panic::catch_unwind(AssertUnwindSafe(|| sys::fd::register(fd, interest)))
+                .map_err(|_| Error::NoRuntime)?
+                .map_err(Error::Io)?;
+            pipes.push(Pipe::new(child_fd, dir, registered, capacity));
+        }
+        pipes.sort_by_key(Pipe::child_fd);
+        Ok(pipes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(program: &str, path: Option<&str>) -> Vec<String> {
+        exec_paths(program.as_bytes(), path.map(OsStr::new))
+            .into_iter()
+            .map(|c| c.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn path_lookup_rule() {
+        assert_eq!(paths("/bin/sh", Some("/x")), ["/bin/sh"]);
+        assert_eq!(paths("./run", None), ["./run"]);
+        assert_eq!(paths("sh", Some("/a:/b")), ["/a/sh", "/b/sh"]);
+        assert_eq!(paths("sh", Some("/a::/b")), ["/a/sh", "./sh", "/b/sh"]);
+        assert_eq!(paths("sh", None), ["/bin/sh", "/usr/bin/sh"]);
+    }
+
+    #[test]
+    fn env_validation() {
+        let mut c = Command::new("true");
+        c.env("A=B", "x");
+        assert!(matches!(child_env(&c), Err(InvalidInput::BadEnvKey { .. })));
+        let mut c = Command::new("true");
+        c.env("", "x");
+        assert!(matches!(child_env(&c), Err(InvalidInput::BadEnvKey { .. })));
+        let mut c = Command::new("true");
+        c.env("A", "x\0y");
+        assert_eq!(
+            child_env(&c),
+            Err(InvalidInput::NulByte {
+                field: Field::EnvValue
+            })
+        );
+    }
+
+    #[test]
+    fn cleared_env_keeps_only_what_is_set() {
+        let mut c = Command::new("true");
+        c.env_clear().env("ONLY", "1");
+        assert_eq!(child_env(&c).unwrap(), [("ONLY".into(), "1".into())]);
+    }
+}

@@ -1,0 +1,113 @@
+//! File descriptor syscalls: pipes, flags, reads and vectored writes.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use bytes::{Bytes, BytesMut};
+
+use super::{cvt, cvt_retry};
+
+/// A pipe with both ends close-on-exec and blocking: `(read end, write end)`.
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Opens `/dev/null` read-write, close-on-exec.
+pub(crate) fn open_dev_null() -> io::Result<OwnedFd> {
+    // SAFETY: the path is a NUL-terminated literal.
+    let fd = cvt_retry(|| unsafe {
+        libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC)
+    })?;
+    // SAFETY: open succeeded; the fd is ours alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Puts the open file description behind `fd` in non-blocking mode.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: fcntl on a borrowed, open fd with integer arguments.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: as above.
+        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+    }
+    Ok(())
+}
+
+/// Whether `fd` is open in this process.
+pub(crate) fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the fd's flags; an unopened fd gives EBADF.
+    fd >= 0 && unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1
+}
+
+/// Sets a pipe's capacity (`F_SETPIPE_SZ`) and returns the capacity the kernel chose.
+pub(crate) fn set_pipe_capacity(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
+    let bytes = libc::c_int::try_from(bytes)
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: fcntl on a borrowed, open fd with an integer argument.
+    let got = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes) })?;
+    Ok(got as usize)
+}
+
+/// A pipe's capacity (`F_GETPIPE_SZ`).
+pub(crate) fn pipe_capacity(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    // SAFETY: fcntl on a borrowed, open fd.
+    let got = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) })?;
+    Ok(got as usize)
+}
+
+/// Reads at most `max` bytes into the spare capacity of `buf`, extending its length.
+pub(crate) fn read_into(fd: BorrowedFd<'_>, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+    buf.reserve(max);
+    let spare = buf.spare_capacity_mut();
+    let len = spare.len().min(max);
+    // SAFETY: `spare` is writable memory of at least `len` bytes owned by `buf`.
+    let n = cvt_retry(|| unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), len) })?;
+    // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n as usize) };
+    Ok(n as usize)
+}
+
+/// The most buffers one `writev` is handed.
+const MAX_IOVECS: usize = 64;
+
+/// Writes as much of `bufs` as the pipe takes with one `writev`, without ever raising SIGPIPE
+/// in this process (see [`super::signal::SigpipeGuard`]).
+pub(crate) fn writev<'a>(
+    fd: BorrowedFd<'_>,
+    bufs: impl Iterator<Item = &'a Bytes>,
+) -> io::Result<usize> {
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; MAX_IOVECS];
+    let mut count = 0;
+    for (slot, buf) in iov.iter_mut().zip(bufs.filter(|b| !b.is_empty())) {
+        slot.iov_base = buf.as_ptr() as *mut libc::c_void;
+        slot.iov_len = buf.len();
+        count += 1;
+    }
+    if count == 0 {
+        return Ok(0);
+    }
+    let _guard = super::signal::SigpipeGuard::new();
+    // SAFETY: the first `count` iovecs point at live `Bytes` borrowed for this call.
+    let n = cvt_retry(|| unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), count as i32) })?;
+    Ok(n as usize)
+}
+
+/// Registers `fd` with the current runtime's reactor for `interest`.
+///
+/// Panics (inside Tokio) when called in a runtime built without I/O; callers catch that.
+pub(crate) fn register(
+    fd: OwnedFd,
+    interest: tokio::io::Interest,
+) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd is open, owned by the AsyncFd from here on, and always reports the
+    // same fd number.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }
+        .map_err(|e| e.into_parts().1)
+}

@@ -1,0 +1,28 @@
+//! The thin layer of syscalls. Every `unsafe` block of the crate lives under here.
+
+pub(crate) mod child;
+pub(crate) mod fd;
+pub(crate) mod pty;
+pub(crate) mod signal;
+pub(crate) mod wait;
+
+use std::io;
+
+/// Turns a `-1` return into the thread's last OS error.
+pub(crate) fn cvt<T: PartialEq + From<i8>>(ret: T) -> io::Result<T> {
+    if ret == T::from(-1) {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Like [`cvt`], retrying on `EINTR`.
+pub(crate) fn cvt_retry<T: PartialEq + From<i8>>(mut f: impl FnMut() -> T) -> io::Result<T> {
+    loop {
+        match cvt(f()) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Signals: sending them (through a pidfd where the kernel has one) and keeping SIGPIPE away
+//! from the parent.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::cvt;
+
+/// Sends `sig` through the child's pidfd, falling back to `kill(pid)` where the pidfd syscall
+/// is missing. With a pidfd a reaped (or reused) pid can never be hit.
+pub(crate) fn send(pid: libc::pid_t, pidfd: Option<BorrowedFd<'_>>, sig: i32) -> io::Result<()> {
+    if let Some(pidfd) = pidfd {
+        // SAFETY: pidfd_send_signal with a borrowed pidfd, no siginfo and no flags.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        match cvt(ret) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
+            other => return other.map(drop),
+        }
+    }
+    // SAFETY: kill with integer arguments; the caller guarantees `pid` is not yet reaped.
+    cvt(unsafe { libc::kill(pid, sig) }).map(drop)
+}
+
+/// Sends `sig` to every process in the group `pgid`.
+pub(crate) fn send_to_group(pgid: libc::pid_t, sig: i32) -> io::Result<()> {
+    // SAFETY: killpg with integer arguments.
+    cvt(unsafe { libc::killpg(pgid, sig) }).map(drop)
+}
+
+/// Whether SIGPIPE was at its default (fatal) action when last checked.
+static SIGPIPE_IS_FATAL: AtomicBool = AtomicBool::new(true);
+
+/// Re-reads SIGPIPE's disposition; called once per spawn so writes need no syscall for it.
+pub(crate) fn refresh_sigpipe_disposition() {
+    let mut old = MaybeUninit::<libc::sigaction>::uninit();
+    // SAFETY: querying the action only (act = NULL) into a valid out-pointer.
+    let ret = unsafe { libc::sigaction(libc::SIGPIPE, std::ptr::null(), old.as_mut_ptr()) };
+    // SAFETY: sigaction succeeded and filled `old`.
+    let fatal = ret != 0 || unsafe { old.assume_init() }.sa_sigaction == libc::SIG_DFL;
+    SIGPIPE_IS_FATAL.store(fatal, Ordering::Relaxed);
+}
+
+/// Blocks SIGPIPE in this thread for the length of one write when SIGPIPE would kill the
+/// process, and swallows the SIGPIPE that write raised. Does nothing (no syscall) in the usual
+/// case where SIGPIPE is ignored, as Rust's runtime arranges.
+pub(crate) struct SigpipeGuard {
+    old_mask: Option<libc::sigset_t>,
+}
+
+impl SigpipeGuard {
+    pub(crate) fn new() -> Self {
+        if !SIGPIPE_IS_FATAL.load(Ordering::Relaxed) {
+            return SigpipeGuard { old_mask: None };
+        }
+        let set = sigpipe_set();
+        let mut old = MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: valid set and out-pointer; only this thread's mask changes.
+        let ret = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, old.as_mut_ptr()) };
+        SigpipeGuard {
+            // SAFETY: pthread_sigmask succeeded and filled `old`.
+            old_mask: (ret == 0).then(|| unsafe { old.assume_init() }),
+        }
+    }
+}
+
+impl Drop for SigpipeGuard {
+    fn drop(&mut self) {
+        let Some(old) = self.old_mask else { return };
+        let set = sigpipe_set();
+        // SAFETY: `old` is the sigset_t read in `new`.
+        let was_blocked = unsafe { libc::sigismember(&old, libc::SIGPIPE) } == 1;
+        if !was_blocked {
+            let zero = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: consume a SIGPIPE our write left pending, without waiting.
+            unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) };
+        }
+        // SAFETY: restores this thread's previous mask.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    }
+}
+
+fn sigpipe_set() -> libc::sigset_t {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set; sigaddset adds a valid signal to it.
+    unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGPIPE);
+        set.assume_init()
+    }
+}
+
+/// Unblocks SIGCHLD in the calling thread, so the reaper thread always receives it even when
+/// the process was started with SIGCHLD blocked.
+pub(crate) fn unblock_sigchld_in_this_thread() {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: initialise a set holding SIGCHLD and unblock it for this thread only.
+    unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGCHLD);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, set.as_ptr(), std::ptr::null_mut());
+    }
+}

@@ -1,0 +1,522 @@
+//! `ProcessTransport`: one running child, its pipes and its exit, driven by polling.
+
+use std::collections::VecDeque;
+use std::future::{Future, IntoFuture};
+use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_core::Stream;
+
+use crate::command::{Command, SessionOption};
+use crate::error::{Error, WaitError};
+use crate::event::{CloseReason, Event};
+use crate::exit_status::ExitStatus;
+use crate::pipe::{Pipe, PipeState, ReadOutcome};
+use crate::reaper::ExitSlot;
+use crate::sys;
+
+/// A running child process and the parent ends of its pipes.
+///
+/// Nothing happens in the background except reaping: data is read, queued writes are
+/// flushed and closes are noticed while the transport is polled, in one of three ways:
+///
+/// - as a [`Stream`] of [`Event`]s;
+/// - by [`run`](ProcessTransport::run)ning a [`ProcessProtocol`](crate::ProcessProtocol);
+/// - by awaiting the exit status ([`wait`](ProcessTransport::wait), or `.await` on the
+///   transport itself), which discards output so a chatty child can never block.
+///
+/// Reads happen only when the consumer asks for the next event, so a slow consumer makes the
+/// child block on a full pipe instead of growing the parent's memory.
+///
+/// Dropping the transport closes its pipes. The child keeps running (unless
+/// [`Command::kill_on_drop`] was set) and is reaped in the background when it exits.
+pub struct ProcessTransport {
+    exit: Arc<ExitSlot>,
+    pipes: Vec<Pipe>,
+    pending: VecDeque<Event>,
+    exit_seen: Option<Result<ExitStatus, WaitError>>,
+    ended: bool,
+    next_reader: usize,
+    process_group: Option<i32>,
+    kill_on_drop: bool,
+    wait_delay: Option<Duration>,
+    wait_delay_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl ProcessTransport {
+    pub(crate) fn new(pid: i32, exit: Arc<ExitSlot>, pipes: Vec<Pipe>, command: &Command) -> Self {
+        let process_group = match command.session {
+            _ if command.pty.is_some() => Some(pid),
+            SessionOption::NewSession | SessionOption::ProcessGroup(0) => Some(pid),
+            SessionOption::ProcessGroup(pgid) => Some(pgid),
+            SessionOption::Inherit => None,
+        };
+        ProcessTransport {
+            exit,
+            pipes,
+            pending: VecDeque::new(),
+            exit_seen: None,
+            ended: false,
+            next_reader: 0,
+            process_group,
+            kill_on_drop: command.kill_on_drop,
+            wait_delay: command.wait_delay,
+            wait_delay_timer: None,
+        }
+    }
+
+    /// The child's pid, or `None` once it has been reaped (a reaped pid may belong to another
+    /// process already).
+    pub fn pid(&self) -> Option<u32> {
+        self.exit.pid()
+    }
+
+    /// The process group the child leads or joined, if it was spawned with
+    /// [`Command::process_group`], [`Command::new_session`] or [`Command::pty`].
+    pub fn process_group(&self) -> Option<i32> {
+        self.process_group
+    }
+
+    /// The child fds that are pipes of this transport and still open, in ascending order.
+    pub fn open_fds(&self) -> impl Iterator<Item = i32> + '_ {
+        self.pipes.iter().filter(|p| p.is_open()).map(Pipe::child_fd)
+    }
+
+    // ----- writing -------------------------------------------------------------------------
+
+    /// Queues `data` for child fd `fd` and writes as much as the pipe takes now; the rest is
+    /// written while the transport is polled. Usable from protocol callbacks.
+    ///
+    /// Fails with [`Error::NotWritable`] for a pipe the parent reads, [`Error::NoSuchPipe`]
+    /// for an fd that is not a pipe, and [`Error::PipeClosed`] once the pipe is closed or
+    /// closing. A broken pipe is reported as a [`Closed`](Event::Closed) event with the error.
+    pub fn write(&mut self, fd: i32, data: impl Into<Bytes>) -> Result<(), Error> {
+        let data = data.into();
+        let writer = self.writer(fd)?;
+        if let Err(e) = writer.push(data) {
+            self.close_pipe(fd, CloseReason::Error(e));
+        }
+        Ok(())
+    }
+
+    /// Queues several buffers for child fd `fd`; they go out together with `writev`, without
+    /// being copied into one buffer.
+    pub fn write_sequence<I>(&mut self, fd: i32, data: I) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = Bytes>,
+    {
+        let writer = self.writer(fd)?;
+        let mut result = Ok(());
+        for chunk in data {
+            if let Err(e) = writer.push(chunk) {
+                result = Err(e);
+                break;
+            }
+        }
+        if let Err(e) = result {
+            self.close_pipe(fd, CloseReason::Error(e));
+        }
+        Ok(())
+    }
+
+    /// [`write`](ProcessTransport::write) to child fd 0.
+    pub fn write_stdin(&mut self, data: impl Into<Bytes>) -> Result<(), Error> {
+        self.write(0, data)
+    }
+
+    /// Bytes queued for child fd `fd` and not yet in the pipe (0 for anything but an open
+    /// writer).
+    pub fn queued_len(&self, fd: i32) -> usize {
+        match self.pipe(fd).map(|p| &p.state) {
+            Some(PipeState::Writer(w)) => w.queued(),
+            _ => 0,
+        }
+    }
+
+    /// Writes `data` to child fd `fd` and returns once all of it is in the pipe.
+    ///
+    /// While this waits, the transport reads nothing: a child that blocks writing its output
+    /// while the parent blocks writing its input would deadlock. To stream both ways at once,
+    /// use buffered [`write`](ProcessTransport::write)s while consuming events.
+    pub async fn write_all(&mut self, fd: i32, data: impl Into<Bytes>) -> Result<(), Error> {
+        self.write(fd, data)?;
+        self.flush(fd).await
+    }
+
+    /// Returns once everything queued for child fd `fd` is in the pipe.
+    pub async fn flush(&mut self, fd: i32) -> Result<(), Error> {
+        std::future::poll_fn(|cx| {
+            let writer = match self.writer(fd) {
+                Ok(w) => w,
+                Err(e) => return Poll::Ready(Err(e)),
+            };
+            match writer.poll_flush(cx) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+                Poll::Ready(Err(e)) => {
+                    let err = std::io::Error::new(e.kind(), e.to_string());
+                    self.close_pipe(fd, CloseReason::Error(e));
+                    Poll::Ready(Err(Error::Io(err)))
+                }
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    fn writer(&mut self, fd: i32) -> Result<&mut crate::pipe::Writer, Error> {
+        match self.pipe_mut(fd).map(|p| &mut p.state) {
+            None => Err(Error::NoSuchPipe(fd)),
+            Some(PipeState::Writer(w)) if w.closing => Err(Error::PipeClosed(fd)),
+            Some(PipeState::Writer(w)) => Ok(w),
+            Some(PipeState::Reader(_)) => Err(Error::NotWritable(fd)),
+            Some(PipeState::Taken(_)) => Err(Error::PipeTaken(fd)),
+            Some(PipeState::Closed) => Err(Error::PipeClosed(fd)),
+        }
+    }
+
+    // ----- closing -------------------------------------------------------------------------
+
+    /// Closes the pipe at child fd `fd`. A writer first flushes what is queued, then closes,
+    /// and the child sees EOF. A reader closes at once; the child's next write to it fails
+    /// with `EPIPE`. Either way a [`Closed`](Event::Closed) event with
+    /// [`CloseReason::Closed`] follows. Closing an already closed pipe does nothing.
+    pub fn close_child_fd(&mut self, fd: i32) -> Result<(), Error> {
+        let pipe = self.pipe_mut(fd).ok_or(Error::NoSuchPipe(fd))?;
+        match &mut pipe.state {
+            PipeState::Writer(w) => w.closing = true,
+            PipeState::Reader(_) => self.close_pipe(fd, CloseReason::Closed),
+            PipeState::Taken(_) => return Err(Error::PipeTaken(fd)),
+            PipeState::Closed => {}
+        }
+        Ok(())
+    }
+
+    /// Closes child fd 0 (after flushing).
+    pub fn close_stdin(&mut self) -> Result<(), Error> {
+        self.close_child_fd(0)
+    }
+
+    /// Closes child fd 1.
+    pub fn close_stdout(&mut self) -> Result<(), Error> {
+        self.close_child_fd(1)
+    }
+
+    /// Closes child fd 2.
+    pub fn close_stderr(&mut self) -> Result<(), Error> {
+        self.close_child_fd(2)
+    }
+
+    /// Closes every pipe of the transport (writers after flushing). The child is not signalled.
+    pub fn lose_connection(&mut self) {
+        let fds: Vec<i32> = self.pipes.iter().map(Pipe::child_fd).collect();
+        for fd in fds {
+            let _ = self.close_child_fd(fd);
+        }
+    }
+
+    fn close_pipe(&mut self, fd: i32, reason: CloseReason) {
+        if let Some(pipe) = self.pipe_mut(fd)
+            && matches!(pipe.state, PipeState::Reader(_) | PipeState::Writer(_))
+        {
+            pipe.state = PipeState::Closed;
+            tracing::trace!(fd, ?reason, "pipe closed");
+            self.pending.push_back(Event::Closed { fd, reason });
+        }
+    }
+
+    // ----- reading -------------------------------------------------------------------------
+
+    /// Stops reading every pipe (Twisted's `pauseProducing`). The child blocks once a pipe is
+    /// full; nothing is lost.
+    pub fn pause_reading(&mut self) {
+        self.set_paused(None, true);
+    }
+
+    /// Resumes reading every pipe.
+    pub fn resume_reading(&mut self) {
+        self.set_paused(None, false);
+    }
+
+    /// Stops reading child fd `fd`.
+    pub fn pause_reading_fd(&mut self, fd: i32) -> Result<(), Error> {
+        self.reader_exists(fd)?;
+        self.set_paused(Some(fd), true);
+        Ok(())
+    }
+
+    /// Resumes reading child fd `fd`.
+    pub fn resume_reading_fd(&mut self, fd: i32) -> Result<(), Error> {
+        self.reader_exists(fd)?;
+        self.set_paused(Some(fd), false);
+        Ok(())
+    }
+
+    fn reader_exists(&self, fd: i32) -> Result<(), Error> {
+        match self.pipe(fd).map(|p| &p.state) {
+            None => Err(Error::NoSuchPipe(fd)),
+            Some(PipeState::Writer(_)) => Err(Error::NotReadable(fd)),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn set_paused(&mut self, fd: Option<i32>, paused: bool) {
+        for pipe in &mut self.pipes {
+            if fd.is_none_or(|fd| fd == pipe.child_fd())
+                && let PipeState::Reader(r) = &mut pipe.state
+            {
+                r.paused = paused;
+            }
+        }
+    }
+
+    // ----- signals and exit ----------------------------------------------------------------
+
+    /// Sends signal `sig` (e.g. `libc::SIGTERM`) to the child. Fails with
+    /// [`Error::AlreadyExited`] once the child has been reaped; never signals a reused pid.
+    pub fn signal(&self, sig: i32) -> Result<(), Error> {
+        self.exit.signal(sig)
+    }
+
+    /// Sends `sig` to the child's whole process group (see
+    /// [`process_group`](ProcessTransport::process_group)), which reaches the descendants
+    /// that stayed in it even after the child itself has exited.
+    pub fn signal_group(&self, sig: i32) -> Result<(), Error> {
+        let pgid = self.process_group.ok_or(Error::NoProcessGroup)?;
+        sys::signal::send_to_group(pgid, sig).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ESRCH) {
+                Error::AlreadyExited
+            } else {
+                Error::Io(e)
+            }
+        })
+    }
+
+    /// Changes the window size of the child's terminal (spawned with [`Command::pty`]); the
+    /// child gets SIGWINCH.
+    pub fn resize_pty(&self, rows: u16, cols: u16) -> Result<(), Error> {
+        let master = self
+            .pipes
+            .iter()
+            .find_map(|p| match &p.state {
+                PipeState::Writer(w) if p.child_fd() == 0 => Some(w.fd()),
+                _ => None,
+            })
+            .ok_or(Error::NoSuchPipe(0))?;
+        sys::pty::set_window_size(master.as_fd(), rows, cols).map_err(Error::Io)
+    }
+
+    /// Waits for the child to be reaped and returns its status. Output read meanwhile is
+    /// discarded (so a child writing more than a pipe holds cannot block), and writers are
+    /// flushed and then closed, as Tokio's `wait` closes stdin. Cancel-safe.
+    pub async fn wait(&mut self) -> Result<ExitStatus, Error> {
+        for pipe in &mut self.pipes {
+            if let PipeState::Writer(w) = &mut pipe.state {
+                w.closing = true;
+            }
+        }
+        std::future::poll_fn(|cx| self.poll_exit_status(cx)).await
+    }
+
+    fn poll_exit_status(&mut self, cx: &mut Context<'_>) -> Poll<Result<ExitStatus, Error>> {
+        loop {
+            if let Some(result) = self.exit_seen {
+                return Poll::Ready(result.map_err(Error::Wait));
+            }
+            match self.poll_event(cx) {
+                Poll::Ready(Some(_discarded)) => continue,
+                Poll::Ready(None) => return Poll::Ready(self.final_status().map_err(Error::Wait)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Sends SIGKILL (unless the child was already reaped) and waits for the exit status.
+    pub async fn kill(&mut self) -> Result<ExitStatus, Error> {
+        match self.signal(libc::SIGKILL) {
+            Ok(()) | Err(Error::AlreadyExited) => {}
+            Err(e) => return Err(e),
+        }
+        self.wait().await
+    }
+
+    /// Sends SIGTERM, waits up to `grace` for the child to exit, then sends SIGKILL, and
+    /// returns the final status.
+    pub async fn terminate(&mut self, grace: Duration) -> Result<ExitStatus, Error> {
+        match self.signal(libc::SIGTERM) {
+            Ok(()) | Err(Error::AlreadyExited) => {}
+            Err(e) => return Err(e),
+        }
+        match tokio::time::timeout(grace, self.wait()).await {
+            Ok(result) => result,
+            Err(_elapsed) => self.kill().await,
+        }
+    }
+
+    // ----- the event machine ---------------------------------------------------------------
+
+    /// Polls for the next event: flushes writers, notices closes and the exit, reads one
+    /// chunk from the next ready reader (round robin), and yields `Ended` last, then `None`.
+    pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Poll::Ready(Some(event));
+            }
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            self.poll_writers(cx);
+            self.poll_reaped(cx);
+            if let Some(event) = self.poll_readers(cx) {
+                self.pending.push_back(event);
+            }
+            self.poll_wait_delay(cx);
+            if self.pending.is_empty() {
+                if self.exit_seen.is_some() && !self.pipes.iter().any(Pipe::is_open) {
+                    self.ended = true;
+                    let result = self.final_status();
+                    tracing::debug!(?result, "process ended");
+                    return Poll::Ready(Some(Event::Ended(result)));
+                }
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn poll_writers(&mut self, cx: &mut Context<'_>) {
+        for i in 0..self.pipes.len() {
+            let fd = self.pipes[i].child_fd();
+            let reason = match &mut self.pipes[i].state {
+                PipeState::Writer(w) => match w.poll_done(cx) {
+                    Poll::Ready(reason) => reason,
+                    Poll::Pending => continue,
+                },
+                PipeState::Taken(taken) => {
+                    taken.register(cx);
+                    continue;
+                }
+                _ => continue,
+            };
+            self.close_pipe(fd, reason);
+        }
+    }
+
+    fn poll_reaped(&mut self, cx: &mut Context<'_>) {
+        if self.exit_seen.is_some() {
+            return;
+        }
+        if let Poll::Ready(result) = self.exit.poll_exit(cx) {
+            self.exit_seen = Some(result);
+            tracing::debug!(?result, "process exited");
+            self.pending.push_back(Event::Exited(result));
+        }
+    }
+
+    fn poll_readers(&mut self, cx: &mut Context<'_>) -> Option<Event> {
+        let count = self.pipes.len();
+        for k in 0..count {
+            let i = (self.next_reader + k) % count;
+            let fd = self.pipes[i].child_fd();
+            let PipeState::Reader(reader) = &mut self.pipes[i].state else {
+                continue;
+            };
+            if reader.paused {
+                continue;
+            }
+            match reader.poll_read(cx) {
+                Poll::Pending => continue,
+                Poll::Ready(ReadOutcome::Data(data)) => {
+                    self.next_reader = (i + 1) % count;
+                    return Some(Event::Data { fd, data });
+                }
+                Poll::Ready(ReadOutcome::Closed(reason)) => {
+                    self.close_pipe(fd, reason);
+                    return self.pending.pop_front();
+                }
+            }
+        }
+        None
+    }
+
+    fn poll_wait_delay(&mut self, cx: &mut Context<'_>) {
+        let Some(delay) = self.wait_delay else { return };
+        if self.exit_seen.is_none() || !self.pipes.iter().any(Pipe::is_open) {
+            return;
+        }
+        let timer = self
+            .wait_delay_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+        if timer.as_mut().poll(cx).is_ready() {
+            let open: Vec<i32> = self
+                .pipes
+                .iter()
+                .filter(|p| matches!(p.state, PipeState::Reader(_) | PipeState::Writer(_)))
+                .map(Pipe::child_fd)
+                .collect();
+            for fd in open {
+                self.close_pipe(fd, CloseReason::WaitDelay);
+            }
+            self.wait_delay = None;
+        }
+    }
+
+    /// The exit result as far as it is known (the stream has `Exited` before it ends).
+    pub(crate) fn final_status(&self) -> Result<ExitStatus, WaitError> {
+        self.exit_seen
+            .or_else(|| self.exit.try_exit())
+            .unwrap_or(Err(WaitError::Os(libc::EAGAIN)))
+    }
+
+    pub(crate) fn pipe(&self, fd: i32) -> Option<&Pipe> {
+        self.pipes
+            .binary_search_by_key(&fd, Pipe::child_fd)
+            .ok()
+            .map(|i| &self.pipes[i])
+    }
+
+    pub(crate) fn pipe_mut(&mut self, fd: i32) -> Option<&mut Pipe> {
+        self.pipes
+            .binary_search_by_key(&fd, Pipe::child_fd)
+            .ok()
+            .map(|i| &mut self.pipes[i])
+    }
+}
+
+impl Stream for ProcessTransport {
+    type Item = Event;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.get_mut().poll_event(cx)
+    }
+}
+
+impl IntoFuture for ProcessTransport {
+    type Output = Result<ExitStatus, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    /// Awaiting the transport is [`wait`](ProcessTransport::wait).
+    fn into_future(mut self) -> Self::IntoFuture {
+        Box::pin(async move { self.wait().await })
+    }
+}
+
+impl Drop for ProcessTransport {
+    fn drop(&mut self) {
+        if self.kill_on_drop {
+            let _ = self.exit.signal(libc::SIGKILL);
+        }
+    }
+}
+
+impl std::fmt::Debug for ProcessTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessTransport")
+            .field("pid", &self.pid())
+            .field("open_fds", &self.open_fds().collect::<Vec<_>>())
+            .field("ended", &self.ended)
+            .finish()
+    }
+}
