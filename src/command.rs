@@ -79,6 +79,8 @@ pub struct Command {
     pub(crate) kill_on_drop: bool,
     pub(crate) wait_delay: Option<Duration>,
     pub(crate) pty: Option<PtySize>,
+    pub(crate) write_high_water: usize,
+    pub(crate) write_buffer_limit: Option<usize>,
 }
 
 impl Command {
@@ -106,6 +108,8 @@ impl Command {
             kill_on_drop: false,
             wait_delay: None,
             pty: None,
+            write_high_water: crate::pipe::DEFAULT_HIGH_WATER,
+            write_buffer_limit: None,
         }
     }
 
@@ -189,7 +193,8 @@ impl Command {
     /// Maps child fd `child_fd` to `what`, replacing any earlier mapping of that fd.
     pub fn fd(&mut self, child_fd: RawFd, what: ChildFd) -> &mut Self {
         if child_fd < 0 {
-            self.fd_error.get_or_insert(InvalidInput::NegativeChildFd(child_fd));
+            self.fd_error
+                .get_or_insert(InvalidInput::NegativeChildFd(child_fd));
         } else {
             self.fds.insert(child_fd, what);
         }
@@ -206,9 +211,11 @@ impl Command {
         self.fds.clear();
         for (child_fd, what) in map {
             if child_fd < 0 {
-                self.fd_error.get_or_insert(InvalidInput::NegativeChildFd(child_fd));
+                self.fd_error
+                    .get_or_insert(InvalidInput::NegativeChildFd(child_fd));
             } else if self.fds.insert(child_fd, what).is_some() {
-                self.fd_error.get_or_insert(InvalidInput::DuplicateChildFd(child_fd));
+                self.fd_error
+                    .get_or_insert(InvalidInput::DuplicateChildFd(child_fd));
             }
         }
         self
@@ -282,6 +289,21 @@ impl Command {
     /// (3 and up) work as usual. `TERM` is set to `xterm` unless the environment sets it.
     pub fn pty(&mut self, size: PtySize) -> &mut Self {
         self.pty = Some(size);
+        self
+    }
+
+    /// The high-water mark of every writer's queue (default 64 KiB): above it, buffered
+    /// writes report [`WriteFlow::Paused`](crate::WriteFlow) and an
+    /// [`Event::WritePaused`](crate::Event::WritePaused) is queued.
+    pub fn write_high_water(&mut self, bytes: usize) -> &mut Self {
+        self.write_high_water = bytes;
+        self
+    }
+
+    /// A hard cap on every writer's queue: a buffered write that would go past it fails with
+    /// [`Error::WriteBufferFull`](crate::Error::WriteBufferFull). Unlimited by default.
+    pub fn write_buffer_limit(&mut self, bytes: usize) -> &mut Self {
+        self.write_buffer_limit = Some(bytes);
         self
     }
 

@@ -31,6 +31,9 @@ pub enum Error {
     PipeClosed(i32),
     /// The pipe at this child fd was taken out with `take_reader`/`take_writer`.
     PipeTaken(i32),
+    /// The write would take the writer's queue past its
+    /// [limit](crate::Command::write_buffer_limit); nothing was queued.
+    WriteBufferFull(i32),
     /// The child was not spawned in a process group of its own, so there is no group to signal.
     NoProcessGroup,
     /// Waiting for the child failed.
@@ -152,6 +155,9 @@ impl fmt::Display for Error {
             Error::NotReadable(fd) => write!(f, "child fd {fd} is written by the parent, not read"),
             Error::PipeClosed(fd) => write!(f, "the pipe at child fd {fd} is closed"),
             Error::PipeTaken(fd) => write!(f, "the pipe at child fd {fd} was taken out"),
+            Error::WriteBufferFull(fd) => {
+                write!(f, "the write buffer of child fd {fd} is at its limit")
+            }
             Error::NoProcessGroup => {
                 f.write_str("the child was not spawned in a process group of its own")
             }
@@ -189,7 +195,10 @@ impl fmt::Display for InvalidInput {
                 "parent fd {parent_fd} (for child fd {child_fd}) is not open"
             ),
             InvalidInput::PipeCapacityWithoutPipe(fd) => {
-                write!(f, "a pipe capacity was set for child fd {fd}, which is not a pipe")
+                write!(
+                    f,
+                    "a pipe capacity was set for child fd {fd}, which is not a pipe"
+                )
             }
         }
     }
@@ -201,7 +210,9 @@ impl fmt::Display for SpawnStep {
             SpawnStep::CreatePipe => f.write_str("pipe creation"),
             SpawnStep::OpenDevNull => f.write_str("opening /dev/null"),
             SpawnStep::OpenPty => f.write_str("opening a pseudo-terminal"),
-            SpawnStep::SetPipeCapacity(fd) => write!(f, "setting the pipe capacity of child fd {fd}"),
+            SpawnStep::SetPipeCapacity(fd) => {
+                write!(f, "setting the pipe capacity of child fd {fd}")
+            }
             SpawnStep::StartReaper => f.write_str("starting the reaper"),
             SpawnStep::Clone => f.write_str("clone"),
             SpawnStep::PlaceFd(fd) => write!(f, "placing child fd {fd}"),

@@ -31,6 +31,17 @@ pub enum Event {
         /// Why it closed.
         reason: CloseReason,
     },
+    /// The writer at child fd `fd` went above its high-water mark: stop producing.
+    WritePaused {
+        /// The child fd.
+        fd: i32,
+    },
+    /// The writer at child fd `fd` drained to a quarter of its high-water mark after a
+    /// [`WritePaused`](Event::WritePaused): produce again.
+    WriteResumed {
+        /// The child fd.
+        fd: i32,
+    },
     /// The child has been reaped. Pipes may still be open (a grandchild can hold them).
     Exited(Result<ExitStatus, WaitError>),
     /// The child has been reaped and every pipe is closed. The last event.

@@ -68,11 +68,7 @@ pub fn plan(mappings: &[(i32, i32)]) -> Result<Vec<FdStep>, PlanError> {
         }
     }
 
-    let highest = mappings
-        .iter()
-        .map(|&(t, s)| t.max(s))
-        .max()
-        .unwrap_or(-1);
+    let highest = mappings.iter().map(|&(t, s)| t.max(s)).max().unwrap_or(-1);
     let mut steps = Vec::with_capacity(mappings.len() * 2 + 2);
 
     // Phase 1: move sources out of the way of targets.
@@ -167,7 +163,13 @@ mod tests {
             .iter()
             .map(|&fd| {
                 let cloexec = !inheritable.contains(&fd);
-                (fd, SimFd { file: fd as u64, cloexec })
+                (
+                    fd,
+                    SimFd {
+                        file: fd as u64,
+                        cloexec,
+                    },
+                )
             })
             .collect();
         simulate(&open, &plan(map).unwrap()).expect("plan read a closed fd")
@@ -230,7 +232,11 @@ mod tests {
     #[test]
     fn sparse_high_targets_and_unmapped_inheritable_fds() {
         assert_eq!(
-            run(&[0, 1, 2, 10, 11, 50, 2000], &[0, 1, 2, 50, 2000], &[(100, 10), (1000, 11)]),
+            run(
+                &[0, 1, 2, 10, 11, 50, 2000],
+                &[0, 1, 2, 50, 2000],
+                &[(100, 10), (1000, 11)]
+            ),
             expect(&[(100, 10), (1000, 11)])
         );
     }
@@ -252,10 +258,7 @@ mod tests {
     fn rejects_bad_maps() {
         assert_eq!(plan(&[(-1, 3)]), Err(PlanError::NegativeChildFd(-1)));
         assert_eq!(plan(&[(1, -3)]), Err(PlanError::NegativeSourceFd(-3)));
-        assert_eq!(
-            plan(&[(1, 3), (1, 4)]),
-            Err(PlanError::DuplicateChildFd(1))
-        );
+        assert_eq!(plan(&[(1, 3), (1, 4)]), Err(PlanError::DuplicateChildFd(1)));
         assert_eq!(
             plan(&[(i32::MAX, i32::MAX)]),
             Err(PlanError::FdOutOfRange(i32::MAX))

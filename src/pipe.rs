@@ -43,7 +43,12 @@ pub(crate) enum PipeState {
 }
 
 impl Pipe {
-    pub(crate) fn new(child_fd: i32, dir: Direction, fd: AsyncFd<OwnedFd>, capacity: usize) -> Self {
+    pub(crate) fn new(
+        child_fd: i32,
+        dir: Direction,
+        fd: AsyncFd<OwnedFd>,
+        capacity: usize,
+    ) -> Self {
         let state = match dir {
             Direction::ParentWrites => PipeState::Writer(Writer::new(fd)),
             Direction::ParentReads | Direction::PtyMaster => PipeState::Reader(Reader {
@@ -113,10 +118,28 @@ impl Reader {
         }
     }
 
-    pub(crate) fn into_fd(self) -> AsyncFd<OwnedFd> {
-        self.fd
+    /// Reads whatever is ready into `buf` (an `AsyncRead` read).
+    pub(crate) fn poll_read_buf(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            match guard.try_io(|fd| sys::fd::read_buf(fd.get_ref().as_fd(), buf)) {
+                Ok(Ok(())) => return Poll::Ready(Ok(())),
+                Ok(Err(e)) if self.pty && e.raw_os_error() == Some(libc::EIO) => {
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => {}
+            }
+        }
     }
 }
+
+/// The default high-water mark of a writer's queue.
+pub(crate) const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 
 pub(crate) struct Writer {
     fd: AsyncFd<OwnedFd>,
@@ -124,6 +147,30 @@ pub(crate) struct Writer {
     queued: usize,
     /// Close once the queue has drained.
     pub(crate) closing: bool,
+    /// Above this many queued bytes the writer reports [`WriteFlow::Paused`].
+    pub(crate) high_water: usize,
+    /// Queued bytes beyond which a write is refused, if set.
+    pub(crate) limit: Option<usize>,
+    /// The queue went above the high-water mark and has not drained to the low-water mark.
+    paused: bool,
+}
+
+/// What a buffered write says about the writer's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteFlow {
+    /// The queue is at or below its high-water mark: keep writing.
+    Open,
+    /// The queue is above its high-water mark: stop producing until
+    /// [`Event::WriteResumed`](crate::Event::WriteResumed) for this fd.
+    Paused,
+}
+
+/// What happened to a writer's flow state in one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FlowChange {
+    None,
+    Paused,
+    Resumed,
 }
 
 impl Writer {
@@ -133,6 +180,43 @@ impl Writer {
             queue: VecDeque::new(),
             queued: 0,
             closing: false,
+            high_water: DEFAULT_HIGH_WATER,
+            limit: None,
+            paused: false,
+        }
+    }
+
+    /// Whether `more` bytes fit under the writer's limit.
+    pub(crate) fn accepts(&self, more: usize) -> bool {
+        self.limit
+            .is_none_or(|limit| self.queued.saturating_add(more) <= limit)
+    }
+
+    /// Marks the writer paused if the queue went above the high-water mark.
+    pub(crate) fn check_paused(&mut self) -> FlowChange {
+        if !self.paused && self.queued > self.high_water {
+            self.paused = true;
+            FlowChange::Paused
+        } else {
+            FlowChange::None
+        }
+    }
+
+    /// Marks the writer resumed once the queue drained to a quarter of the high-water mark.
+    pub(crate) fn check_resumed(&mut self) -> FlowChange {
+        if self.paused && self.queued <= self.high_water / 4 {
+            self.paused = false;
+            FlowChange::Resumed
+        } else {
+            FlowChange::None
+        }
+    }
+
+    pub(crate) fn flow(&self) -> WriteFlow {
+        if self.paused {
+            WriteFlow::Paused
+        } else {
+            WriteFlow::Open
         }
     }
 
@@ -162,10 +246,9 @@ impl Writer {
     /// One `writev` of the queue, if the reactor believes the pipe writable.
     fn write_now(&mut self) -> io::Result<()> {
         let queue = &self.queue;
-        match self
-            .fd
-            .try_io(Interest::WRITABLE, |fd| sys::fd::writev(fd.as_fd(), queue.iter()))
-        {
+        match self.fd.try_io(Interest::WRITABLE, |fd| {
+            sys::fd::writev(fd.as_fd(), queue.iter().map(|b| &b[..]))
+        }) {
             Ok(n) => {
                 self.advance(n);
                 Ok(())
@@ -178,7 +261,9 @@ impl Writer {
     fn advance(&mut self, mut n: usize) {
         self.queued -= n;
         while n > 0 {
-            let Some(front) = self.queue.front_mut() else { break };
+            let Some(front) = self.queue.front_mut() else {
+                break;
+            };
             if n < front.len() {
                 front.advance(n);
                 break;
@@ -191,9 +276,23 @@ impl Writer {
     /// Writes until the queue is empty. An error means the pipe is broken.
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.queue.is_empty() {
+            ready!(self.poll_flush_some(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Makes progress on the queue: one successful `writev` (or nothing to do).
+    pub(crate) fn poll_flush_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.queue.is_empty() {
             let mut guard = ready!(self.fd.poll_write_ready(cx))?;
-            match guard.try_io(|fd| sys::fd::writev(fd.get_ref().as_fd(), self.queue.iter())) {
-                Ok(Ok(n)) => self.advance(n),
+            let queue = &self.queue;
+            let written = guard
+                .try_io(|fd| sys::fd::writev(fd.get_ref().as_fd(), queue.iter().map(|b| &b[..])));
+            match written {
+                Ok(Ok(n)) => {
+                    self.advance(n);
+                    break;
+                }
                 Ok(Err(e)) => return Poll::Ready(Err(e)),
                 Err(_would_block) => {}
             }
@@ -222,8 +321,20 @@ impl Writer {
         }
     }
 
-    pub(crate) fn into_parts(self) -> (AsyncFd<OwnedFd>, VecDeque<Bytes>) {
-        (self.fd, self.queue)
+    /// Flushes the queue, then writes from `bufs` directly (one `writev`).
+    pub(crate) fn poll_write_slices(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_flush(cx))?;
+        loop {
+            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
+            let slices = bufs.iter().map(|b| &b[..]);
+            if let Ok(result) = guard.try_io(|fd| sys::fd::writev(fd.get_ref().as_fd(), slices)) {
+                return Poll::Ready(result);
+            }
+        }
     }
 }
 

@@ -76,6 +76,16 @@ pub trait ProcessProtocol {
         let _ = transport;
     }
 
+    /// The writer at child fd `fd` is above its high-water mark: stop producing for it.
+    fn pause_writing(&mut self, transport: &mut ProcessTransport, fd: i32) {
+        let _ = (transport, fd);
+    }
+
+    /// The writer at child fd `fd` has drained: produce again.
+    fn resume_writing(&mut self, transport: &mut ProcessTransport, fd: i32) {
+        let _ = (transport, fd);
+    }
+
     /// The child has been reaped; pipes may still be open.
     fn process_exited(
         &mut self,
@@ -107,6 +117,8 @@ impl ProcessTransport {
                 Event::Closed { fd, reason } => {
                     protocol.child_connection_lost(&mut self, fd, reason)
                 }
+                Event::WritePaused { fd } => protocol.pause_writing(&mut self, fd),
+                Event::WriteResumed { fd } => protocol.resume_writing(&mut self, fd),
                 Event::Exited(status) => protocol.process_exited(&mut self, status),
                 Event::Ended(status) => {
                     protocol.process_ended(status);

@@ -57,8 +57,8 @@ pub fn spawn_process(command: &Command) -> Result<ProcessTransport, Error> {
         exec_paths: &exec_paths,
         cwd: strings.cwd.as_deref(),
         session: match (command.pty.is_some(), command.session) {
-            (true, _) | (false, SessionOption::NewSession) => Session::NewSession,
-            (false, SessionOption::ProcessGroup(pgid)) => Session::ProcessGroup(pgid),
+            (true, _) | (false, SessionOption::NewSession) => Session::New,
+            (false, SessionOption::ProcessGroup(pgid)) => Session::Group(pgid),
             (false, SessionOption::Inherit) => Session::Inherit,
         },
         parent_death_signal: command.parent_death_signal.unwrap_or(0),
@@ -120,7 +120,10 @@ impl Strings {
         c_string(program, Field::Program)?;
 
         let env = child_env(command)?;
-        let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_os_str());
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_os_str());
         let exec_paths = exec_paths(program, path);
         let envp = env
             .into_iter()
@@ -242,14 +245,16 @@ impl ChildFds {
                 ChildFd::Null => match dev_null {
                     Some(fd) => fd,
                     None => {
-                        let null = sys::fd::open_dev_null().map_err(spawn_err(SpawnStep::OpenDevNull))?;
+                        let null =
+                            sys::fd::open_dev_null().map_err(spawn_err(SpawnStep::OpenDevNull))?;
                         let fd = fds.keep_child_end(null);
                         dev_null = Some(fd);
                         fd
                     }
                 },
                 ChildFd::ParentReads | ChildFd::ParentWrites => {
-                    let (read, write) = sys::fd::pipe().map_err(spawn_err(SpawnStep::CreatePipe))?;
+                    let (read, write) =
+                        sys::fd::pipe().map_err(spawn_err(SpawnStep::CreatePipe))?;
                     let (dir, parent, child) = if what == ChildFd::ParentReads {
                         (Direction::ParentReads, read, write)
                     } else {
@@ -271,10 +276,14 @@ impl ChildFds {
             }
         }
         if let Some(size) = command.pty {
-            let pty = sys::pty::open(size.rows, size.cols).map_err(spawn_err(SpawnStep::OpenPty))?;
+            let pty =
+                sys::pty::open(size.rows, size.cols).map_err(spawn_err(SpawnStep::OpenPty))?;
             let slave = fds.keep_child_end(pty.slave);
             fds.mappings.extend([(0, slave), (1, slave), (2, slave)]);
-            let writer = pty.master.try_clone().map_err(spawn_err(SpawnStep::OpenPty))?;
+            let writer = pty
+                .master
+                .try_clone()
+                .map_err(spawn_err(SpawnStep::OpenPty))?;
             fds.parent_ends.push((1, Direction::PtyMaster, pty.master));
             fds.parent_ends.push((0, Direction::ParentWrites, writer));
         }
@@ -299,9 +308,10 @@ impl ChildFds {
                 Direction::ParentWrites => Interest::WRITABLE,
                 Direction::ParentReads | Direction::PtyMaster => Interest::READABLE,
             };
-            let registered = std::panic::catch_unwind(AssertUnwindSafe(|| sys::fd::register(fd, interest)))
-                .map_err(|_| Error::NoRuntime)?
-                .map_err(Error::Io)?;
+            let registered =
+                std::panic::catch_unwind(AssertUnwindSafe(|| sys::fd::register(fd, interest)))
+                    .map_err(|_| Error::NoRuntime)?
+                    .map_err(Error::Io)?;
             pipes.push(Pipe::new(child_fd, dir, registered, capacity));
         }
         pipes.sort_by_key(Pipe::child_fd);

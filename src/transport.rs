@@ -15,7 +15,8 @@ use crate::command::{Command, SessionOption};
 use crate::error::{Error, WaitError};
 use crate::event::{CloseReason, Event};
 use crate::exit_status::ExitStatus;
-use crate::pipe::{Pipe, PipeState, ReadOutcome};
+use crate::io::{PipeReader, PipeWriter};
+use crate::pipe::{FlowChange, Pipe, PipeState, ReadOutcome, TakenPipe, WriteFlow};
 use crate::reaper::ExitSlot;
 use crate::sys;
 
@@ -48,7 +49,18 @@ pub struct ProcessTransport {
 }
 
 impl ProcessTransport {
-    pub(crate) fn new(pid: i32, exit: Arc<ExitSlot>, pipes: Vec<Pipe>, command: &Command) -> Self {
+    pub(crate) fn new(
+        pid: i32,
+        exit: Arc<ExitSlot>,
+        mut pipes: Vec<Pipe>,
+        command: &Command,
+    ) -> Self {
+        for pipe in &mut pipes {
+            if let PipeState::Writer(w) = &mut pipe.state {
+                w.high_water = command.write_high_water;
+                w.limit = command.write_buffer_limit;
+            }
+        }
         let process_group = match command.session {
             _ if command.pty.is_some() => Some(pid),
             SessionOption::NewSession | SessionOption::ProcessGroup(0) => Some(pid),
@@ -83,48 +95,65 @@ impl ProcessTransport {
 
     /// The child fds that are pipes of this transport and still open, in ascending order.
     pub fn open_fds(&self) -> impl Iterator<Item = i32> + '_ {
-        self.pipes.iter().filter(|p| p.is_open()).map(Pipe::child_fd)
+        self.pipes
+            .iter()
+            .filter(|p| p.is_open())
+            .map(Pipe::child_fd)
     }
 
     // ----- writing -------------------------------------------------------------------------
 
     /// Queues `data` for child fd `fd` and writes as much as the pipe takes now; the rest is
-    /// written while the transport is polled. Usable from protocol callbacks.
+    /// written while the transport is polled. Usable from protocol callbacks. Never copies
+    /// `data`.
+    ///
+    /// Returns [`WriteFlow::Paused`] once the queue is above the writer's high-water mark
+    /// (64 KiB unless set with [`Command::write_high_water`]); an
+    /// [`Event::WritePaused`] is also queued then, and [`Event::WriteResumed`] follows when
+    /// the queue drains to a quarter of the mark. The queue keeps growing if you ignore this,
+    /// unless [`Command::write_buffer_limit`] is set: then a write that would go past the
+    /// limit fails with [`Error::WriteBufferFull`] and queues nothing.
     ///
     /// Fails with [`Error::NotWritable`] for a pipe the parent reads, [`Error::NoSuchPipe`]
     /// for an fd that is not a pipe, and [`Error::PipeClosed`] once the pipe is closed or
     /// closing. A broken pipe is reported as a [`Closed`](Event::Closed) event with the error.
-    pub fn write(&mut self, fd: i32, data: impl Into<Bytes>) -> Result<(), Error> {
-        let data = data.into();
-        let writer = self.writer(fd)?;
-        if let Err(e) = writer.push(data) {
-            self.close_pipe(fd, CloseReason::Error(e));
-        }
-        Ok(())
+    pub fn write(&mut self, fd: i32, data: impl Into<Bytes>) -> Result<WriteFlow, Error> {
+        self.write_sequence(fd, std::iter::once(data.into()))
     }
 
     /// Queues several buffers for child fd `fd`; they go out together with `writev`, without
-    /// being copied into one buffer.
-    pub fn write_sequence<I>(&mut self, fd: i32, data: I) -> Result<(), Error>
+    /// being copied into one buffer. Flow control as in [`write`](ProcessTransport::write);
+    /// the limit applies to the whole sequence.
+    pub fn write_sequence<I>(&mut self, fd: i32, data: I) -> Result<WriteFlow, Error>
     where
         I: IntoIterator<Item = Bytes>,
     {
+        let chunks: Vec<Bytes> = data.into_iter().collect();
+        let total = chunks.iter().map(Bytes::len).sum();
         let writer = self.writer(fd)?;
-        let mut result = Ok(());
-        for chunk in data {
+        if !writer.accepts(total) {
+            return Err(Error::WriteBufferFull(fd));
+        }
+        let mut broken = None;
+        for chunk in chunks {
             if let Err(e) = writer.push(chunk) {
-                result = Err(e);
+                broken = Some(e);
                 break;
             }
         }
-        if let Err(e) = result {
+        let change = writer.check_paused();
+        let flow = writer.flow();
+        if change == FlowChange::Paused {
+            self.pending.push_back(Event::WritePaused { fd });
+        }
+        if let Some(e) = broken {
             self.close_pipe(fd, CloseReason::Error(e));
         }
-        Ok(())
+        Ok(flow)
     }
 
     /// [`write`](ProcessTransport::write) to child fd 0.
-    pub fn write_stdin(&mut self, data: impl Into<Bytes>) -> Result<(), Error> {
+    pub fn write_stdin(&mut self, data: impl Into<Bytes>) -> Result<WriteFlow, Error> {
         self.write(0, data)
     }
 
@@ -147,6 +176,13 @@ impl ProcessTransport {
         self.flush(fd).await
     }
 
+    /// Sets the high-water mark of the writer at child fd `fd` (see
+    /// [`write`](ProcessTransport::write)).
+    pub fn set_write_high_water(&mut self, fd: i32, bytes: usize) -> Result<(), Error> {
+        self.writer(fd)?.high_water = bytes;
+        Ok(())
+    }
+
     /// Returns once everything queued for child fd `fd` is in the pipe.
     pub async fn flush(&mut self, fd: i32) -> Result<(), Error> {
         std::future::poll_fn(|cx| {
@@ -155,7 +191,12 @@ impl ProcessTransport {
                 Err(e) => return Poll::Ready(Err(e)),
             };
             match writer.poll_flush(cx) {
-                Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    if writer.check_resumed() == FlowChange::Resumed {
+                        self.pending.push_back(Event::WriteResumed { fd });
+                    }
+                    Poll::Ready(Ok(()))
+                }
                 Poll::Ready(Err(e)) => {
                     let err = std::io::Error::new(e.kind(), e.to_string());
                     self.close_pipe(fd, CloseReason::Error(e));
@@ -389,18 +430,69 @@ impl ProcessTransport {
     fn poll_writers(&mut self, cx: &mut Context<'_>) {
         for i in 0..self.pipes.len() {
             let fd = self.pipes[i].child_fd();
-            let reason = match &mut self.pipes[i].state {
-                PipeState::Writer(w) => match w.poll_done(cx) {
-                    Poll::Ready(reason) => reason,
-                    Poll::Pending => continue,
-                },
+            let (done, change) = match &mut self.pipes[i].state {
+                PipeState::Writer(w) => (w.poll_done(cx), w.check_resumed()),
                 PipeState::Taken(taken) => {
                     taken.register(cx);
                     continue;
                 }
                 _ => continue,
             };
-            self.close_pipe(fd, reason);
+            if change == FlowChange::Resumed {
+                self.pending.push_back(Event::WriteResumed { fd });
+            }
+            if let Poll::Ready(reason) = done {
+                self.close_pipe(fd, reason);
+            }
+        }
+    }
+
+    // ----- taking pipes out ----------------------------------------------------------------
+
+    /// Takes the pipe the parent reads at child fd `fd` out of the transport, as an
+    /// `AsyncRead` + `Stream` handle. Its data no longer appears as events (nor does its
+    /// close), but [`Event::Ended`] still waits until the handle is dropped.
+    pub fn take_reader(&mut self, fd: i32) -> Result<PipeReader, Error> {
+        let pipe = self.pipe_mut(fd).ok_or(Error::NoSuchPipe(fd))?;
+        match std::mem::replace(&mut pipe.state, PipeState::Closed) {
+            PipeState::Reader(reader) => {
+                let taken = Arc::new(TakenPipe::default());
+                pipe.state = PipeState::Taken(taken.clone());
+                Ok(PipeReader::new(fd, reader, taken))
+            }
+            other => {
+                let err = match &other {
+                    PipeState::Writer(_) => Error::NotReadable(fd),
+                    PipeState::Taken(_) => Error::PipeTaken(fd),
+                    _ => Error::PipeClosed(fd),
+                };
+                pipe.state = other;
+                Err(err)
+            }
+        }
+    }
+
+    /// Takes the pipe the parent writes at child fd `fd` out of the transport, as an
+    /// `AsyncWrite` + `Sink<Bytes>` handle; bytes still queued are written first. Its close
+    /// no longer appears as an event, but [`Event::Ended`] still waits until the handle is
+    /// shut down or dropped.
+    pub fn take_writer(&mut self, fd: i32) -> Result<PipeWriter, Error> {
+        let pipe = self.pipe_mut(fd).ok_or(Error::NoSuchPipe(fd))?;
+        match std::mem::replace(&mut pipe.state, PipeState::Closed) {
+            PipeState::Writer(writer) if !writer.closing => {
+                let taken = Arc::new(TakenPipe::default());
+                pipe.state = PipeState::Taken(taken.clone());
+                Ok(PipeWriter::new(fd, writer, taken))
+            }
+            other => {
+                let err = match &other {
+                    PipeState::Reader(_) => Error::NotWritable(fd),
+                    PipeState::Taken(_) => Error::PipeTaken(fd),
+                    _ => Error::PipeClosed(fd),
+                };
+                pipe.state = other;
+                Err(err)
+            }
         }
     }
 

@@ -30,9 +30,9 @@ pub(crate) enum Session {
     /// Stay in the parent's session and group.
     Inherit,
     /// `setsid()`: a new session and group, no controlling terminal.
-    NewSession,
+    New,
     /// `setpgid(0, pgid)`: `0` makes a new group led by the child.
-    ProcessGroup(libc::pid_t),
+    Group(libc::pid_t),
 }
 
 /// User and group the child switches to before exec.
@@ -77,7 +77,10 @@ pub(crate) fn spawn(program: &ChildProgram<'_>) -> Result<Spawned, (SpawnStep, i
         if stack.is_none() {
             *stack = Some(ChildStack::new().map_err(|e| (SpawnStep::Clone, e))?);
         }
-        let top = stack.as_ref().map(ChildStack::top).unwrap_or(std::ptr::null_mut());
+        let top = stack
+            .as_ref()
+            .map(ChildStack::top)
+            .unwrap_or(std::ptr::null_mut());
         let (pid, pidfd) = clone_child(&shared, top).map_err(|e| (SpawnStep::Clone, e))?;
         match shared.failure.get() {
             None => Ok(Spawned { pid, pidfd }),
@@ -215,12 +218,12 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
 
         match program.session {
             Session::Inherit => {}
-            Session::NewSession => {
+            Session::New => {
                 if libc::setsid() == -1 {
                     return fail(1);
                 }
             }
-            Session::ProcessGroup(pgid) => {
+            Session::Group(pgid) => {
                 if libc::setpgid(0, pgid) == -1 {
                     return fail(2);
                 }
@@ -228,8 +231,10 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         }
 
         if program.parent_death_signal != 0 {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, program.parent_death_signal as libc::c_ulong)
-                == -1
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                program.parent_death_signal as libc::c_ulong,
+            ) == -1
             {
                 return fail(3);
             }

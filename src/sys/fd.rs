@@ -3,7 +3,10 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use bytes::{Bytes, BytesMut};
+use std::mem::MaybeUninit;
+
+use bytes::BytesMut;
+use tokio::io::ReadBuf;
 
 use super::{cvt, cvt_retry};
 
@@ -19,9 +22,8 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// Opens `/dev/null` read-write, close-on-exec.
 pub(crate) fn open_dev_null() -> io::Result<OwnedFd> {
     // SAFETY: the path is a NUL-terminated literal.
-    let fd = cvt_retry(|| unsafe {
-        libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC)
-    })?;
+    let fd =
+        cvt_retry(|| unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
     // SAFETY: open succeeded; the fd is ours alone.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -45,8 +47,8 @@ pub(crate) fn is_open(fd: RawFd) -> bool {
 
 /// Sets a pipe's capacity (`F_SETPIPE_SZ`) and returns the capacity the kernel chose.
 pub(crate) fn set_pipe_capacity(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
-    let bytes = libc::c_int::try_from(bytes)
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let bytes =
+        libc::c_int::try_from(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: fcntl on a borrowed, open fd with an integer argument.
     let got = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes) })?;
     Ok(got as usize)
@@ -74,17 +76,31 @@ pub(crate) fn read_into(fd: BorrowedFd<'_>, buf: &mut BytesMut, max: usize) -> i
 /// The most buffers one `writev` is handed.
 const MAX_IOVECS: usize = 64;
 
+/// Reads into the unfilled part of `buf` (without zeroing it first) and advances it.
+pub(crate) fn read_buf(fd: BorrowedFd<'_>, buf: &mut ReadBuf<'_>) -> io::Result<()> {
+    // SAFETY: the slice is only written by read(2), never de-initialised.
+    let unfilled: &mut [MaybeUninit<u8>] = unsafe { buf.unfilled_mut() };
+    // SAFETY: `unfilled` is writable memory of `unfilled.len()` bytes.
+    let n = cvt_retry(|| unsafe {
+        libc::read(fd.as_raw_fd(), unfilled.as_mut_ptr().cast(), unfilled.len())
+    })? as usize;
+    // SAFETY: read(2) initialised the first `n` unfilled bytes.
+    unsafe { buf.assume_init(n) };
+    buf.advance(n);
+    Ok(())
+}
+
 /// Writes as much of `bufs` as the pipe takes with one `writev`, without ever raising SIGPIPE
 /// in this process (see [`super::signal::SigpipeGuard`]).
 pub(crate) fn writev<'a>(
     fd: BorrowedFd<'_>,
-    bufs: impl Iterator<Item = &'a Bytes>,
+    bufs: impl Iterator<Item = &'a [u8]>,
 ) -> io::Result<usize> {
     let mut iov = [libc::iovec {
         iov_base: std::ptr::null_mut(),
         iov_len: 0,
     }; MAX_IOVECS];
-    let mut count = 0;
+    let mut count: libc::c_int = 0;
     for (slot, buf) in iov.iter_mut().zip(bufs.filter(|b| !b.is_empty())) {
         slot.iov_base = buf.as_ptr() as *mut libc::c_void;
         slot.iov_len = buf.len();
@@ -95,7 +111,7 @@ pub(crate) fn writev<'a>(
     }
     let _guard = super::signal::SigpipeGuard::new();
     // SAFETY: the first `count` iovecs point at live `Bytes` borrowed for this call.
-    let n = cvt_retry(|| unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), count as i32) })?;
+    let n = cvt_retry(|| unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), count) })?;
     Ok(n as usize)
 }
 

@@ -14,7 +14,8 @@ pub(crate) struct Pty {
 /// Opens a pseudo-terminal with the given window size.
 pub(crate) fn open(rows: u16, cols: u16) -> io::Result<Pty> {
     // SAFETY: posix_openpt with flags; the result is checked.
-    let master = cvt(unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) })?;
+    let master =
+        cvt(unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) })?;
     // SAFETY: the fd was just opened and is owned by nobody else.
     let master = unsafe { OwnedFd::from_raw_fd(master) };
     // SAFETY: grantpt on our own master fd.
@@ -29,7 +30,10 @@ pub(crate) fn open(rows: u16, cols: u16) -> io::Result<Pty> {
     }
     // SAFETY: `name` is NUL-terminated by ptsname_r.
     let slave = cvt_retry(|| unsafe {
-        libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC)
+        libc::open(
+            name.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
     })?;
     // SAFETY: the fd was just opened and is owned by nobody else.
     let slave = unsafe { OwnedFd::from_raw_fd(slave) };

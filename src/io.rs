@@ -1,0 +1,196 @@
+//! Standalone handles for one child pipe, taken out of a transport: `AsyncRead` / `Stream` for
+//! pipes the parent reads, `AsyncWrite` / `Sink` for pipes the parent writes. They plug into
+//! tokio-util codecs, `BufReader::lines`, `tokio::io::copy` and the like.
+//!
+//! A taken pipe leaves the transport's event stream (no `Data`/`Closed` events for it), but
+//! the transport's `Ended` still waits until the handle is dropped or shut down.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use futures_core::Stream;
+use futures_sink::Sink;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::event::CloseReason;
+use crate::pipe::{ReadOutcome, Reader, TakenPipe, Writer};
+
+/// A child pipe the parent reads, taken out with
+/// [`ProcessTransport::take_reader`](crate::ProcessTransport::take_reader).
+///
+/// Reads as `AsyncRead` (EOF when the child's side closes; on a pty, the terminal's EIO is
+/// EOF too), or as a `Stream` of `Bytes` chunks without copying. Dropping it closes the pipe.
+pub struct PipeReader {
+    child_fd: i32,
+    reader: Reader,
+    taken: Arc<TakenPipe>,
+}
+
+impl PipeReader {
+    pub(crate) fn new(child_fd: i32, reader: Reader, taken: Arc<TakenPipe>) -> Self {
+        PipeReader {
+            child_fd,
+            reader,
+            taken,
+        }
+    }
+
+    /// The child fd this pipe is connected to.
+    pub fn child_fd(&self) -> i32 {
+        self.child_fd
+    }
+}
+
+impl AsyncRead for PipeReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.get_mut().reader.poll_read_buf(cx, buf)
+    }
+}
+
+impl Stream for PipeReader {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match ready!(self.get_mut().reader.poll_read(cx)) {
+            ReadOutcome::Data(data) => Poll::Ready(Some(Ok(data))),
+            ReadOutcome::Closed(CloseReason::Error(e)) => Poll::Ready(Some(Err(e))),
+            ReadOutcome::Closed(_) => Poll::Ready(None),
+        }
+    }
+}
+
+impl Drop for PipeReader {
+    fn drop(&mut self) {
+        self.taken.close();
+    }
+}
+
+impl std::fmt::Debug for PipeReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipeReader")
+            .field("child_fd", &self.child_fd)
+            .finish()
+    }
+}
+
+/// A child pipe the parent writes, taken out with
+/// [`ProcessTransport::take_writer`](crate::ProcessTransport::take_writer).
+///
+/// Anything still queued on the transport for this fd is written first. `AsyncWrite` writes
+/// go straight to the pipe (vectored writes use `writev`); `shutdown` flushes and closes, and
+/// the child sees EOF. As a `Sink<Bytes>` it queues whole buffers without copying, and
+/// `poll_ready` applies backpressure at the transport's high-water mark.
+pub struct PipeWriter {
+    child_fd: i32,
+    writer: Option<Writer>,
+    taken: Arc<TakenPipe>,
+}
+
+impl PipeWriter {
+    pub(crate) fn new(child_fd: i32, writer: Writer, taken: Arc<TakenPipe>) -> Self {
+        PipeWriter {
+            child_fd,
+            writer: Some(writer),
+            taken,
+        }
+    }
+
+    /// The child fd this pipe is connected to.
+    pub fn child_fd(&self) -> i32 {
+        self.child_fd
+    }
+
+    fn writer(&mut self) -> io::Result<&mut Writer> {
+        self.writer
+            .as_mut()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "the pipe was shut down"))
+    }
+
+    fn poll_close_pipe(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(writer) = &mut self.writer {
+            let flushed = ready!(writer.poll_flush(cx));
+            self.writer = None;
+            self.taken.close();
+            flushed?;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for PipeWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .writer()?
+            .poll_write_slices(cx, &[io::IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().writer()?.poll_write_slices(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().writer()?.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_close_pipe(cx)
+    }
+}
+
+impl Sink<Bytes> for PipeWriter {
+    type Error = io::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let writer = self.get_mut().writer()?;
+        while writer.queued() > writer.high_water {
+            ready!(writer.poll_flush_some(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Bytes) -> io::Result<()> {
+        self.get_mut().writer()?.push(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().writer()?.poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_close_pipe(cx)
+    }
+}
+
+impl Drop for PipeWriter {
+    fn drop(&mut self) {
+        self.taken.close();
+    }
+}
+
+impl std::fmt::Debug for PipeWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipeWriter")
+            .field("child_fd", &self.child_fd)
+            .field("queued", &self.writer.as_ref().map_or(0, Writer::queued))
+            .finish()
+    }
+}
