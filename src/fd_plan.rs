@@ -4,8 +4,9 @@
 //! The plan has three phases, and the phases are what make every map work (swaps, fan-out,
 //! cycles, sources that collide with targets, sparse high targets):
 //!
-//! 1. Every source fd whose *number* is also a target is copied to a scratch fd above every
-//!    number in play (`dup3(.., O_CLOEXEC)`), so that phase 2 cannot clobber it before it is read.
+//! 1. Every source fd whose *number* is also a target is copied to a scratch fd, the lowest
+//!    number that is neither a target nor a source (`dup3(.., O_CLOEXEC)`), so that phase 2
+//!    cannot clobber it before it is read, and scratch fds fit under any fd limit the map fits.
 //! 2. Each target is filled with `dup2`, which also clears `FD_CLOEXEC` on the target.
 //! 3. Everything that is not a target is closed with `close_range` over the gaps, including
 //!    scratch fds, the original sources and any fd C code opened without `O_CLOEXEC`.
@@ -68,17 +69,19 @@ pub fn plan(mappings: &[(i32, i32)]) -> Result<Vec<FdStep>, PlanError> {
         }
     }
 
-    let highest = mappings.iter().map(|&(t, s)| t.max(s)).max().unwrap_or(-1);
+    // Scratch fds take the lowest numbers that are neither a target nor a source, so they
+    // stay below RLIMIT_NOFILE whenever the map itself does (numbering them above the highest
+    // fd in play made a map with a child fd just under the limit fail with EBADF).
+    let in_play: std::collections::BTreeSet<i32> =
+        targets.iter().flat_map(|(&t, &s)| [t, s]).collect();
+    let mut free = (0..=i32::MAX).filter(|fd| !in_play.contains(fd));
     let mut steps = Vec::with_capacity(mappings.len() * 2 + 2);
 
     // Phase 1: move sources out of the way of targets.
     let mut scratch: BTreeMap<i32, i32> = BTreeMap::new();
     for &source in targets.values() {
         if targets.contains_key(&source) && !scratch.contains_key(&source) {
-            let to = i32::try_from(scratch.len())
-                .ok()
-                .and_then(|k| highest.checked_add(1)?.checked_add(k))
-                .ok_or(PlanError::FdOutOfRange(highest))?;
+            let to = free.next().ok_or(PlanError::FdOutOfRange(source))?;
             scratch.insert(source, to);
             steps.push(FdStep::Dup {
                 from: source,
@@ -259,9 +262,23 @@ mod tests {
         assert_eq!(plan(&[(-1, 3)]), Err(PlanError::NegativeChildFd(-1)));
         assert_eq!(plan(&[(1, -3)]), Err(PlanError::NegativeSourceFd(-3)));
         assert_eq!(plan(&[(1, 3), (1, 4)]), Err(PlanError::DuplicateChildFd(1)));
-        assert_eq!(
-            plan(&[(i32::MAX, i32::MAX)]),
-            Err(PlanError::FdOutOfRange(i32::MAX))
-        );
+    }
+
+    #[test]
+    fn scratch_fds_are_low_even_for_high_targets() {
+        // A swap plus a child fd just under a 20000-fd limit: the scratch copies must not be
+        // numbered 20000 and up, where dup3 fails with EBADF.
+        let map = [(0, 1), (1, 0), (19_999, 7)];
+        for step in plan(&map).unwrap() {
+            if let FdStep::Dup {
+                to, cloexec: true, ..
+            } = step
+            {
+                assert!(to < 20, "scratch fd {to}");
+            }
+        }
+        assert_eq!(run(&[0, 1, 7], &[], &map), expect(&map));
+        let top = [(i32::MAX, i32::MAX)];
+        assert_eq!(run(&[i32::MAX], &[], &top), expect(&top));
     }
 }
