@@ -31,6 +31,7 @@ const MIN_READ: usize = 64 * 1024;
 /// One pipe of a transport, identified by its fd number in the child.
 pub(crate) struct Pipe {
     child_fd: i32,
+    dir: Direction,
     pub(crate) state: PipeState,
 }
 
@@ -59,11 +60,20 @@ impl Pipe {
                 pty: dir == Direction::PtyMaster,
             }),
         };
-        Pipe { child_fd, state }
+        Pipe {
+            child_fd,
+            dir,
+            state,
+        }
     }
 
     pub(crate) fn child_fd(&self) -> i32 {
         self.child_fd
+    }
+
+    /// Whether the parent writes this pipe (open, closed or taken alike).
+    pub(crate) fn parent_writes(&self) -> bool {
+        self.dir == Direction::ParentWrites
     }
 
     /// Whether this pipe still keeps `ended` from arriving.

@@ -209,13 +209,16 @@ impl ProcessTransport {
     }
 
     fn writer(&mut self, fd: i32) -> Result<&mut crate::pipe::Writer, Error> {
-        match self.pipe_mut(fd).map(|p| &mut p.state) {
-            None => Err(Error::NoSuchPipe(fd)),
-            Some(PipeState::Writer(w)) if w.closing => Err(Error::PipeClosed(fd)),
-            Some(PipeState::Writer(w)) => Ok(w),
-            Some(PipeState::Reader(_)) => Err(Error::NotWritable(fd)),
-            Some(PipeState::Taken(_)) => Err(Error::PipeTaken(fd)),
-            Some(PipeState::Closed) => Err(Error::PipeClosed(fd)),
+        let pipe = self.pipe_mut(fd).ok_or(Error::NoSuchPipe(fd))?;
+        if !pipe.parent_writes() {
+            return Err(Error::NotWritable(fd));
+        }
+        match &mut pipe.state {
+            PipeState::Writer(w) if w.closing => Err(Error::PipeClosed(fd)),
+            PipeState::Writer(w) => Ok(w),
+            PipeState::Reader(_) => Err(Error::NotWritable(fd)),
+            PipeState::Taken(_) => Err(Error::PipeTaken(fd)),
+            PipeState::Closed => Err(Error::PipeClosed(fd)),
         }
     }
 
@@ -297,9 +300,9 @@ impl ProcessTransport {
     }
 
     fn reader_exists(&self, fd: i32) -> Result<(), Error> {
-        match self.pipe(fd).map(|p| &p.state) {
+        match self.pipe(fd) {
             None => Err(Error::NoSuchPipe(fd)),
-            Some(PipeState::Writer(_)) => Err(Error::NotReadable(fd)),
+            Some(pipe) if pipe.parent_writes() => Err(Error::NotReadable(fd)),
             Some(_) => Ok(()),
         }
     }
@@ -454,6 +457,9 @@ impl ProcessTransport {
     /// close), but [`Event::Ended`] still waits until the handle is dropped.
     pub fn take_reader(&mut self, fd: i32) -> Result<PipeReader, Error> {
         let pipe = self.pipe_mut(fd).ok_or(Error::NoSuchPipe(fd))?;
+        if pipe.parent_writes() {
+            return Err(Error::NotReadable(fd));
+        }
         match std::mem::replace(&mut pipe.state, PipeState::Closed) {
             PipeState::Reader(reader) => {
                 let taken = Arc::new(TakenPipe::default());
@@ -462,7 +468,6 @@ impl ProcessTransport {
             }
             other => {
                 let err = match &other {
-                    PipeState::Writer(_) => Error::NotReadable(fd),
                     PipeState::Taken(_) => Error::PipeTaken(fd),
                     _ => Error::PipeClosed(fd),
                 };
@@ -478,6 +483,9 @@ impl ProcessTransport {
     /// shut down or dropped.
     pub fn take_writer(&mut self, fd: i32) -> Result<PipeWriter, Error> {
         let pipe = self.pipe_mut(fd).ok_or(Error::NoSuchPipe(fd))?;
+        if !pipe.parent_writes() {
+            return Err(Error::NotWritable(fd));
+        }
         match std::mem::replace(&mut pipe.state, PipeState::Closed) {
             PipeState::Writer(writer) if !writer.closing => {
                 let taken = Arc::new(TakenPipe::default());
@@ -486,7 +494,6 @@ impl ProcessTransport {
             }
             other => {
                 let err = match &other {
-                    PipeState::Reader(_) => Error::NotWritable(fd),
                     PipeState::Taken(_) => Error::PipeTaken(fd),
                     _ => Error::PipeClosed(fd),
                 };

@@ -1,0 +1,487 @@
+//! Flow control and I/O (issue 3): bounded buffers, backpressure both ways, vectored writes,
+//! standalone AsyncRead/AsyncWrite handles, closed ends and pipe capacity.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use process_transport::{ChildFd, CloseReason, Command, Error, Event, SpawnStep, WriteFlow};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A deterministic pseudo-random byte pattern, so corruption or reordering is detected.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn cat() -> Command {
+    Command::new("cat")
+}
+
+fn vm_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_mib_through_cat_with_random_pauses_arrives_intact() {
+    const TOTAL: usize = 64 << 20;
+    const CHUNK: usize = 256 << 10;
+    let input = pattern(TOTAL, 7);
+    let mut child = cat().spawn().unwrap();
+    let mut sent = 0;
+    let mut received = Vec::with_capacity(TOTAL);
+    let mut rng = 0x9e37_79b9_u32;
+    let mut paused = false;
+    let mut pauses = 0;
+
+    let run = async {
+        loop {
+            // Keep at most a few chunks queued.
+            while sent < TOTAL && child.queued_len(0) < 2 * CHUNK {
+                let end = (sent + CHUNK).min(TOTAL);
+                child
+                    .write(0, Bytes::copy_from_slice(&input[sent..end]))
+                    .unwrap();
+                sent = end;
+                if sent == TOTAL {
+                    child.close_stdin().unwrap();
+                }
+            }
+            // While paused nothing is read, the child blocks on its full stdout, and no event
+            // comes: a timer resumes reading.
+            let event = tokio::select! {
+                event = child.next() => event.expect("stream ended without Ended"),
+                _ = tokio::time::sleep(Duration::from_millis(1)), if paused => {
+                    child.resume_reading();
+                    paused = false;
+                    continue;
+                }
+            };
+            match event {
+                Event::Data { fd: 1, data } => received.extend_from_slice(&data),
+                Event::Ended(status) => {
+                    assert!(status.unwrap().success());
+                    break;
+                }
+                _ => {}
+            }
+            rng ^= rng << 13;
+            rng ^= rng >> 17;
+            rng ^= rng << 5;
+            if !paused && rng % 5 == 0 {
+                child.pause_reading();
+                paused = true;
+                pauses += 1;
+            }
+        }
+    };
+    timeout(LIMIT, run).await.expect("echo stalled");
+    assert!(
+        pauses > 10,
+        "the test should pause often, paused {pauses} times"
+    );
+    assert_eq!(received.len(), TOTAL);
+    assert!(received == input, "echoed bytes differ from the input");
+}
+
+#[tokio::test]
+async fn a_slow_consumer_keeps_parent_memory_bounded() {
+    // The child writes 256 MiB as fast as it can; the consumer is slow. Reads happen only when
+    // the consumer asks, so the child blocks on a full pipe instead of the parent buffering.
+    const TOTAL: u64 = 256 << 20;
+    let mut child = Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M", "count=256", "status=none"])
+        .spawn()
+        .unwrap();
+    let baseline = vm_rss_bytes();
+    let mut peak = baseline;
+    let mut got = 0u64;
+    let mut events = 0u64;
+    let run = async {
+        while let Some(event) = child.next().await {
+            if let Event::Data { fd: 1, data } = event {
+                got += data.len() as u64;
+                events += 1;
+                if events % 64 == 0 {
+                    peak = peak.max(vm_rss_bytes());
+                    // Slower than dd: let it fill the pipe and block.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        }
+    };
+    timeout(LIMIT, run).await.expect("stalled");
+    assert_eq!(got, TOTAL);
+    let growth = peak.saturating_sub(baseline);
+    eprintln!("parent RSS growth while streaming 256 MiB to a slow consumer: {growth} bytes");
+    assert!(growth < 16 << 20, "parent RSS grew by {growth} bytes");
+}
+
+#[tokio::test]
+async fn twisted_echo_shape_eight_writes_then_a_sequence() {
+    let mut child = cat().spawn().unwrap();
+    let mut expected = Vec::new();
+    for i in 0..8u8 {
+        let chunk = vec![b'a' + i; 7007];
+        expected.extend_from_slice(&chunk);
+        child.write(0, chunk).unwrap();
+    }
+    let tail = [
+        Bytes::from_static(b"hello, "),
+        Bytes::from_static(b"world\n"),
+    ];
+    expected.extend_from_slice(b"hello, world\n");
+    child.write_sequence(0, tail).unwrap();
+    child.close_stdin().unwrap();
+    let mut out = Vec::new();
+    let run = async {
+        while let Some(event) = child.next().await {
+            if let Event::Data { fd: 1, data } = event {
+                out.extend_from_slice(&data);
+            }
+        }
+    };
+    timeout(LIMIT, run).await.unwrap();
+    assert_eq!(out, expected);
+}
+
+#[tokio::test]
+async fn buffered_writes_report_the_high_water_mark_and_resume_after_draining() {
+    // `sleep` never reads its stdin, so the 64 KiB pipe fills and the rest queues.
+    let mut child = Command::new("sh")
+        .args(["-c", "sleep 0.3; cat >/dev/null"])
+        .write_high_water(100_000)
+        .spawn()
+        .unwrap();
+    let mut flows = Vec::new();
+    for _ in 0..6 {
+        flows.push(child.write(0, vec![0u8; 50_000]).unwrap());
+    }
+    assert_eq!(flows[0], WriteFlow::Open);
+    assert_eq!(*flows.last().unwrap(), WriteFlow::Paused);
+    child.close_stdin().unwrap();
+    let mut seen = Vec::new();
+    let run = async {
+        while let Some(event) = child.next().await {
+            match event {
+                Event::WritePaused { fd } => seen.push(("paused", fd)),
+                Event::WriteResumed { fd } => seen.push(("resumed", fd)),
+                _ => {}
+            }
+        }
+    };
+    timeout(LIMIT, run).await.unwrap();
+    assert_eq!(seen, [("paused", 0), ("resumed", 0)]);
+}
+
+#[tokio::test]
+async fn a_write_buffer_limit_refuses_writes_instead_of_growing() {
+    let mut child = Command::new("sleep")
+        .arg("5")
+        .write_buffer_limit(200_000)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Give the reactor a turn so the pipe is known writable; then fill pipe and queue.
+    let mut accepted = 0;
+    loop {
+        match child.write(0, vec![1u8; 50_000]) {
+            Ok(_) => accepted += 50_000,
+            Err(Error::WriteBufferFull(0)) => break,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+        assert!(
+            accepted <= 200_000 + 65_536,
+            "the queue grew past its limit"
+        );
+    }
+    assert!(child.queued_len(0) <= 200_000);
+}
+
+#[tokio::test]
+async fn async_write_all_completes_when_bytes_are_in_the_pipe() {
+    let mut child = Command::new("sh")
+        .args(["-c", "head -c 300000 >/dev/null; echo done"])
+        .spawn()
+        .unwrap();
+    timeout(LIMIT, child.write_all(0, vec![9u8; 300_000]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(child.queued_len(0), 0);
+    let mut out = Vec::new();
+    while let Some(event) = timeout(LIMIT, child.next()).await.unwrap() {
+        if let Event::Data { fd: 1, data } = event {
+            out.extend_from_slice(&data);
+        }
+    }
+    assert_eq!(out, b"done\n");
+}
+
+#[tokio::test]
+async fn pausing_one_fd_leaves_the_others_flowing() {
+    let mut child = Command::new("sh")
+        .args(["-c", "echo out; echo err >&2; sleep 0.3; echo out2"])
+        .spawn()
+        .unwrap();
+    child.pause_reading_fd(1).unwrap();
+    let first = timeout(LIMIT, child.next()).await.unwrap().unwrap();
+    assert!(
+        matches!(&first, Event::Data { fd: 2, data } if &data[..] == b"err\n"),
+        "got {first:?}"
+    );
+    // Nothing from fd 1 while it is paused, even though the child wrote to it.
+    let quiet = timeout(Duration::from_millis(150), child.next()).await;
+    assert!(quiet.is_err(), "got {quiet:?} while fd 1 was paused");
+    child.resume_reading_fd(1).unwrap();
+    let mut out = Vec::new();
+    while let Some(event) = timeout(LIMIT, child.next()).await.unwrap() {
+        if let Event::Data { fd: 1, data } = event {
+            out.extend_from_slice(&data);
+        }
+    }
+    assert_eq!(out, b"out\nout2\n");
+    assert!(matches!(
+        child.pause_reading_fd(0),
+        Err(Error::NotReadable(0))
+    ));
+}
+
+#[tokio::test]
+async fn a_child_closing_its_stdin_is_noticed_without_any_write() {
+    let mut child = Command::new("sh")
+        .args(["-c", "exec 0<&-; echo closed; sleep 5"])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let closed = timeout(Duration::from_secs(3), async {
+        loop {
+            match child.next().await.unwrap() {
+                Event::Closed { fd: 0, reason } => return reason,
+                Event::Exited(_) => panic!("the child exited first"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the close of stdin was not noticed while the child ran");
+    assert!(matches!(closed, CloseReason::Eof), "got {closed:?}");
+    assert!(child.pid().is_some(), "the child should still be running");
+}
+
+#[tokio::test]
+async fn a_write_meeting_epipe_becomes_a_closed_event_with_the_error() {
+    // The child reads one line, closes stdin and lingers; the rest of our write hits EPIPE.
+    let mut child = Command::new("sh")
+        .args(["-c", "read line; exec 0<&-; sleep 2"])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut data = b"first line\n".to_vec();
+    data.extend(std::iter::repeat_n(b'x', 1 << 20));
+    child.write(0, data).unwrap();
+    let reason = timeout(LIMIT, async {
+        loop {
+            if let Event::Closed { fd: 0, reason } = child.next().await.unwrap() {
+                return reason;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    match reason {
+        CloseReason::Error(e) => assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe),
+        other => panic!("expected EPIPE, got {other:?}"),
+    }
+    assert!(matches!(child.write(0, "more"), Err(Error::PipeClosed(0))));
+}
+
+#[tokio::test]
+async fn closing_a_reader_makes_the_childs_next_write_fail() {
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import sys,time,os\n\
+             time.sleep(0.3)\n\
+             try:\n    os.write(1, b'x')\nexcept BrokenPipeError:\n    sys.exit(32)\n\
+             sys.exit(0)",
+        ])
+        .spawn()
+        .unwrap();
+    child.close_stdout().unwrap();
+    let status = timeout(LIMIT, child).await.unwrap().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(32),
+        "the child's write should get EPIPE"
+    );
+}
+
+#[tokio::test]
+async fn a_taken_fd_reads_line_records_through_a_codec() {
+    use tokio_util::codec::{FramedRead, LinesCodec};
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "for i in 1 2 3 4 5; do echo \"record $i\" >&3; done; echo out",
+        ])
+        .fd(3, ChildFd::ParentReads)
+        .spawn()
+        .unwrap();
+    let records = FramedRead::new(child.take_reader(3).unwrap(), LinesCodec::new());
+    let reading =
+        tokio::spawn(async move { records.map(|r| r.unwrap()).collect::<Vec<_>>().await });
+    let mut saw_fd3 = false;
+    let mut out = Vec::new();
+    while let Some(event) = timeout(LIMIT, child.next()).await.unwrap() {
+        match event {
+            Event::Data { fd: 3, .. } | Event::Closed { fd: 3, .. } => saw_fd3 = true,
+            Event::Data { fd: 1, data } => out.extend_from_slice(&data),
+            _ => {}
+        }
+    }
+    let records = reading.await.unwrap();
+    assert_eq!(
+        records,
+        (1..=5).map(|i| format!("record {i}")).collect::<Vec<_>>()
+    );
+    assert!(!saw_fd3, "a taken fd must leave the event stream");
+    assert_eq!(out, b"out\n");
+}
+
+#[tokio::test]
+async fn ended_waits_for_a_taken_reader_to_be_dropped() {
+    let mut child = Command::new("true").spawn().unwrap();
+    let reader = child.take_reader(1).unwrap();
+    let early = timeout(Duration::from_millis(300), async {
+        while let Some(event) = child.next().await {
+            if let Event::Ended(_) = event {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        early.is_err(),
+        "Ended arrived while the taken reader was alive"
+    );
+    drop(reader);
+    let ended = timeout(LIMIT, async {
+        while let Some(event) = child.next().await {
+            if let Event::Ended(status) = event {
+                return status;
+            }
+        }
+        panic!("stream finished without Ended");
+    })
+    .await
+    .unwrap();
+    assert!(ended.unwrap().success());
+}
+
+#[tokio::test]
+async fn a_taken_writer_works_with_tokio_io_copy_and_shutdown_gives_eof() {
+    let mut child = cat().spawn().unwrap();
+    child.write(0, "queued first|").unwrap();
+    let mut writer = child.take_writer(0).unwrap();
+    let mut reader = child.take_reader(1).unwrap();
+    let input = pattern(1 << 20, 3);
+    let mut src = &input[..];
+    let writing = async {
+        tokio::io::copy(&mut src, &mut writer).await.unwrap();
+        writer.shutdown().await.unwrap();
+    };
+    let mut out = Vec::new();
+    let reading = reader.read_to_end(&mut out);
+    let (_, read) = timeout(LIMIT, async { tokio::join!(writing, reading) })
+        .await
+        .unwrap();
+    read.unwrap();
+    assert_eq!(&out[..13], b"queued first|");
+    assert!(out[13..] == input[..]);
+    let status = timeout(LIMIT, child).await.unwrap().unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_taken_writer_is_a_sink_of_bytes() {
+    let mut child = Command::new("wc").arg("-c").spawn().unwrap();
+    let mut sink = child.take_writer(0).unwrap();
+    for _ in 0..100 {
+        sink.feed(Bytes::from(vec![b'z'; 10_000])).await.unwrap();
+    }
+    sink.close().await.unwrap();
+    let mut out = Vec::new();
+    while let Some(event) = timeout(LIMIT, child.next()).await.unwrap() {
+        if let Event::Data { fd: 1, data } = event {
+            out.extend_from_slice(&data);
+        }
+    }
+    assert_eq!(String::from_utf8(out).unwrap().trim(), "1000000");
+}
+
+#[tokio::test]
+async fn taking_needs_the_right_kind_of_pipe() {
+    let mut child = cat().kill_on_drop(true).spawn().unwrap();
+    assert!(matches!(child.take_reader(0), Err(Error::NotReadable(0))));
+    assert!(matches!(child.take_writer(1), Err(Error::NotWritable(1))));
+    assert!(matches!(child.take_reader(9), Err(Error::NoSuchPipe(9))));
+    let _r = child.take_reader(1).unwrap();
+    assert!(matches!(child.take_reader(1), Err(Error::PipeTaken(1))));
+    assert!(matches!(child.write(1, "x"), Err(Error::NotWritable(1))));
+}
+
+#[tokio::test]
+async fn pipe_capacity_is_set_per_fd() {
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import fcntl\nprint(fcntl.fcntl(1, 1032), fcntl.fcntl(2, 1032))",
+        ])
+        .pipe_capacity(1, 1 << 20)
+        .spawn()
+        .unwrap();
+    let mut out = Vec::new();
+    while let Some(event) = timeout(LIMIT, child.next()).await.unwrap() {
+        if let Event::Data { fd: 1, data } = event {
+            out.extend_from_slice(&data);
+        }
+    }
+    assert_eq!(String::from_utf8(out).unwrap().trim(), "1048576 65536");
+}
+
+#[tokio::test]
+async fn a_refused_pipe_capacity_is_a_typed_spawn_error() {
+    let err = Command::new("true")
+        .pipe_capacity(1, usize::MAX)
+        .spawn()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Spawn {
+                step: SpawnStep::SetPipeCapacity(1),
+                ..
+            }
+        ),
+        "got {err}"
+    );
+    let err = Command::new("true")
+        .pipe_capacity(5, 1 << 20)
+        .spawn()
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "got {err}");
+}
