@@ -81,7 +81,7 @@ async fn sixty_four_mib_through_cat_with_random_pauses_arrives_intact() {
             rng ^= rng << 13;
             rng ^= rng >> 17;
             rng ^= rng << 5;
-            if !paused && rng % 5 == 0 {
+            if !paused && rng.is_multiple_of(5) {
                 child.pause_reading();
                 paused = true;
                 pauses += 1;
@@ -115,7 +115,7 @@ async fn a_slow_consumer_keeps_parent_memory_bounded() {
             if let Event::Data { fd: 1, data } = event {
                 got += data.len() as u64;
                 events += 1;
-                if events % 64 == 0 {
+                if events.is_multiple_of(64) {
                     peak = peak.max(vm_rss_bytes());
                     // Slower than dd: let it fill the pipe and block.
                     tokio::time::sleep(Duration::from_millis(2)).await;
