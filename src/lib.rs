@@ -59,6 +59,7 @@ mod reaper;
 mod spawn;
 mod sys;
 mod transport;
+mod tree;
 
 pub use command::{ChildFd, Command, PtySize};
 pub use error::{Error, Field, InvalidInput, SpawnStep, WaitError};

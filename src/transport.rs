@@ -339,6 +339,21 @@ impl ProcessTransport {
         })
     }
 
+    /// Sends `sig` to the child and every process descending from it or sharing its process
+    /// group, and returns how many besides the child were signalled.
+    ///
+    /// The tree is first frozen with SIGSTOP (until a `/proc` scan finds no new member, so
+    /// nothing forks its way out), then signalled, then sent SIGCONT. Descendants whose
+    /// parent already exited are found only through the process group, so spawn with
+    /// [`Command::process_group`] to be sure to reach them. Works after the child was reaped
+    /// only for group members.
+    pub fn kill_tree(&self, sig: i32) -> usize {
+        let root = self.exit.pid().map(|pid| pid as i32);
+        crate::tree::signal_tree(root, self.process_group, sig, |s| {
+            let _ = self.exit.signal(s);
+        })
+    }
+
     /// Changes the window size of the child's terminal (spawned with [`Command::pty`]); the
     /// child gets SIGWINCH.
     pub fn resize_pty(&self, rows: u16, cols: u16) -> Result<(), Error> {
