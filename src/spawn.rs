@@ -226,22 +226,28 @@ impl ChildFds {
             parent_ends: Vec::new(),
         };
         let spawn_err = |step| move |source| Error::Spawn { step, source };
+        // Check every inherited fd before opening anything: a pipe or /dev/null opened below
+        // could take the number of a closed parent fd, and the child would silently get this
+        // crate's own fd (e.g. the parent end of another pipe) instead of an error.
+        for (&child_fd, &what) in &command.fds {
+            if let ChildFd::Inherit(parent_fd) = what
+                && !(command.pty.is_some() && child_fd <= 2)
+                && !sys::fd::is_open(parent_fd)
+            {
+                return Err(InvalidInput::InheritedFdNotOpen {
+                    child_fd,
+                    parent_fd,
+                }
+                .into());
+            }
+        }
         let mut dev_null: Option<i32> = None;
         for (&child_fd, &what) in &command.fds {
             if command.pty.is_some() && child_fd <= 2 {
                 continue;
             }
             let source = match what {
-                ChildFd::Inherit(parent_fd) => {
-                    if !sys::fd::is_open(parent_fd) {
-                        return Err(InvalidInput::InheritedFdNotOpen {
-                            child_fd,
-                            parent_fd,
-                        }
-                        .into());
-                    }
-                    parent_fd
-                }
+                ChildFd::Inherit(parent_fd) => parent_fd,
                 ChildFd::Null => match dev_null {
                     Some(fd) => fd,
                     None => {
