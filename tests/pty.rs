@@ -1,0 +1,436 @@
+//! Issue 7: PTY mode. fds 0, 1 and 2 on a new pseudo-terminal that is the child's controlling
+//! terminal; the parent reads the master as child fd 1 and writes it as child fd 0.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use process_transport::{
+    ChildFd, CloseReason, Command, Event, ExitStatus, ProcessTransport, PtySize,
+};
+use tokio::time::timeout;
+
+const LONG: Duration = Duration::from_secs(10);
+
+fn pty_sh(script: &str, size: PtySize) -> Command {
+    let mut c = Command::new("sh");
+    c.args(["-c", script]).pty(size);
+    c
+}
+
+fn default_size() -> PtySize {
+    PtySize::default()
+}
+
+/// Reads fd 1 until the output holds `needle`; returns all output read so far.
+async fn read_until(t: &mut ProcessTransport, needle: &str) -> String {
+    let mut out = Vec::new();
+    let found = timeout(LONG, async {
+        while let Some(event) = t.next().await {
+            if let Event::Data { fd: 1, data } = event {
+                out.extend_from_slice(&data);
+                if String::from_utf8_lossy(&out).contains(needle) {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    let out = String::from_utf8_lossy(&out).into_owned();
+    assert_eq!(
+        found,
+        Ok(true),
+        "never saw {needle:?} on the terminal; got {out:?}"
+    );
+    out
+}
+
+/// Everything until `Ended`: terminal output, the other events, and the final status.
+struct Run {
+    out: String,
+    events: Vec<Event>,
+    status: ExitStatus,
+}
+
+async fn run_to_end(t: &mut ProcessTransport) -> Run {
+    let mut out = Vec::new();
+    let mut events = Vec::new();
+    timeout(LONG, async {
+        while let Some(e) = t.next().await {
+            match e {
+                Event::Data { fd: 1, data } => out.extend_from_slice(&data),
+                other => events.push(other),
+            }
+        }
+    })
+    .await
+    .expect("the stream did not end");
+    let Some(Event::Ended(Ok(status))) = events.last() else {
+        panic!("last event is not a successful Ended: {events:?}");
+    };
+    Run {
+        out: String::from_utf8_lossy(&out).into_owned(),
+        status: *status,
+        events,
+    }
+}
+
+fn stat_fields(pid: u32) -> Vec<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &text[text.rfind(')').unwrap() + 2..];
+    rest.split_whitespace().map(str::to_owned).collect()
+}
+
+// ----- the terminal itself --------------------------------------------------------------------
+
+#[tokio::test]
+async fn fds_0_1_2_are_a_terminal_and_dev_tty_opens() {
+    let script = "test -t 0 && test -t 1 && test -t 2 && echo all-ttys; \
+                  echo via-dev-tty > /dev/tty && echo opened; tty";
+    let mut child = pty_sh(script, default_size()).spawn().unwrap();
+    let run = run_to_end(&mut child).await;
+    assert!(run.status.success(), "{:?}: {:?}", run.status, run.out);
+    assert!(run.out.contains("all-ttys\r\n"), "{:?}", run.out);
+    assert!(
+        run.out.contains("via-dev-tty\r\nopened\r\n"),
+        "{:?}",
+        run.out
+    );
+    assert!(run.out.contains("/dev/pts/"), "{:?}", run.out);
+}
+
+#[tokio::test]
+async fn the_child_leads_a_new_session_with_the_terminal_as_controlling_tty() {
+    let mut child = pty_sh("echo ready; sleep 30", default_size())
+        .spawn()
+        .unwrap();
+    let pid = child.pid().unwrap();
+    read_until(&mut child, "ready").await;
+    let f = stat_fields(pid);
+    // proc(5): f[2] pgrp, f[3] session, f[4] tty_nr, f[5] tpgid.
+    assert_eq!(f[3], pid.to_string(), "session leader");
+    assert_eq!(f[2], pid.to_string(), "group leader");
+    assert_ne!(f[4], "0", "has a controlling terminal");
+    assert_eq!(
+        f[5],
+        pid.to_string(),
+        "its group is the terminal's foreground group"
+    );
+    assert_eq!(child.process_group(), Some(pid as i32));
+    child.signal_group(libc::SIGKILL).unwrap();
+    let run = run_to_end(&mut child).await;
+    assert_eq!(run.status.signal(), Some(libc::SIGKILL));
+}
+
+#[tokio::test]
+async fn input_is_echoed_and_newlines_become_crlf() {
+    let mut child = Command::new("cat").pty(default_size()).spawn().unwrap();
+    // ^D at the start of a line is end of file for cat; it is not echoed.
+    child.write_stdin(&b"hello\n\x04"[..]).unwrap();
+    // The terminal echoes the line, then cat writes it back: both with "\r\n".
+    let run = run_to_end(&mut child).await;
+    assert_eq!(run.out, "hello\r\nhello\r\n");
+    assert!(run.status.success(), "{:?}", run.status);
+}
+
+#[tokio::test]
+async fn interactive_round_trips_through_the_terminal() {
+    // Write, read the answer, write again: what every interactive session does. Each write
+    // after the first comes after the transport was polled.
+    let mut child = Command::new("cat").pty(default_size()).spawn().unwrap();
+    for i in 0..3 {
+        child.write_stdin(format!("line{i}\n")).unwrap();
+        let want = format!("line{i}\r\nline{i}\r\n");
+        let got = read_until(&mut child, &want).await;
+        assert_eq!(got, want);
+    }
+    child.write_stdin(&b"\x04"[..]).unwrap();
+    let run = run_to_end(&mut child).await;
+    assert!(run.status.success(), "{:?}", run.status);
+}
+
+#[tokio::test]
+async fn ctrl_c_interrupts_the_foreground_group() {
+    // Not `sh -c`: dash catches SIGINT under -c and can lose it when it execs its last
+    // command. cat keeps the default action.
+    // spawn returns after exec, so the terminal's foreground group is already cat's.
+    let mut child = Command::new("cat").pty(default_size()).spawn().unwrap();
+    child.write_stdin(&b"\x03"[..]).unwrap();
+    let run = run_to_end(&mut child).await;
+    assert_eq!(run.status.signal(), Some(libc::SIGINT), "{:?}", run.status);
+}
+
+#[tokio::test]
+async fn stty_size_reports_the_size_set_at_spawn() {
+    let size = PtySize {
+        rows: 33,
+        cols: 101,
+    };
+    let mut child = Command::new("stty").arg("size").pty(size).spawn().unwrap();
+    let run = run_to_end(&mut child).await;
+    assert!(run.status.success());
+    assert_eq!(run.out, "33 101\r\n");
+}
+
+#[tokio::test]
+async fn the_default_size_is_24_by_80() {
+    let mut child = Command::new("stty")
+        .arg("size")
+        .pty(PtySize::default())
+        .spawn()
+        .unwrap();
+    let run = run_to_end(&mut child).await;
+    assert_eq!(run.out, "24 80\r\n");
+}
+
+#[tokio::test]
+async fn a_resize_reaches_the_child_as_sigwinch() {
+    let script =
+        r#"trap 'echo "winch $(stty size)"' WINCH; echo ready; while :; do sleep 0.05; done"#;
+    let mut child = pty_sh(script, PtySize { rows: 10, cols: 20 })
+        .spawn()
+        .unwrap();
+    read_until(&mut child, "ready").await;
+
+    child.resize_pty(40, 120).unwrap();
+    read_until(&mut child, "winch 40 120").await;
+    child.resize_pty(50, 132).unwrap();
+    read_until(&mut child, "winch 50 132").await;
+
+    let status = timeout(LONG, child.kill()).await.unwrap().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+}
+
+#[tokio::test]
+async fn resize_pty_without_a_pty_is_an_error() {
+    let mut child = Command::new("true")
+        .fds([(1, ChildFd::ParentReads)])
+        .spawn()
+        .unwrap();
+    assert!(child.resize_pty(10, 10).is_err());
+    timeout(LONG, child.wait()).await.unwrap().unwrap();
+}
+
+// ----- environment ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn term_is_set_unless_the_command_sets_it() {
+    let mut child = pty_sh("echo \"TERM=$TERM\"", default_size())
+        .env_remove("TERM")
+        .spawn()
+        .unwrap();
+    assert_eq!(run_to_end(&mut child).await.out, "TERM=xterm\r\n");
+
+    let mut child = pty_sh("echo \"TERM=$TERM\"", default_size())
+        .env("TERM", "vt100")
+        .spawn()
+        .unwrap();
+    assert_eq!(run_to_end(&mut child).await.out, "TERM=vt100\r\n");
+
+    let mut child = Command::new("/bin/sh")
+        .args(["-c", "echo \"TERM=$TERM\""])
+        .env_clear()
+        .pty(default_size())
+        .spawn()
+        .unwrap();
+    assert_eq!(run_to_end(&mut child).await.out, "TERM=xterm\r\n");
+}
+
+#[tokio::test]
+async fn without_a_pty_term_is_not_added() {
+    let mut child = Command::new("/bin/sh")
+        .args(["-c", "echo \"TERM=${TERM-unset}\""])
+        .env_clear()
+        .spawn()
+        .unwrap();
+    let mut out = Vec::new();
+    timeout(LONG, async {
+        while let Some(e) = child.next().await {
+            if let Event::Data { fd: 1, data } = e {
+                out.extend_from_slice(&data);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(out, b"TERM=unset\n");
+}
+
+// ----- extra fds ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn extra_fds_work_alongside_the_terminal() {
+    let script = r#"
+        test -t 3 || echo "fd3 is a pipe" >&3
+        read line <&4
+        echo "got $line"
+        echo "status done" >&3
+    "#;
+    let mut child = pty_sh(script, default_size())
+        .fd(3, ChildFd::ParentReads)
+        .fd(4, ChildFd::ParentWrites)
+        .spawn()
+        .unwrap();
+    child.write(4, &b"from-fd4\n"[..]).unwrap();
+    child.close_child_fd(4).unwrap();
+
+    let mut tty = Vec::new();
+    let mut fd3 = Vec::new();
+    let mut events = Vec::new();
+    timeout(LONG, async {
+        while let Some(e) = child.next().await {
+            match e {
+                Event::Data { fd: 1, data } => tty.extend_from_slice(&data),
+                Event::Data { fd: 3, data } => fd3.extend_from_slice(&data),
+                other => events.push(other),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    // fd 3 is a plain pipe: no "\r\n" translation.
+    assert_eq!(fd3, b"fd3 is a pipe\nstatus done\n");
+    assert_eq!(String::from_utf8_lossy(&tty), "got from-fd4\r\n");
+    assert!(
+        matches!(events.last(), Some(Event::Ended(Ok(s))) if s.success()),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_inherited_extra_fd_and_null_work_alongside_the_terminal() {
+    let (read, write) = std::io::pipe().unwrap();
+    use std::os::fd::AsRawFd;
+    let mut child = pty_sh(
+        "echo inherited >&5; echo x >&6 && echo null-ok",
+        default_size(),
+    )
+    .fd(5, ChildFd::Inherit(write.as_raw_fd()))
+    .fd(6, ChildFd::Null)
+    .spawn()
+    .unwrap();
+    drop(write);
+    let run = run_to_end(&mut child).await;
+    assert_eq!(run.out, "null-ok\r\n");
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut { read }, &mut got).unwrap();
+    assert_eq!(got, "inherited\n");
+}
+
+// ----- end of output --------------------------------------------------------------------------
+
+#[tokio::test]
+async fn eio_at_the_end_of_output_is_a_clean_close() {
+    let mut child = pty_sh("echo bye", default_size()).spawn().unwrap();
+    let run = run_to_end(&mut child).await;
+    assert_eq!(run.out, "bye\r\n");
+    let mut closed = Vec::new();
+    let mut exited = false;
+    for e in &run.events {
+        match e {
+            Event::Closed { fd, reason } => {
+                assert!(
+                    matches!(reason, CloseReason::Eof),
+                    "fd {fd} closed with {reason:?}, not a clean Eof"
+                );
+                closed.push(*fd);
+            }
+            Event::Exited(s) => {
+                assert!(s.as_ref().unwrap().success());
+                exited = true;
+            }
+            _ => {}
+        }
+    }
+    closed.sort();
+    assert_eq!(closed, [0, 1], "both directions of the master close");
+    assert!(exited);
+    assert_eq!(child.open_fds().count(), 0);
+}
+
+#[tokio::test]
+async fn no_output_is_lost_before_eio() {
+    let mut child = Command::new("seq")
+        .args(["1", "20000"])
+        .pty(default_size())
+        .spawn()
+        .unwrap();
+    let run = run_to_end(&mut child).await;
+    assert!(run.status.success());
+    let lines: Vec<&str> = run.out.split("\r\n").collect();
+    assert_eq!(
+        lines.len(),
+        20001,
+        "last lines: {:?}",
+        &lines[lines.len().saturating_sub(3)..]
+    );
+    assert_eq!(lines[0], "1");
+    assert_eq!(lines[19999], "20000");
+    assert_eq!(lines[20000], "");
+}
+
+#[tokio::test]
+async fn ended_waits_for_both_the_reap_and_the_master_to_close() {
+    // The shell exits at once, leaving a grandchild that ignores the hangup and keeps the
+    // terminal open for a while.
+    let script = "trap '' HUP; sleep 0.5 & echo started";
+    let mut child = pty_sh(script, default_size()).spawn().unwrap();
+    let start = Instant::now();
+    let mut exited_at = None;
+    let mut eof_at = None;
+    let mut ended_at = None;
+    timeout(LONG, async {
+        while let Some(e) = child.next().await {
+            match e {
+                Event::Exited(s) => {
+                    assert!(s.unwrap().success());
+                    exited_at = Some(start.elapsed());
+                }
+                Event::Closed { fd: 1, reason } => {
+                    assert!(matches!(reason, CloseReason::Eof), "{reason:?}");
+                    eof_at = Some(start.elapsed());
+                }
+                Event::Ended(_) => ended_at = Some(start.elapsed()),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let (exited_at, eof_at, ended_at) = (exited_at.unwrap(), eof_at.unwrap(), ended_at.unwrap());
+    assert!(
+        exited_at < Duration::from_millis(400),
+        "exited at {exited_at:?}"
+    );
+    assert!(
+        eof_at >= Duration::from_millis(450),
+        "master closed at {eof_at:?}"
+    );
+    assert!(ended_at >= eof_at && ended_at >= exited_at);
+}
+
+#[tokio::test]
+async fn awaiting_a_pty_child_gives_its_status() {
+    let status = timeout(LONG, pty_sh("exit 4", default_size()).spawn().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(4));
+}
+
+#[tokio::test]
+async fn a_pty_child_that_reads_stdin_gets_eof_from_ctrl_d_and_answers() {
+    // `read` on a terminal: the line discipline delivers a line at a time.
+    let mut child = pty_sh(
+        "read a; read b; echo \"[$a|$b]\"; read c || echo eof",
+        default_size(),
+    )
+    .spawn()
+    .unwrap();
+    child.write_stdin(&b"one\ntwo\n"[..]).unwrap();
+    read_until(&mut child, "[one|two]").await;
+    child.write_stdin(&b"\x04"[..]).unwrap();
+    let run = run_to_end(&mut child).await;
+    assert!(run.status.success());
+    assert!(run.out.contains("eof\r\n"), "{:?}", run.out);
+}
