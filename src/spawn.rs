@@ -111,13 +111,15 @@ impl Strings {
         if program.is_empty() {
             return Err(InvalidInput::EmptyProgram);
         }
+        // The program first: without an explicit argv[0] it is argv[0] too, and a NUL in it
+        // must be reported as the program's.
+        c_string(program, Field::Program)?;
         let arg0 = command.arg0.as_deref().unwrap_or(&command.program);
         let mut argv = Vec::with_capacity(command.args.len() + 1);
         argv.push(c_string(arg0.as_bytes(), Field::Arg0)?);
         for (i, arg) in command.args.iter().enumerate() {
             argv.push(c_string(arg.as_bytes(), Field::Arg(i))?);
         }
-        c_string(program, Field::Program)?;
 
         let env = child_env(command)?;
         let path = env

@@ -205,11 +205,20 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
     unsafe {
         // No parent handler may run here, and the new program starts with default dispositions
         // (including signals the parent ignores, SIGPIPE above all) and an empty mask.
-        let mut dfl: libc::sigaction = std::mem::zeroed();
-        dfl.sa_sigaction = libc::SIG_DFL;
+        // The raw syscall, not glibc's sigaction: glibc refuses to touch its internal signals
+        // 32 and 33 (EINVAL), so one the parent inherited as ignored would stay ignored in
+        // the new program. An all-zero kernel sigaction is SIG_DFL, no flags, empty mask, on
+        // every architecture; the buffer is larger than any kernel's struct.
+        let dfl = [0u64; 8];
         for sig in 1..65 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    dfl.as_ptr(),
+                    std::ptr::null_mut::<c_void>(),
+                    std::mem::size_of::<libc::c_ulong>(),
+                );
             }
         }
         let mut empty = MaybeUninit::<libc::sigset_t>::uninit();
