@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
+use std::future::IntoFuture;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
@@ -16,8 +16,9 @@ use process_transport::{CloseReason, Event, ExitStatus, ProcessTransport, WaitEr
 pub const LIMIT: Duration = Duration::from_secs(20);
 
 /// Awaits `fut`, failing the test (instead of hanging) if it takes longer than [`LIMIT`].
-pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(LIMIT, fut).await {
+/// Takes anything awaitable, a `ProcessTransport` included.
+pub async fn within<F: IntoFuture>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(LIMIT, fut.into_future()).await {
         Ok(out) => out,
         Err(_) => panic!("timed out after {LIMIT:?}: {what}"),
     }
