@@ -434,3 +434,46 @@ async fn a_pty_child_that_reads_stdin_gets_eof_from_ctrl_d_and_answers() {
     assert!(run.status.success());
     assert!(run.out.contains("eof\r\n"), "{:?}", run.out);
 }
+
+// ----- resizing does not depend on the input side ---------------------------------------------
+
+/// A shell that reports every SIGWINCH with the new size.
+fn winch_reporter() -> Command {
+    let script =
+        r#"trap 'echo "winch $(stty size)"' WINCH; echo ready; while :; do sleep 0.05; done"#;
+    pty_sh(script, PtySize { rows: 10, cols: 20 })
+}
+
+#[tokio::test]
+async fn resize_still_works_after_the_input_side_is_closed() {
+    // Closing fd 0 closes only the parent's writing handle of the master; the terminal (and
+    // the reading handle) stays, and so must the ability to resize it.
+    let mut child = winch_reporter().spawn().unwrap();
+    read_until(&mut child, "ready").await;
+    child.close_stdin().unwrap();
+    timeout(LONG, async {
+        while let Some(e) = child.next().await {
+            if let Event::Closed { fd: 0, .. } = e {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("fd 0 never reported closed");
+    let resized = child.resize_pty(40, 120);
+    assert!(resized.is_ok(), "resize after close_stdin: {resized:?}");
+    read_until(&mut child, "winch 40 120").await;
+    timeout(LONG, child.kill()).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn resize_still_works_after_the_input_side_is_taken() {
+    let mut child = winch_reporter().spawn().unwrap();
+    let input = child.take_writer(0).unwrap();
+    read_until(&mut child, "ready").await;
+    let resized = child.resize_pty(40, 120);
+    assert!(resized.is_ok(), "resize after take_writer(0): {resized:?}");
+    read_until(&mut child, "winch 40 120").await;
+    drop(input);
+    timeout(LONG, child.kill()).await.unwrap().unwrap();
+}
