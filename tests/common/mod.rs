@@ -13,7 +13,7 @@ use futures::StreamExt;
 use process_transport::{CloseReason, Event, ExitStatus, ProcessTransport, WaitError};
 
 /// How long any single child may take before a test calls it a hang.
-pub const LIMIT: Duration = Duration::from_secs(20);
+pub const LIMIT: Duration = Duration::from_secs(15);
 
 /// Awaits `fut`, failing the test (instead of hanging) if it takes longer than [`LIMIT`].
 /// Takes anything awaitable, a `ProcessTransport` included.
@@ -59,6 +59,7 @@ pub enum Rec {
     Closed(i32, String),
     Exited(Result<ExitStatus, WaitError>),
     Ended(Result<ExitStatus, WaitError>),
+    Other(String),
 }
 
 /// Everything a transport reported, collected by [`run_to_end`].
@@ -112,6 +113,7 @@ impl Outcome {
                     assert!(pipes.contains(fd), "close of fd {fd}, which is not a pipe");
                 }
                 Rec::Exited(_) => exited += 1,
+                Rec::Other(_) => {}
                 Rec::Ended(status) => {
                     assert_eq!(i, self.log.len() - 1, "Ended is not last: {:?}", self.log);
                     assert_eq!(exited, 1, "Ended before Exited: {:?}", self.log);
@@ -155,7 +157,8 @@ pub fn record(out: &mut Outcome, event: Event) -> bool {
             out.log.push(Rec::Ended(status));
             return true;
         }
-        other => panic!("unknown event {other:?}"),
+        // Flow-control and later additions: logged, not part of the core guarantees.
+        other => out.log.push(Rec::Other(format!("{other:?}"))),
     }
     false
 }
