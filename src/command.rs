@@ -261,7 +261,10 @@ impl Command {
     /// Sends `signal` to the child when the *thread* that spawned it exits
     /// (`PR_SET_PDEATHSIG`). Linux ties this to the spawning thread, not the process: spawn
     /// from a thread that lives as long as the child (for example the main thread of a
-    /// current-thread runtime), or the child may be signalled when a worker thread retires.
+    /// current-thread runtime), or the child may be signalled when a worker thread retires
+    /// (Tokio's `spawn_blocking` threads retire when idle). It is set after [`uid`](Command::uid)
+    /// and [`gid`](Command::gid) take effect, so it survives them, but the kernel still
+    /// clears it when the child execs a set-user-ID or set-group-ID program.
     pub fn parent_death_signal(&mut self, signal: i32) -> &mut Self {
         self.parent_death_signal = Some(signal);
         self

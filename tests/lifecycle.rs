@@ -721,6 +721,13 @@ async fn a_zombie_not_yet_seen_can_still_be_signalled_harmlessly() {
 /// is /dev/null), so its transport holds nothing tied to the dead thread's runtime and can be
 /// awaited from the test's own runtime.
 fn spawn_from_a_thread_that_exits(pdeathsig: Option<i32>) -> ProcessTransport {
+    spawn_from_a_thread_that_exits_with(pdeathsig, |_| {})
+}
+
+fn spawn_from_a_thread_that_exits_with(
+    pdeathsig: Option<i32>,
+    configure: impl FnOnce(&mut Command) + Send + 'static,
+) -> ProcessTransport {
     let handle = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -731,6 +738,7 @@ fn spawn_from_a_thread_that_exits(pdeathsig: Option<i32>) -> ProcessTransport {
             if let Some(sig) = pdeathsig {
                 command.parent_death_signal(sig);
             }
+            configure(&mut command);
             command.spawn().unwrap()
         })
     });
@@ -781,4 +789,25 @@ async fn parent_death_signal_is_not_sent_while_the_spawning_thread_lives() {
         .unwrap()
         .unwrap();
     assert_eq!(status.signal(), Some(libc::SIGTERM));
+}
+
+#[tokio::test]
+async fn parent_death_signal_survives_a_change_of_credentials() {
+    // The kernel clears the parent-death signal when the effective uid or gid changes, so it
+    // must be set after the child switches user. Needs root to switch.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to change credentials");
+        return;
+    }
+    let mut child = spawn_from_a_thread_that_exits_with(Some(libc::SIGUSR1), |c| {
+        c.uid(65534).gid(65534);
+    });
+    let result = timeout(Duration::from_secs(3), child.wait()).await;
+    if result.is_err() {
+        let _ = child.kill().await;
+        panic!("the parent-death signal was lost when the child changed user");
+    }
+    let status = result.unwrap().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGUSR1), "{status:?}");
 }

@@ -239,21 +239,6 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
             }
         }
 
-        if program.parent_death_signal != 0 {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                program.parent_death_signal as libc::c_ulong,
-            ) == -1
-            {
-                return fail(3);
-            }
-            // The parent may have died before the prctl took effect.
-            if libc::getppid() != program.parent_pid {
-                *libc::__errno_location() = libc::ESRCH;
-                return fail(3);
-            }
-        }
-
         for step in program.fd_steps {
             match *step {
                 FdStep::Dup { from, to, cloexec } => {
@@ -304,6 +289,23 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
             && libc::syscall(libc::SYS_setuid, uid) == -1
         {
             return fail(9);
+        }
+
+        // After the credential change: the kernel clears the parent-death signal when the
+        // effective uid or gid changes.
+        if program.parent_death_signal != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                program.parent_death_signal as libc::c_ulong,
+            ) == -1
+            {
+                return fail(3);
+            }
+            // The parent may have died before the prctl took effect.
+            if libc::getppid() != program.parent_pid {
+                *libc::__errno_location() = libc::ESRCH;
+                return fail(3);
+            }
         }
 
         // The PATH lookup, execvp-style: ENOENT-like misses go on to the next candidate, an
