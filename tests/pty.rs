@@ -477,3 +477,39 @@ async fn resize_still_works_after_the_input_side_is_taken() {
     drop(input);
     timeout(LONG, child.kill()).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn wait_delay_closes_a_terminal_held_by_a_grandchild() {
+    let delay = Duration::from_millis(300);
+    let mut child = pty_sh("trap '' HUP; sleep 30 & echo started", default_size())
+        .wait_delay(delay)
+        .spawn()
+        .unwrap();
+    let group = child.process_group().unwrap();
+    let mut exited_at = None;
+    let mut ended_at = None;
+    let mut fd1_reason = None;
+    timeout(LONG, async {
+        while let Some(e) = child.next().await {
+            match e {
+                Event::Exited(_) => exited_at = Some(Instant::now()),
+                Event::Closed { fd: 1, reason } => fd1_reason = Some(reason),
+                Event::Ended(_) => ended_at = Some(Instant::now()),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("Ended never came although the wait delay was set");
+    // The grandchild stayed in the child's group.
+    let _ = child.signal_group(libc::SIGKILL);
+    let waited = ended_at.unwrap() - exited_at.unwrap();
+    assert!(
+        waited >= delay - Duration::from_millis(20),
+        "ended {waited:?} after the exit"
+    );
+    assert!(
+        matches!(fd1_reason, Some(CloseReason::WaitDelay)),
+        "{fd1_reason:?} (group {group})"
+    );
+}
