@@ -1,0 +1,166 @@
+//! Stress: many sequential spawns and thousands of live children at once, checking that
+//! every byte and every exit status arrives, no fd is left open in the parent, and no
+//! zombie is left behind.
+//!
+//! The default tests are sized for CI (a few seconds on 2 cores). The full sizes run with
+//!
+//! ```text
+//! cargo test --release --test stress -- --ignored
+//! ```
+
+mod reliability_support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use process_transport::{ChildFd, Command, ProcessTransport};
+use reliability_support::{Outcome, collect, open_fds, set_nofile_soft, zombie_children};
+
+/// The tests in this binary count the process's fds and children, so they run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Child `i` of the sequential runs: even ones print `i` with `/bin/echo` (exit 0), odd ones
+/// print it with a shell and exit with `i % 256`.
+fn numbered(i: usize) -> (Command, Vec<u8>, i32) {
+    if i.is_multiple_of(2) {
+        let mut cmd = Command::new("/bin/echo");
+        cmd.arg(i.to_string()).stdin(ChildFd::Null);
+        (cmd, format!("{i}\n").into_bytes(), 0)
+    } else {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", "printf 'n=%s' \"$0\"; exit $(($0 % 256))"])
+            .arg(i.to_string())
+            .stdin(ChildFd::Null);
+        (cmd, format!("n={i}").into_bytes(), (i % 256) as i32)
+    }
+}
+
+fn check(i: usize, outcome: &Outcome, out: &[u8], code: i32) {
+    assert_eq!(outcome.out(1), out, "child {i}: {outcome:?}");
+    assert!(outcome.out(2).is_empty(), "child {i}: {outcome:?}");
+    assert_eq!(outcome.status().code(), Some(code), "child {i}");
+}
+
+/// Spawns `n` children one after another, each consumed to its end before the next.
+async fn sequential(n: usize) {
+    // Warm up: the reaper's fds are opened once for the life of the process.
+    Command::new("/bin/true").spawn().unwrap().await.unwrap();
+    let fds_before = open_fds();
+    let started = Instant::now();
+    for i in 0..n {
+        let (cmd, out, code) = numbered(i);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {i}: {e}"));
+        let outcome = collect(&mut child, Duration::from_secs(30)).await;
+        check(i, &outcome, &out, code);
+        assert_eq!(child.pid(), None);
+    }
+    eprintln!("{n} sequential spawns in {:?}", started.elapsed());
+    assert_eq!(open_fds(), fds_before, "fds leaked");
+    assert_eq!(zombie_children(), Vec::<i32>::new(), "zombies left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_sequential_spawns() {
+    let _serial = SERIAL.lock().await;
+    sequential(2_000).await;
+}
+
+/// 100,000 sequential spawns. Run with
+/// `cargo test --release --test stress -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: cargo test --release --test stress -- --ignored"]
+async fn hundred_thousand_sequential_spawns() {
+    let _serial = SERIAL.lock().await;
+    sequential(100_000).await;
+}
+
+/// Child `i` of the concurrent runs, with what it is sent, what it must print and its exit
+/// code. Most are a shell that echoes one line and exits `i % 256`; every 50th is `cat` with
+/// 256 KiB each way, more than a pipe holds, so both directions must be driven together.
+fn concurrent_child(i: usize) -> (Command, Vec<u8>, Vec<u8>, i32) {
+    if i.is_multiple_of(50) {
+        let mut cmd = Command::new("/bin/cat");
+        let data: Vec<u8> = (0..256 * 1024).map(|k| (k * 31 + i) as u8).collect();
+        cmd.stderr(ChildFd::Null);
+        (cmd, data.clone(), data, 0)
+    } else {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args([
+            "-c",
+            "read line; printf '%s|%s' \"$line\" \"$0\"; exit $(($0 % 256))",
+        ])
+        .arg(i.to_string());
+        let line = format!("hello child {i}");
+        (
+            cmd,
+            format!("{line}\n").into_bytes(),
+            format!("{line}|{i}").into_bytes(),
+            (i % 256) as i32,
+        )
+    }
+}
+
+/// Starts `n` children from worker tasks, waits until all of them are alive at once, then
+/// feeds each its input and checks its output and status.
+async fn concurrent(n: usize) {
+    let soft = set_nofile_soft(u64::MAX);
+    assert!(
+        soft as usize > n * 4 + 200,
+        "RLIMIT_NOFILE {soft} too low for {n} children"
+    );
+    Command::new("/bin/true").spawn().unwrap().await.unwrap();
+    let fds_before = open_fds();
+    let started = Instant::now();
+    let all_alive = Arc::new(tokio::sync::Barrier::new(n + 1));
+    let go = Arc::new(tokio::sync::Barrier::new(n + 1));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let all_alive = all_alive.clone();
+        let go = go.clone();
+        tasks.push(tokio::spawn(async move {
+            let (cmd, input, out, code) = concurrent_child(i);
+            let mut child: ProcessTransport =
+                cmd.spawn().unwrap_or_else(|e| panic!("spawn {i}: {e}"));
+            let pid = child.pid().unwrap();
+            all_alive.wait().await;
+            go.wait().await;
+            child.write_stdin(input).unwrap();
+            child.close_stdin().unwrap();
+            let outcome = collect(&mut child, Duration::from_secs(120)).await;
+            check(i, &outcome, &out, code);
+            pid
+        }));
+    }
+    tokio::time::timeout(Duration::from_secs(120), all_alive.wait())
+        .await
+        .expect("children did not all start");
+    let alive = reliability_support::children().len();
+    assert!(alive >= n, "only {alive} of {n} children alive at once");
+    eprintln!("{n} children alive after {:?}", started.elapsed());
+    go.wait().await;
+    let mut pids = Vec::with_capacity(n);
+    for task in tasks {
+        pids.push(task.await.unwrap());
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(pids.len(), n, "pids reused among live children");
+    eprintln!("{n} concurrent children done in {:?}", started.elapsed());
+    assert_eq!(open_fds(), fds_before, "fds leaked");
+    assert_eq!(zombie_children(), Vec::<i32>::new(), "zombies left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_concurrent_children() {
+    let _serial = SERIAL.lock().await;
+    concurrent(500).await;
+}
+
+/// 3,000 children alive at once on a 2-worker runtime. Run with
+/// `cargo test --release --test stress -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: cargo test --release --test stress -- --ignored"]
+async fn three_thousand_concurrent_children() {
+    let _serial = SERIAL.lock().await;
+    concurrent(3_000).await;
+}
