@@ -243,6 +243,17 @@ impl ChildFds {
                 .into());
             }
         }
+        // Likewise a capacity for an fd that is not a pipe is bad input, whatever happens
+        // when the pipes are made (a refused capacity for another fd must not hide it).
+        for &child_fd in command.pipe_capacity.keys() {
+            let is_pipe = matches!(
+                command.fds.get(&child_fd),
+                Some(ChildFd::ParentReads | ChildFd::ParentWrites)
+            ) && !(command.pty.is_some() && child_fd <= 2);
+            if !is_pipe {
+                return Err(InvalidInput::PipeCapacityWithoutPipe(child_fd).into());
+            }
+        }
         let mut dev_null: Option<i32> = None;
         for (&child_fd, &what) in &command.fds {
             if command.pty.is_some() && child_fd <= 2 {
@@ -277,11 +288,6 @@ impl ChildFds {
                 }
             };
             fds.mappings.push((child_fd, source));
-        }
-        for &child_fd in command.pipe_capacity.keys() {
-            if !fds.parent_ends.iter().any(|(fd, _, _)| *fd == child_fd) {
-                return Err(InvalidInput::PipeCapacityWithoutPipe(child_fd).into());
-            }
         }
         if let Some(size) = command.pty {
             let pty =
