@@ -300,7 +300,7 @@ async fn high_targets_100_and_1000_work_both_ways() {
 
 /// Opens `/dev/null` the way C code that ignores `O_CLOEXEC` does, and also duplicates it
 /// to a high number; both stay open while the returned guard lives.
-struct LeakyFds(Vec<OwnedFd>);
+struct LeakyFds(#[allow(dead_code)] Vec<OwnedFd>);
 
 fn open_without_cloexec() -> LeakyFds {
     // SAFETY: plain open/fcntl calls; the results are checked and owned below.

@@ -224,9 +224,9 @@ async fn writing_to_a_pipe_the_child_closed_reports_a_close_and_never_kills_the_
     let mut closed0 = None;
     within("Closed(0)", async {
         while closed0.is_none() {
-            match child.next().await.expect("stream ended early") {
-                process_transport::Event::Closed { fd: 0, reason } => closed0 = Some(reason),
-                _ => {}
+            let event = child.next().await.expect("stream ended early");
+            if let process_transport::Event::Closed { fd: 0, reason } = event {
+                closed0 = Some(reason);
             }
         }
     })
