@@ -93,12 +93,14 @@ pub async fn collect(transport: &mut ProcessTransport, limit: Duration) -> Outco
     outcome
 }
 
-/// The fds open in this process.
+/// The fds open in this process (not counting the one used to list them).
 pub fn open_fds() -> Vec<i32> {
     let mut fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
         .expect("/proc/self/fd")
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
+    // SAFETY: F_GETFD only reads flags; the listing's own fd is closed by now (EBADF).
+    fds.retain(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1);
     fds.sort_unstable();
     fds
 }
