@@ -198,7 +198,7 @@ fn many_successful_spawns_leak_no_fd_and_no_zombie() {
         }
         // Dropped without being consumed, one still running.
         let quick = Command::new("true").spawn().unwrap();
-        let slow = Command::new("sleep").arg("0.1").spawn().unwrap();
+        let slow = Command::new("sleep").arg("0.3").spawn().unwrap();
         let slow_pid = slow.pid().unwrap();
         drop((quick, slow));
         common::assert_reaped_eventually(slow_pid).await;

@@ -96,7 +96,7 @@ fn lines_matching(all: &[String], parts: &[&str]) -> Vec<String> {
 #[tokio::test]
 async fn spawn_exit_and_errors_are_traced_at_debug_level() {
     let capture = capture();
-    let mut child = common::sh("sleep 0.05; exit 3")
+    let mut child = common::sh("sleep 0.2; exit 3")
         .arg0("traced-sh")
         .spawn()
         .unwrap();
