@@ -16,8 +16,21 @@ use reliability_support::{
     Outcome, collect, open_fds, process_state, record, wait_until, zombie_children,
 };
 
-/// Every test here counts fds and children of the whole process: one at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Every test here counts fds and children of the whole process, so they run one at a time,
+/// each on its own runtime that is gone before the next test starts (a runtime's own fds
+/// would otherwise come and go during another test's count).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serially<F: std::future::Future>(test: F) -> F::Output {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let output = rt.block_on(test);
+    drop(rt);
+    output
+}
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -52,195 +65,200 @@ fn temp_path(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("pt-faults-{}-{name}", std::process::id()))
 }
 
-#[tokio::test]
-async fn exec_failures_are_typed() {
-    let _serial = SERIAL.lock().await;
-    spawn_fails(
-        &Command::new("/nonexistent/program"),
-        SpawnStep::Exec,
-        libc::ENOENT,
-    )
-    .await;
-    spawn_fails(
-        Command::new("no-such-program-anywhere").env("PATH", "/bin:/usr/bin"),
-        SpawnStep::Exec,
-        libc::ENOENT,
-    )
-    .await;
-    spawn_fails(&Command::new("/tmp"), SpawnStep::Exec, libc::EACCES).await;
+#[test]
+fn exec_failures_are_typed() {
+    serially(async {
+        spawn_fails(
+            &Command::new("/nonexistent/program"),
+            SpawnStep::Exec,
+            libc::ENOENT,
+        )
+        .await;
+        spawn_fails(
+            Command::new("no-such-program-anywhere").env("PATH", "/bin:/usr/bin"),
+            SpawnStep::Exec,
+            libc::ENOENT,
+        )
+        .await;
+        spawn_fails(&Command::new("/tmp"), SpawnStep::Exec, libc::EACCES).await;
 
-    let not_executable = temp_path("not-executable");
-    std::fs::write(&not_executable, "#!/bin/sh\nexit 0\n").unwrap();
-    std::fs::set_permissions(&not_executable, std::fs::Permissions::from_mode(0o644)).unwrap();
-    spawn_fails(
-        &Command::new(&not_executable),
-        SpawnStep::Exec,
-        libc::EACCES,
-    )
-    .await;
+        let not_executable = temp_path("not-executable");
+        std::fs::write(&not_executable, "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(&not_executable, std::fs::Permissions::from_mode(0o644)).unwrap();
+        spawn_fails(
+            &Command::new(&not_executable),
+            SpawnStep::Exec,
+            libc::EACCES,
+        )
+        .await;
 
-    let garbage = temp_path("garbage");
-    std::fs::write(&garbage, [0x7f, b'E', b'L', b'F', 0, 0, 1, 2, 3]).unwrap();
-    std::fs::set_permissions(&garbage, std::fs::Permissions::from_mode(0o755)).unwrap();
-    spawn_fails(&Command::new(&garbage), SpawnStep::Exec, libc::ENOEXEC).await;
+        let garbage = temp_path("garbage");
+        std::fs::write(&garbage, [0x7f, b'E', b'L', b'F', 0, 0, 1, 2, 3]).unwrap();
+        std::fs::set_permissions(&garbage, std::fs::Permissions::from_mode(0o755)).unwrap();
+        spawn_fails(&Command::new(&garbage), SpawnStep::Exec, libc::ENOEXEC).await;
 
-    spawn_fails(
-        Command::new("/bin/true").current_dir("/nonexistent/dir"),
-        SpawnStep::Chdir,
-        libc::ENOENT,
-    )
-    .await;
-    std::fs::remove_file(not_executable).ok();
-    std::fs::remove_file(garbage).ok();
+        spawn_fails(
+            Command::new("/bin/true").current_dir("/nonexistent/dir"),
+            SpawnStep::Chdir,
+            libc::ENOENT,
+        )
+        .await;
+        std::fs::remove_file(not_executable).ok();
+        std::fs::remove_file(garbage).ok();
+    });
 }
 
-#[tokio::test]
-async fn child_killed_mid_write() {
-    let _serial = SERIAL.lock().await;
-    warm_up().await;
-    let before = open_fds();
-    let mut child = Command::new("/usr/bin/yes")
-        .arg("0123456789")
-        .stdin(ChildFd::Null)
-        .spawn()
-        .unwrap();
-    let mut seen = Outcome::default();
-    let read_some = async {
-        while seen.out(1).len() < 1 << 20 {
-            record(&mut seen, child.next().await.expect("ended early"));
-        }
-    };
-    tokio::time::timeout(LIMIT, read_some).await.unwrap();
-    child.signal(libc::SIGKILL).unwrap();
-    let rest = collect(&mut child, LIMIT).await;
-    let status = rest.status();
-    assert_eq!(status.signal(), Some(libc::SIGKILL));
-    // Everything read is the child's output, in order, cut anywhere.
-    let mut all = seen.out(1).to_vec();
-    all.extend_from_slice(rest.out(1));
-    let pattern = b"0123456789\n";
-    assert!(
-        all.chunks(pattern.len()).all(|c| c == &pattern[..c.len()]),
-        "corrupted output"
-    );
-    assert!(rest.closed.contains(&(1, "eof".to_string())), "{rest:?}");
-    drop(child);
-    assert_eq!(open_fds(), before);
-    assert_eq!(zombie_children(), Vec::<i32>::new());
-}
-
-#[tokio::test]
-async fn child_killed_while_the_parent_writes() {
-    let _serial = SERIAL.lock().await;
-    warm_up().await;
-    let before = open_fds();
-    // The child never reads: 8 MiB cannot all fit in the pipe.
-    let mut child = Command::new("/bin/sleep").arg("30").spawn().unwrap();
-    child.write_stdin(vec![7u8; 8 << 20]).unwrap();
-    assert!(child.queued_len(0) > 0);
-    let mut seen = Outcome::default();
-    let _ = tokio::time::timeout(Duration::from_millis(200), async {
-        while let Some(e) = child.next().await {
-            record(&mut seen, e);
-        }
-    })
-    .await;
-    child.signal(libc::SIGKILL).unwrap();
-    let rest = collect(&mut child, LIMIT).await;
-    assert_eq!(rest.status().signal(), Some(libc::SIGKILL));
-    // The stdin pipe closes with an error (EPIPE) or as the child's end going away.
-    let stdin_close = rest
-        .closed
-        .iter()
-        .find(|(fd, _)| *fd == 0)
-        .map(|(_, why)| why.clone());
-    assert!(
-        matches!(stdin_close.as_deref(), Some("eof") | Some("error Some(32)")),
-        "stdin closed as {stdin_close:?}"
-    );
-    drop(child);
-    assert_eq!(open_fds(), before);
-    assert_eq!(zombie_children(), Vec::<i32>::new());
-}
-
-#[tokio::test]
-async fn child_closing_its_fds_early() {
-    let _serial = SERIAL.lock().await;
-    warm_up().await;
-    let before = open_fds();
-    let mut child = Command::new("/bin/sh")
-        .args(["-c", "exec 0<&- 1>&- 2>&- 3>&-; sleep 0.3; exit 5"])
-        .fd(3, ChildFd::ParentReads)
-        .spawn()
-        .unwrap();
-    let outcome = collect(&mut child, LIMIT).await;
-    assert_eq!(outcome.status().code(), Some(5));
-    let mut closed: Vec<i32> = outcome.closed.iter().map(|(fd, _)| *fd).collect();
-    closed.sort_unstable();
-    assert_eq!(closed, [0, 1, 2, 3], "{outcome:?}");
-    // Every close is seen before the exit: the child lingers 300 ms with them closed.
-    let exited = outcome.log.iter().position(|l| l == "exited").unwrap();
-    assert_eq!(exited, 4, "{:?}", outcome.log);
-    assert!(outcome.data.is_empty());
-    // Writing to the closed stdin is refused, not a crash.
-    assert!(matches!(
-        child.write_stdin(&b"late"[..]),
-        Err(Error::PipeClosed(0))
-    ));
-    drop(child);
-    assert_eq!(open_fds(), before);
-    assert_eq!(zombie_children(), Vec::<i32>::new());
-}
-
-#[tokio::test]
-async fn transport_dropped_mid_stream() {
-    let _serial = SERIAL.lock().await;
-    warm_up().await;
-    let before = open_fds();
-    // A child with SIGPIPE at its default dies of it; one that handles EPIPE exits on its
-    // own (code 3 here). Both are reaped in the background with nobody waiting.
-    let mut pids = Vec::new();
-    for program in [
-        vec!["/usr/bin/yes"],
-        vec![
-            reliability_support::python(),
-            "-I",
-            "-S",
-            "-c",
-            "import os\ntry:\n    while True: os.write(1, b'x' * 4096)\nexcept BrokenPipeError:\n    raise SystemExit(3)",
-        ],
-    ] {
-        let mut child = Command::new(program[0])
-            .args(&program[1..])
+#[test]
+fn child_killed_mid_write() {
+    serially(async {
+        warm_up().await;
+        let before = open_fds();
+        let mut child = Command::new("/usr/bin/yes")
+            .arg("0123456789")
             .stdin(ChildFd::Null)
             .spawn()
             .unwrap();
-        let first = tokio::time::timeout(LIMIT, child.next()).await.unwrap();
-        assert!(matches!(
-            first,
-            Some(process_transport::Event::Data { fd: 1, .. })
-        ));
-        pids.push(child.pid().unwrap() as i32);
-        drop(child);
-    }
-    for pid in pids {
+        let mut seen = Outcome::default();
+        let read_some = async {
+            while seen.out(1).len() < 1 << 20 {
+                record(&mut seen, child.next().await.expect("ended early"));
+            }
+        };
+        tokio::time::timeout(LIMIT, read_some).await.unwrap();
+        child.signal(libc::SIGKILL).unwrap();
+        let rest = collect(&mut child, LIMIT).await;
+        let status = rest.status();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        // Everything read is the child's output, in order, cut anywhere.
+        let mut all = seen.out(1).to_vec();
+        all.extend_from_slice(rest.out(1));
+        let pattern = b"0123456789\n";
         assert!(
-            wait_until(LIMIT, || process_state(pid).is_none()),
-            "child {pid} still there as {:?}",
-            process_state(pid)
+            all.chunks(pattern.len()).all(|c| c == &pattern[..c.len()]),
+            "corrupted output"
         );
-    }
-    assert_eq!(zombie_children(), Vec::<i32>::new());
-    assert_eq!(open_fds(), before, "fds leaked after dropping transports");
+        assert!(rest.closed.contains(&(1, "eof".to_string())), "{rest:?}");
+        drop(child);
+        assert_eq!(open_fds(), before);
+        assert_eq!(zombie_children(), Vec::<i32>::new());
+    });
+}
+
+#[test]
+fn child_killed_while_the_parent_writes() {
+    serially(async {
+        warm_up().await;
+        let before = open_fds();
+        // The child never reads: 8 MiB cannot all fit in the pipe.
+        let mut child = Command::new("/bin/sleep").arg("30").spawn().unwrap();
+        child.write_stdin(vec![7u8; 8 << 20]).unwrap();
+        assert!(child.queued_len(0) > 0);
+        let mut seen = Outcome::default();
+        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+            while let Some(e) = child.next().await {
+                record(&mut seen, e);
+            }
+        })
+        .await;
+        child.signal(libc::SIGKILL).unwrap();
+        let rest = collect(&mut child, LIMIT).await;
+        assert_eq!(rest.status().signal(), Some(libc::SIGKILL));
+        // The stdin pipe closes with an error (EPIPE) or as the child's end going away.
+        let stdin_close = rest
+            .closed
+            .iter()
+            .find(|(fd, _)| *fd == 0)
+            .map(|(_, why)| why.clone());
+        assert!(
+            matches!(stdin_close.as_deref(), Some("eof") | Some("error Some(32)")),
+            "stdin closed as {stdin_close:?}"
+        );
+        drop(child);
+        assert_eq!(open_fds(), before);
+        assert_eq!(zombie_children(), Vec::<i32>::new());
+    });
+}
+
+#[test]
+fn child_closing_its_fds_early() {
+    serially(async {
+        warm_up().await;
+        let before = open_fds();
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", "exec 0<&- 1>&- 2>&- 3>&-; sleep 0.3; exit 5"])
+            .fd(3, ChildFd::ParentReads)
+            .spawn()
+            .unwrap();
+        let outcome = collect(&mut child, LIMIT).await;
+        assert_eq!(outcome.status().code(), Some(5));
+        let mut closed: Vec<i32> = outcome.closed.iter().map(|(fd, _)| *fd).collect();
+        closed.sort_unstable();
+        assert_eq!(closed, [0, 1, 2, 3], "{outcome:?}");
+        // Every close is seen before the exit: the child lingers 300 ms with them closed.
+        let exited = outcome.log.iter().position(|l| l == "exited").unwrap();
+        assert_eq!(exited, 4, "{:?}", outcome.log);
+        assert!(outcome.data.is_empty());
+        // Writing to the closed stdin is refused, not a crash.
+        assert!(matches!(
+            child.write_stdin(&b"late"[..]),
+            Err(Error::PipeClosed(0))
+        ));
+        drop(child);
+        assert_eq!(open_fds(), before);
+        assert_eq!(zombie_children(), Vec::<i32>::new());
+    });
+}
+
+#[test]
+fn transport_dropped_mid_stream() {
+    serially(async {
+        warm_up().await;
+        let before = open_fds();
+        // A child with SIGPIPE at its default dies of it; one that handles EPIPE exits on its
+        // own (code 3 here). Both are reaped in the background with nobody waiting.
+        let mut pids = Vec::new();
+        for program in [
+            vec!["/usr/bin/yes"],
+            vec![
+                reliability_support::python(),
+                "-I",
+                "-S",
+                "-c",
+                "import os\ntry:\n    while True: os.write(1, b'x' * 4096)\nexcept BrokenPipeError:\n    raise SystemExit(3)",
+            ],
+        ] {
+            let mut child = Command::new(program[0])
+                .args(&program[1..])
+                .stdin(ChildFd::Null)
+                .spawn()
+                .unwrap();
+            let first = tokio::time::timeout(LIMIT, child.next()).await.unwrap();
+            assert!(matches!(
+                first,
+                Some(process_transport::Event::Data { fd: 1, .. })
+            ));
+            pids.push(child.pid().unwrap() as i32);
+            drop(child);
+        }
+        for pid in pids {
+            assert!(
+                wait_until(LIMIT, || process_state(pid).is_none()),
+                "child {pid} still there as {:?}",
+                process_state(pid)
+            );
+        }
+        assert_eq!(zombie_children(), Vec::<i32>::new());
+        assert_eq!(open_fds(), before, "fds leaked after dropping transports");
+    });
 }
 
 #[test]
 fn runtime_shut_down_with_live_children() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let _serial = rt.block_on(SERIAL.lock());
     rt.block_on(warm_up());
     let before = open_fds();
 
@@ -293,47 +311,49 @@ fn runtime_shut_down_with_live_children() {
 
 /// Found by fuzzing: an `Inherit` of a closed fd number was checked only after earlier
 /// pipes were made, so it could name one of them and hand the child this crate's own fd.
-#[tokio::test]
-async fn inherit_of_a_closed_fd_is_rejected_even_if_a_pipe_would_take_its_number() {
-    let _serial = SERIAL.lock().await;
-    warm_up().await;
-    // The lowest free number is the next one a pipe gets.
-    // SAFETY: open and close /dev/null to learn the lowest free fd.
-    let free = unsafe {
-        let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-        libc::close(fd);
-        fd
-    };
-    let before = open_fds();
-    let result = Command::new("/bin/true")
-        .fds([(3, ChildFd::ParentReads), (9, ChildFd::Inherit(free))])
-        .spawn();
-    assert!(
-        matches!(
-            result,
-            Err(Error::InvalidInput(InvalidInput::InheritedFdNotOpen { child_fd: 9, parent_fd })) if parent_fd == free
-        ),
-        "{result:?}"
-    );
-    assert_eq!(open_fds(), before);
+#[test]
+fn inherit_of_a_closed_fd_is_rejected_even_if_a_pipe_would_take_its_number() {
+    serially(async {
+        warm_up().await;
+        // The lowest free number is the next one a pipe gets.
+        // SAFETY: open and close /dev/null to learn the lowest free fd.
+        let free = unsafe {
+            let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            libc::close(fd);
+            fd
+        };
+        let before = open_fds();
+        let result = Command::new("/bin/true")
+            .fds([(3, ChildFd::ParentReads), (9, ChildFd::Inherit(free))])
+            .spawn();
+        assert!(
+            matches!(
+                result,
+                Err(Error::InvalidInput(InvalidInput::InheritedFdNotOpen { child_fd: 9, parent_fd })) if parent_fd == free
+            ),
+            "{result:?}"
+        );
+        assert_eq!(open_fds(), before);
+    });
 }
 
 /// Found by fuzzing: a capacity for a non-pipe fd was reported as a failed `F_SETPIPE_SZ`
 /// on another fd when that one came first.
-#[tokio::test]
-async fn pipe_capacity_for_a_non_pipe_is_bad_input_first() {
-    let _serial = SERIAL.lock().await;
-    let result = Command::new("/bin/true")
-        .pipe_capacity(0, usize::MAX)
-        .pipe_capacity(7, 4096)
-        .spawn();
-    assert!(
-        matches!(
-            result,
-            Err(Error::InvalidInput(InvalidInput::PipeCapacityWithoutPipe(
-                7
-            )))
-        ),
-        "{result:?}"
-    );
+#[test]
+fn pipe_capacity_for_a_non_pipe_is_bad_input_first() {
+    serially(async {
+        let result = Command::new("/bin/true")
+            .pipe_capacity(0, usize::MAX)
+            .pipe_capacity(7, 4096)
+            .spawn();
+        assert!(
+            matches!(
+                result,
+                Err(Error::InvalidInput(InvalidInput::PipeCapacityWithoutPipe(
+                    7
+                )))
+            ),
+            "{result:?}"
+        );
+    });
 }

@@ -16,8 +16,22 @@ use std::time::{Duration, Instant};
 use process_transport::{ChildFd, Command, ProcessTransport};
 use reliability_support::{Outcome, collect, open_fds, set_nofile_soft, zombie_children};
 
-/// The tests in this binary count the process's fds and children, so they run one at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Every test here counts fds and children of the whole process, so they run one at a time,
+/// each on its own runtime that is gone before the next test starts (a runtime's own fds
+/// would otherwise come and go during another test's count).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serially<F: std::future::Future>(test: F) -> F::Output {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let output = rt.block_on(test);
+    drop(rt);
+    output
+}
 
 /// Child `i` of the sequential runs: even ones print `i` with `/bin/echo` (exit 0), odd ones
 /// print it with a shell and exit with `i % 256`.
@@ -59,19 +73,21 @@ async fn sequential(n: usize) {
     assert_eq!(zombie_children(), Vec::<i32>::new(), "zombies left");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_thousand_sequential_spawns() {
-    let _serial = SERIAL.lock().await;
-    sequential(2_000).await;
+#[test]
+fn two_thousand_sequential_spawns() {
+    serially(async {
+        sequential(2_000).await;
+    });
 }
 
 /// 100,000 sequential spawns. Run with
 /// `cargo test --release --test stress -- --ignored`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test]
 #[ignore = "long: cargo test --release --test stress -- --ignored"]
-async fn hundred_thousand_sequential_spawns() {
-    let _serial = SERIAL.lock().await;
-    sequential(100_000).await;
+fn hundred_thousand_sequential_spawns() {
+    serially(async {
+        sequential(100_000).await;
+    });
 }
 
 /// Child `i` of the concurrent runs, with what it is sent, what it must print and its exit
@@ -150,17 +166,19 @@ async fn concurrent(n: usize) {
     assert_eq!(zombie_children(), Vec::<i32>::new(), "zombies left");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_hundred_concurrent_children() {
-    let _serial = SERIAL.lock().await;
-    concurrent(500).await;
+#[test]
+fn five_hundred_concurrent_children() {
+    serially(async {
+        concurrent(500).await;
+    });
 }
 
 /// 3,000 children alive at once on a 2-worker runtime. Run with
 /// `cargo test --release --test stress -- --ignored`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test]
 #[ignore = "long: cargo test --release --test stress -- --ignored"]
-async fn three_thousand_concurrent_children() {
-    let _serial = SERIAL.lock().await;
-    concurrent(3_000).await;
+fn three_thousand_concurrent_children() {
+    serially(async {
+        concurrent(3_000).await;
+    });
 }
