@@ -10,7 +10,6 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
-use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use crate::event::CloseReason;
@@ -230,10 +229,6 @@ impl Writer {
         }
     }
 
-    pub(crate) fn fd(&self) -> &OwnedFd {
-        self.fd.get_ref()
-    }
-
     /// Bytes accepted but not yet in the pipe.
     pub(crate) fn queued(&self) -> usize {
         self.queued
@@ -253,12 +248,11 @@ impl Writer {
         Ok(())
     }
 
-    /// One `writev` of the queue, if the reactor believes the pipe writable.
+    /// One `writev` of the queue, straight away. A would-block leaves the queue for
+    /// [`poll_flush`](Writer::poll_flush).
     fn write_now(&mut self) -> io::Result<()> {
         let queue = &self.queue;
-        match self.fd.try_io(Interest::WRITABLE, |fd| {
-            sys::fd::writev(fd.as_fd(), queue.iter().map(|b| &b[..]))
-        }) {
+        match sys::fd::writev(self.fd.get_ref().as_fd(), queue.iter().map(|b| &b[..])) {
             Ok(n) => {
                 self.advance(n);
                 Ok(())
@@ -293,20 +287,12 @@ impl Writer {
 
     /// Makes progress on the queue: one successful `writev` (or nothing to do).
     pub(crate) fn poll_flush_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.queue.is_empty() {
-            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
-            let queue = &self.queue;
-            let written = guard
-                .try_io(|fd| sys::fd::writev(fd.get_ref().as_fd(), queue.iter().map(|b| &b[..])));
-            match written {
-                Ok(Ok(n)) => {
-                    self.advance(n);
-                    break;
-                }
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
-                Err(_would_block) => {}
-            }
+        if self.queue.is_empty() {
+            return Poll::Ready(Ok(()));
         }
+        let queue = &self.queue;
+        let n = ready!(poll_writev(&self.fd, cx, || queue.iter().map(|b| &b[..])))?;
+        self.advance(n);
         Poll::Ready(Ok(()))
     }
 
@@ -338,13 +324,31 @@ impl Writer {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         ready!(self.poll_flush(cx))?;
-        loop {
-            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
-            let slices = bufs.iter().map(|b| &b[..]);
-            if let Ok(result) = guard.try_io(|fd| sys::fd::writev(fd.get_ref().as_fd(), slices)) {
-                return Poll::Ready(result);
-            }
+        poll_writev(&self.fd, cx, || bufs.iter().map(|b| &b[..]))
+    }
+}
+
+/// One `writev` of `bufs()`, waiting for the reactor only after the pipe said `EAGAIN`.
+///
+/// The syscall comes first, whatever the reactor's cached readiness says: an idle writer
+/// clears that readiness to watch for the child closing its end, and a pipe that stayed
+/// writable raises no new edge to set it again. `EAGAIN` means the pipe is full, and the
+/// child's next read raises the edge this then waits for.
+fn poll_writev<'a, I>(
+    fd: &AsyncFd<OwnedFd>,
+    cx: &mut Context<'_>,
+    bufs: impl Fn() -> I,
+) -> Poll<io::Result<usize>>
+where
+    I: Iterator<Item = &'a [u8]>,
+{
+    loop {
+        match sys::fd::writev(fd.get_ref().as_fd(), bufs()) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            result => return Poll::Ready(result),
         }
+        // Stale readiness is cleared and the write retried; real readiness came after EAGAIN.
+        ready!(fd.poll_write_ready(cx))?.clear_ready();
     }
 }
 

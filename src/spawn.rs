@@ -76,11 +76,12 @@ pub fn spawn_process(command: &Command) -> Result<ProcessTransport, Error> {
         Error::Spawn { step, source }
     })?;
     // The child has its copies; the parent must not hold the child ends, or EOF never comes.
+    let pty_master = fds.pty_master.take();
     drop(fds);
     let pid = spawned.pid;
     let exit = reaper.register(pid, spawned.pidfd);
     tracing::debug!(pid, "spawned");
-    Ok(ProcessTransport::new(pid, exit, pipes, command))
+    Ok(ProcessTransport::new(pid, exit, pipes, pty_master, command))
 }
 
 fn unsafe_free_geteuid() -> libc::uid_t {
@@ -215,6 +216,9 @@ struct ChildFds {
     mappings: Vec<(i32, i32)>,
     child_ends: Vec<OwnedFd>,
     parent_ends: Vec<(i32, Direction, OwnedFd)>,
+    /// A spare copy of the pty master, for resizing and so that closing the pipes does not
+    /// hang up the terminal under a running child.
+    pty_master: Option<OwnedFd>,
 }
 
 impl ChildFds {
@@ -226,6 +230,7 @@ impl ChildFds {
             mappings: Vec::with_capacity(command.fds.len()),
             child_ends: Vec::new(),
             parent_ends: Vec::new(),
+            pty_master: None,
         };
         let spawn_err = |step| move |source| Error::Spawn { step, source };
         // Check every inherited fd before opening anything: a pipe or /dev/null opened below
@@ -298,6 +303,11 @@ impl ChildFds {
                 .master
                 .try_clone()
                 .map_err(spawn_err(SpawnStep::OpenPty))?;
+            let spare = pty
+                .master
+                .try_clone()
+                .map_err(spawn_err(SpawnStep::OpenPty))?;
+            fds.pty_master = Some(spare);
             fds.parent_ends.push((1, Direction::PtyMaster, pty.master));
             fds.parent_ends.push((0, Direction::ParentWrites, writer));
         }

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::future::{Future, IntoFuture};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -46,6 +46,11 @@ pub struct ProcessTransport {
     kill_on_drop: bool,
     wait_delay: Option<Duration>,
     wait_delay_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A spare pty master: resizes go through it, and it keeps the terminal from hanging up
+    /// the child when the pipes close before the child exits. Dropped once the child is
+    /// reaped, on `lose_connection`, or with the transport.
+    pty_master: Option<OwnedFd>,
+    is_pty: bool,
 }
 
 impl ProcessTransport {
@@ -53,6 +58,7 @@ impl ProcessTransport {
         pid: i32,
         exit: Arc<ExitSlot>,
         mut pipes: Vec<Pipe>,
+        pty_master: Option<OwnedFd>,
         command: &Command,
     ) -> Self {
         for pipe in &mut pipes {
@@ -78,6 +84,8 @@ impl ProcessTransport {
             kill_on_drop: command.kill_on_drop,
             wait_delay: command.wait_delay,
             wait_delay_timer: None,
+            is_pty: pty_master.is_some(),
+            pty_master,
         }
     }
 
@@ -256,6 +264,8 @@ impl ProcessTransport {
 
     /// Closes every pipe of the transport (writers after flushing). The child is not signalled.
     pub fn lose_connection(&mut self) {
+        // On a pty, the spare master must go too, or the terminal never hangs up.
+        self.pty_master = None;
         let fds: Vec<i32> = self.pipes.iter().map(Pipe::child_fd).collect();
         for fd in fds {
             let _ = self.close_child_fd(fd);
@@ -356,15 +366,16 @@ impl ProcessTransport {
 
     /// Changes the window size of the child's terminal (spawned with [`Command::pty`]); the
     /// child gets SIGWINCH.
+    ///
+    /// Works until the child is reaped or [`lose_connection`](ProcessTransport::lose_connection)
+    /// is called, whatever became of fds 0 and 1; then it fails with
+    /// [`Error::PipeClosed`]`(0)`. Without a pty it fails with [`Error::NoSuchPipe`]`(0)`.
     pub fn resize_pty(&self, rows: u16, cols: u16) -> Result<(), Error> {
-        let master = self
-            .pipes
-            .iter()
-            .find_map(|p| match &p.state {
-                PipeState::Writer(w) if p.child_fd() == 0 => Some(w.fd()),
-                _ => None,
-            })
-            .ok_or(Error::NoSuchPipe(0))?;
+        let master = match &self.pty_master {
+            Some(master) => master,
+            None if self.is_pty => return Err(Error::PipeClosed(0)),
+            None => return Err(Error::NoSuchPipe(0)),
+        };
         sys::pty::set_window_size(master.as_fd(), rows, cols).map_err(Error::Io)
     }
 
@@ -524,6 +535,7 @@ impl ProcessTransport {
         }
         if let Poll::Ready(result) = self.exit.poll_exit(cx) {
             self.exit_seen = Some(result);
+            self.pty_master = None;
             tracing::debug!(?result, "process exited");
             self.pending.push_back(Event::Exited(result));
         }
