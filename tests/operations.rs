@@ -111,9 +111,13 @@ async fn write_all_returns_once_the_data_is_in_the_pipe() {
 
 #[tokio::test]
 async fn close_stdout_closes_at_once_and_the_childs_next_write_fails() {
-    let mut child = sh("read go; echo to-closed-stdout; echo not-reached >&2")
-        .spawn()
-        .unwrap();
+    // The write is retried: a child another test spawns at the same moment holds a copy of
+    // every parent fd between its clone and its close_range, which keeps the pipe readable for
+    // that instant.
+    let mut child =
+        sh("read go; while echo to-closed-stdout; do sleep 0.01; done; echo not-reached >&2")
+            .spawn()
+            .unwrap();
     child.close_stdout().unwrap();
     assert_eq!(child.open_fds().collect::<Vec<_>>(), [0, 2]);
     child.write_stdin(&b"go\n"[..]).unwrap();
@@ -126,7 +130,10 @@ async fn close_stdout_closes_at_once_and_the_childs_next_write_fails() {
 
 #[tokio::test]
 async fn close_stderr_leaves_stdout_working() {
-    let mut child = sh("read go; echo out; echo err >&2").spawn().unwrap();
+    // Retried for the reason given in the test above.
+    let mut child = sh("read go; echo out; while echo err >&2; do sleep 0.01; done")
+        .spawn()
+        .unwrap();
     child.close_stderr().unwrap();
     child.write_stdin(&b"go\n"[..]).unwrap();
     let out = run_to_end(&mut child).await;
