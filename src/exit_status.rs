@@ -75,6 +75,13 @@ impl fmt::Display for ExitStatus {
     }
 }
 
+impl From<ExitStatus> for std::process::ExitStatus {
+    /// The same raw status as a `std::process::ExitStatus` (the resource usage is dropped).
+    fn from(status: ExitStatus) -> Self {
+        std::os::unix::process::ExitStatusExt::from_raw(status.raw)
+    }
+}
+
 /// Resources a child used, as reported by `wait4` when it was reaped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ResourceUsage {
@@ -135,5 +142,7 @@ mod tests {
         assert_eq!(cored.to_string(), "killed by signal 11 (core dumped)");
 
         assert!(ExitStatus::new(0, ResourceUsage::default()).success());
+        let std_status: std::process::ExitStatus = exited.into();
+        assert_eq!(std_status.code(), Some(3));
     }
 }

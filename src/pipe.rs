@@ -234,23 +234,25 @@ impl Writer {
         self.queued
     }
 
+    /// Queues `data` without writing it.
+    pub(crate) fn enqueue(&mut self, data: Bytes) {
+        if !data.is_empty() {
+            self.queued += data.len();
+            self.queue.push_back(data);
+        }
+    }
+
     /// Queues `data`, writing as much as the pipe takes right away when nothing is queued
     /// ahead of it. An error means the pipe is broken.
     pub(crate) fn push(&mut self, data: Bytes) -> io::Result<()> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        self.queued += data.len();
-        self.queue.push_back(data);
-        if self.queue.len() == 1 {
-            self.write_now()?;
-        }
-        Ok(())
+        let was_idle = self.queue.is_empty();
+        self.enqueue(data);
+        if was_idle { self.write_now() } else { Ok(()) }
     }
 
     /// One `writev` of the queue, straight away. A would-block leaves the queue for
     /// [`poll_flush`](Writer::poll_flush).
-    fn write_now(&mut self) -> io::Result<()> {
+    pub(crate) fn write_now(&mut self) -> io::Result<()> {
         let queue = &self.queue;
         match sys::fd::writev(self.fd.get_ref().as_fd(), queue.iter().map(|b| &b[..])) {
             Ok(n) => {

@@ -126,7 +126,14 @@ impl ProcessTransport {
     /// for an fd that is not a pipe, and [`Error::PipeClosed`] once the pipe is closed or
     /// closing. A broken pipe is reported as a [`Closed`](Event::Closed) event with the error.
     pub fn write(&mut self, fd: i32, data: impl Into<Bytes>) -> Result<WriteFlow, Error> {
-        self.write_sequence(fd, std::iter::once(data.into()))
+        let data = data.into();
+        let writer = self.writer(fd)?;
+        if !writer.accepts(data.len()) {
+            return Err(Error::WriteBufferFull(fd));
+        }
+        let was_idle = writer.queued() == 0;
+        writer.enqueue(data);
+        Ok(self.after_enqueue(fd, was_idle))
     }
 
     /// Queues several buffers for child fd `fd`; they go out together with `writev`, without
@@ -142,22 +149,27 @@ impl ProcessTransport {
         if !writer.accepts(total) {
             return Err(Error::WriteBufferFull(fd));
         }
-        let mut broken = None;
-        for chunk in chunks {
-            if let Err(e) = writer.push(chunk) {
-                broken = Some(e);
-                break;
-            }
-        }
+        let was_idle = writer.queued() == 0;
+        chunks.into_iter().for_each(|chunk| writer.enqueue(chunk));
+        Ok(self.after_enqueue(fd, was_idle))
+    }
+
+    /// Writes at once what the pipe takes, if nothing was queued before (otherwise the pipe
+    /// is full and the poll loop flushes), and reports the writer's flow state.
+    fn after_enqueue(&mut self, fd: i32, was_idle: bool) -> WriteFlow {
+        let Ok(writer) = self.writer(fd) else {
+            return WriteFlow::Open;
+        };
+        let written = if was_idle { writer.write_now() } else { Ok(()) };
         let change = writer.check_paused();
         let flow = writer.flow();
         if change == FlowChange::Paused {
             self.pending.push_back(Event::WritePaused { fd });
         }
-        if let Some(e) = broken {
+        if let Err(e) = written {
             self.close_pipe(fd, CloseReason::Error(e));
         }
-        Ok(flow)
+        flow
     }
 
     /// [`write`](ProcessTransport::write) to child fd 0.
