@@ -173,7 +173,13 @@ async fn no_shell_is_involved() {
     let pid = child.pid().unwrap();
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     assert_eq!(exe, std::fs::canonicalize(python()).unwrap());
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    // The child is exec'd when spawn returns, but the kernel fills in the new argv just
+    // after releasing the parent, so /proc may briefly show it empty.
+    let mut cmdline = Vec::new();
+    reliability_support::wait_until(LIMIT, || {
+        cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        !cmdline.is_empty()
+    });
     let want = format!("{}\0-I\0-S\0-c\0{script}\0; echo hi\0", python());
     assert_eq!(cmdline, want.as_bytes());
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
