@@ -106,8 +106,9 @@ fn clone_child(
         libc::sigfillset(all.as_mut_ptr());
         libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr());
     }
+    let mut retried = false;
     let result = loop {
-        let with_pidfd = PIDFD_SUPPORTED.load(Ordering::Relaxed);
+        let with_pidfd = PIDFD_SUPPORTED.load(Ordering::Relaxed) && !retried;
         let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
         if with_pidfd {
             flags |= libc::CLONE_PIDFD;
@@ -130,6 +131,12 @@ fn clone_child(
             if with_pidfd && err.raw_os_error() == Some(libc::EINVAL) {
                 // Kernels before 5.2 have no CLONE_PIDFD; signal by pid from now on.
                 PIDFD_SUPPORTED.store(false, Ordering::Relaxed);
+                continue;
+            }
+            if with_pidfd && err.raw_os_error() == Some(libc::EMFILE) && !retried {
+                // No fd left for the pidfd: this child is signalled by pid (still race-free
+                // under the reaper's lock).
+                retried = true;
                 continue;
             }
             break Err(err);
