@@ -494,24 +494,10 @@ impl ProcessTransport {
     /// `AsyncRead` + `Stream` handle. Its data no longer appears as events (nor does its
     /// close), but [`Event::Ended`] still waits until the handle is dropped.
     pub fn take_reader(&mut self, fd: i32) -> Result<PipeReader, Error> {
-        let pipe = self.pipe_mut(fd).ok_or(Error::NoSuchPipe(fd))?;
-        if pipe.parent_writes() {
-            return Err(Error::NotReadable(fd));
-        }
-        match std::mem::replace(&mut pipe.state, PipeState::Closed) {
-            PipeState::Reader(reader) => {
-                let taken = Arc::new(TakenPipe::default());
-                pipe.state = PipeState::Taken(taken.clone());
-                Ok(PipeReader::new(fd, reader, taken))
-            }
-            other => {
-                let err = match &other {
-                    PipeState::Taken(_) => Error::PipeTaken(fd),
-                    _ => Error::PipeClosed(fd),
-                };
-                pipe.state = other;
-                Err(err)
-            }
+        let (state, taken) = self.take_pipe(fd, false)?;
+        match state {
+            PipeState::Reader(reader) => Ok(PipeReader::new(fd, reader, taken)),
+            _ => Err(Error::PipeClosed(fd)),
         }
     }
 
@@ -520,25 +506,27 @@ impl ProcessTransport {
     /// no longer appears as an event, but [`Event::Ended`] still waits until the handle is
     /// shut down or dropped.
     pub fn take_writer(&mut self, fd: i32) -> Result<PipeWriter, Error> {
+        let (state, taken) = self.take_pipe(fd, true)?;
+        match state {
+            PipeState::Writer(writer) => Ok(PipeWriter::new(fd, writer, taken)),
+            _ => Err(Error::PipeClosed(fd)),
+        }
+    }
+
+    /// Swaps an open pipe of the wanted direction for a `Taken` marker, returning its state.
+    fn take_pipe(&mut self, fd: i32, writer: bool) -> Result<(PipeState, Arc<TakenPipe>), Error> {
         let pipe = self.pipe_mut(fd).ok_or(Error::NoSuchPipe(fd))?;
-        if !pipe.parent_writes() {
-            return Err(Error::NotWritable(fd));
+        match (&pipe.state, pipe.parent_writes()) {
+            (_, false) if writer => return Err(Error::NotWritable(fd)),
+            (_, true) if !writer => return Err(Error::NotReadable(fd)),
+            (PipeState::Taken(_), _) => return Err(Error::PipeTaken(fd)),
+            (PipeState::Reader(_), _) => {}
+            (PipeState::Writer(w), _) if !w.closing => {}
+            _ => return Err(Error::PipeClosed(fd)),
         }
-        match std::mem::replace(&mut pipe.state, PipeState::Closed) {
-            PipeState::Writer(writer) if !writer.closing => {
-                let taken = Arc::new(TakenPipe::default());
-                pipe.state = PipeState::Taken(taken.clone());
-                Ok(PipeWriter::new(fd, writer, taken))
-            }
-            other => {
-                let err = match &other {
-                    PipeState::Taken(_) => Error::PipeTaken(fd),
-                    _ => Error::PipeClosed(fd),
-                };
-                pipe.state = other;
-                Err(err)
-            }
-        }
+        let taken = Arc::new(TakenPipe::default());
+        let state = std::mem::replace(&mut pipe.state, PipeState::Taken(taken.clone()));
+        Ok((state, taken))
     }
 
     fn poll_reaped(&mut self, cx: &mut Context<'_>) {
