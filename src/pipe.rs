@@ -10,6 +10,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use crate::event::CloseReason;
@@ -54,7 +55,8 @@ impl Pipe {
             Direction::ParentReads | Direction::PtyMaster => PipeState::Reader(Reader {
                 fd,
                 buf: BytesMut::new(),
-                read_size: capacity.max(MIN_READ),
+                // More than the pipe can hold, so that a read that drained it is short.
+                read_size: capacity.max(MIN_READ) + 4096,
                 paused: false,
                 pty: dir == Direction::PtyMaster,
             }),
@@ -162,6 +164,8 @@ pub(crate) struct Writer {
     pub(crate) limit: Option<usize>,
     /// The queue went above the high-water mark and has not drained to the low-water mark.
     paused: bool,
+    /// The reactor's readiness was cleared while the pipe was writable (see [`poll_writev`]).
+    readiness_stale: bool,
 }
 
 /// What a buffered write says about the writer's queue.
@@ -192,6 +196,7 @@ impl Writer {
             high_water: DEFAULT_HIGH_WATER,
             limit: None,
             paused: false,
+            readiness_stale: true,
         }
     }
 
@@ -254,7 +259,18 @@ impl Writer {
     /// [`poll_flush`](Writer::poll_flush).
     pub(crate) fn write_now(&mut self) -> io::Result<()> {
         let queue = &self.queue;
-        match sys::fd::writev(self.fd.get_ref().as_fd(), queue.iter().map(|b| &b[..])) {
+        let bufs = || queue.iter().map(|b| &b[..]);
+        let written = if self.readiness_stale {
+            let result = sys::fd::writev(self.fd.get_ref().as_fd(), bufs());
+            if is_would_block(&result) {
+                self.readiness_stale = false;
+            }
+            result
+        } else {
+            self.fd
+                .try_io(Interest::WRITABLE, |fd| sys::fd::writev(fd.as_fd(), bufs()))
+        };
+        match written {
             Ok(n) => {
                 self.advance(n);
                 Ok(())
@@ -293,7 +309,9 @@ impl Writer {
             return Poll::Ready(Ok(()));
         }
         let queue = &self.queue;
-        let n = ready!(poll_writev(&self.fd, cx, || queue.iter().map(|b| &b[..])))?;
+        let n = ready!(poll_writev(&self.fd, &mut self.readiness_stale, cx, || {
+            queue.iter().map(|b| &b[..])
+        }))?;
         self.advance(n);
         Poll::Ready(Ok(()))
     }
@@ -315,7 +333,10 @@ impl Writer {
             if guard.ready().is_write_closed() {
                 return Poll::Ready(CloseReason::Eof);
             }
+            // Cleared while the pipe is still writable, to wait for the close edge: no edge
+            // will set it again until the pipe has been full, so writes must not trust it.
             guard.clear_ready();
+            self.readiness_stale = true;
         }
     }
 
@@ -326,32 +347,59 @@ impl Writer {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         ready!(self.poll_flush(cx))?;
-        poll_writev(&self.fd, cx, || bufs.iter().map(|b| &b[..]))
+        poll_writev(&self.fd, &mut self.readiness_stale, cx, || {
+            bufs.iter().map(|b| &b[..])
+        })
     }
 }
 
-/// One `writev` of `bufs()`, waiting for the reactor only after the pipe said `EAGAIN`.
+/// One `writev` of `bufs()`.
 ///
-/// The syscall comes first, whatever the reactor's cached readiness says: an idle writer
-/// clears that readiness to watch for the child closing its end, and a pipe that stayed
-/// writable raises no new edge to set it again. `EAGAIN` means the pipe is full, and the
-/// child's next read raises the edge this then waits for.
+/// Normally the reactor's readiness says when to try, and a short write (the pipe is full)
+/// clears it, so no write is wasted on `EAGAIN`. But an idle writer clears readiness while the
+/// pipe is still writable, to watch for the child closing its end, and a writable pipe raises
+/// no new edge: while `stale`, the syscall is tried first, until an `EAGAIN` shows the
+/// cleared readiness is true again.
 fn poll_writev<'a, I>(
     fd: &AsyncFd<OwnedFd>,
+    stale: &mut bool,
     cx: &mut Context<'_>,
     bufs: impl Fn() -> I,
 ) -> Poll<io::Result<usize>>
 where
     I: Iterator<Item = &'a [u8]>,
 {
-    loop {
-        match sys::fd::writev(fd.get_ref().as_fd(), bufs()) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            result => return Poll::Ready(result),
+    if *stale {
+        let result = sys::fd::writev(fd.get_ref().as_fd(), bufs());
+        if !is_would_block(&result) {
+            return Poll::Ready(result);
         }
-        // Stale readiness is cleared and the write retried; real readiness came after EAGAIN.
-        ready!(fd.poll_write_ready(cx))?.clear_ready();
+        *stale = false;
     }
+    loop {
+        let mut guard = ready!(fd.poll_write_ready(cx))?;
+        // What one writev is handed (the same filter and cap as `sys::fd::writev`): only a write
+        // shorter than that means the pipe is full.
+        let wanted: usize = bufs()
+            .filter(|b| !b.is_empty())
+            .take(sys::fd::MAX_IOVECS)
+            .map(<[u8]>::len)
+            .sum();
+        match guard.try_io(|fd| sys::fd::writev(fd.get_ref().as_fd(), bufs())) {
+            Ok(Ok(n)) => {
+                if n < wanted {
+                    guard.clear_ready();
+                }
+                return Poll::Ready(Ok(n));
+            }
+            Ok(Err(e)) => return Poll::Ready(Err(e)),
+            Err(_would_block) => {}
+        }
+    }
+}
+
+fn is_would_block<T>(result: &io::Result<T>) -> bool {
+    matches!(result, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 /// The link between a transport and a pipe handed out as a standalone handle.

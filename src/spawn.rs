@@ -210,12 +210,17 @@ fn exec_paths(program: &[u8], path: Option<&OsStr>) -> Vec<CString> {
         .collect()
 }
 
+/// A new pipe's capacity on Linux. (Past `pipe-user-pages-soft` the kernel gives smaller
+/// pipes; reads are sized from this, so smaller pipes only make reads shorter.)
+const DEFAULT_PIPE_CAPACITY: usize = 64 * 1024;
+
 /// The fds the child will get: `mappings` (child fd, fd in the parent), the child ends the
 /// parent holds until the spawn, and the parent ends of the pipes.
 struct ChildFds {
     mappings: Vec<(i32, i32)>,
     child_ends: Vec<OwnedFd>,
-    parent_ends: Vec<(i32, Direction, OwnedFd)>,
+    /// (child fd, direction, non-blocking parent end, pipe capacity).
+    parent_ends: Vec<(i32, Direction, OwnedFd, usize)>,
     /// A spare copy of the pty master, for resizing and so that closing the pipes does not
     /// hang up the terminal under a running child.
     pty_master: Option<OwnedFd>,
@@ -284,11 +289,13 @@ impl ChildFds {
                     } else {
                         (Direction::ParentWrites, write, read)
                     };
-                    if let Some(&bytes) = command.pipe_capacity.get(&child_fd) {
-                        sys::fd::set_pipe_capacity(parent.as_fd(), bytes)
-                            .map_err(spawn_err(SpawnStep::SetPipeCapacity(child_fd)))?;
-                    }
-                    fds.parent_ends.push((child_fd, dir, parent));
+                    let capacity = match command.pipe_capacity.get(&child_fd) {
+                        Some(&bytes) => sys::fd::set_pipe_capacity(parent.as_fd(), bytes)
+                            .map_err(spawn_err(SpawnStep::SetPipeCapacity(child_fd)))?,
+                        None => DEFAULT_PIPE_CAPACITY,
+                    };
+                    sys::fd::set_fresh_pipe_nonblocking(parent.as_fd()).map_err(Error::Io)?;
+                    fds.parent_ends.push((child_fd, dir, parent, capacity));
                     fds.keep_child_end(child)
                 }
             };
@@ -308,8 +315,12 @@ impl ChildFds {
                 .try_clone()
                 .map_err(spawn_err(SpawnStep::OpenPty))?;
             fds.pty_master = Some(spare);
-            fds.parent_ends.push((1, Direction::PtyMaster, pty.master));
-            fds.parent_ends.push((0, Direction::ParentWrites, writer));
+            // The master's non-blocking flag is shared by its copies.
+            sys::fd::set_nonblocking(pty.master.as_fd()).map_err(Error::Io)?;
+            fds.parent_ends
+                .push((1, Direction::PtyMaster, pty.master, 0));
+            fds.parent_ends
+                .push((0, Direction::ParentWrites, writer, 0));
         }
         Ok(fds)
     }
@@ -324,9 +335,7 @@ impl ChildFds {
     /// before the clone, so that no failure can come after the child exists.
     fn register_parent_ends(&mut self) -> Result<Vec<Pipe>, Error> {
         let mut pipes = Vec::with_capacity(self.parent_ends.len());
-        for (child_fd, dir, fd) in self.parent_ends.drain(..) {
-            sys::fd::set_nonblocking(fd.as_fd()).map_err(Error::Io)?;
-            let capacity = sys::fd::pipe_capacity(fd.as_fd()).unwrap_or(64 * 1024);
+        for (child_fd, dir, fd, capacity) in self.parent_ends.drain(..) {
             // AsyncFd panics in a runtime built without I/O; report that as a typed error.
             let interest = match dir {
                 Direction::ParentWrites => Interest::WRITABLE,

@@ -306,7 +306,8 @@ async fn grandchild_holding_the_pipes_delays_ended_but_not_exited() {
         .unwrap();
     let mut out = Outcome::default();
     within("Exited while the grandchild holds the pipes", async {
-        while !out.log.iter().any(|r| matches!(r, Rec::Exited(_))) {
+        // Data may come after Exited, so wait for both.
+        while !out.log.iter().any(|r| matches!(r, Rec::Exited(_))) || out.text(1) != "early\n" {
             let event = child.next().await.expect("stream ended early");
             assert!(
                 !record(&mut out, event),

@@ -346,10 +346,15 @@ async fn negative_child_fd_is_rejected_from_fd_and_from_fds() {
 
 #[tokio::test]
 async fn inheriting_a_parent_fd_that_is_not_open_is_rejected() {
-    // Find a closed fd number: open and close one.
-    let (read, write) = common::cloexec_pipe();
-    let closed = write.as_raw_fd();
-    drop(write);
+    // A high number no other test will be given: fds are allocated lowest-first, so a number
+    // freed by closing a pipe here could be reused by a concurrent test at once.
+    let closed = 19_876;
+    // SAFETY: F_GETFD only queries the fd.
+    assert_eq!(
+        unsafe { libc::fcntl(closed, libc::F_GETFD) },
+        -1,
+        "fd {closed} is open"
+    );
     assert_eq!(
         invalid_input(Command::new("true").fd(4, ChildFd::Inherit(closed)).spawn()),
         InvalidInput::InheritedFdNotOpen {
@@ -361,7 +366,6 @@ async fn inheriting_a_parent_fd_that_is_not_open_is_rejected() {
         invalid_input(Command::new("true").fd(5, ChildFd::Inherit(-7)).spawn()),
         InvalidInput::InheritedFdNotOpen { .. } | InvalidInput::NegativeChildFd(_)
     ));
-    drop(read);
 }
 
 #[tokio::test]

@@ -39,6 +39,13 @@ pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes a pipe end this crate just created non-blocking, in one syscall: a fresh pipe end
+/// has no other status flags to keep.
+pub(crate) fn set_fresh_pipe_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: fcntl on a borrowed, open fd with integer arguments.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) }).map(drop)
+}
+
 /// Whether `fd` is open in this process.
 pub(crate) fn is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD only reads the fd's flags; an unopened fd gives EBADF.
@@ -51,13 +58,6 @@ pub(crate) fn set_pipe_capacity(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<
         libc::c_int::try_from(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: fcntl on a borrowed, open fd with an integer argument.
     let got = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes) })?;
-    Ok(got as usize)
-}
-
-/// A pipe's capacity (`F_GETPIPE_SZ`).
-pub(crate) fn pipe_capacity(fd: BorrowedFd<'_>) -> io::Result<usize> {
-    // SAFETY: fcntl on a borrowed, open fd.
-    let got = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) })?;
     Ok(got as usize)
 }
 
@@ -74,7 +74,7 @@ pub(crate) fn read_into(fd: BorrowedFd<'_>, buf: &mut BytesMut, max: usize) -> i
 }
 
 /// The most buffers one `writev` is handed.
-const MAX_IOVECS: usize = 64;
+pub(crate) const MAX_IOVECS: usize = 64;
 
 /// Reads into the unfilled part of `buf` (without zeroing it first) and advances it.
 pub(crate) fn read_buf(fd: BorrowedFd<'_>, buf: &mut ReadBuf<'_>) -> io::Result<()> {
