@@ -239,6 +239,10 @@ impl Command {
     /// Sets the kernel capacity of the pipe at `child_fd` (`F_SETPIPE_SZ`). The kernel rounds
     /// it up to a power-of-two number of pages; above `/proc/sys/fs/pipe-max-size` an
     /// unprivileged parent gets a [`SpawnStep::SetPipeCapacity`](crate::SpawnStep) error.
+    ///
+    /// Without it, a pipe the parent reads starts at the kernel default (64 KiB) and grows
+    /// once to 1 MiB if several reads in a row find it full (a child producing faster than
+    /// the parent wakes up); if the kernel refuses (the per-user pipe memory limit), it stays.
     pub fn pipe_capacity(&mut self, child_fd: RawFd, bytes: usize) -> &mut Self {
         self.pipe_capacity.insert(child_fd, bytes);
         self

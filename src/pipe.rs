@@ -44,21 +44,24 @@ pub(crate) enum PipeState {
 }
 
 impl Pipe {
+    /// `may_grow`: the pipe has the default capacity and may be grown when busy.
     pub(crate) fn new(
         child_fd: i32,
         dir: Direction,
         fd: AsyncFd<OwnedFd>,
         capacity: usize,
+        may_grow: bool,
     ) -> Self {
         let state = match dir {
             Direction::ParentWrites => PipeState::Writer(Writer::new(fd)),
             Direction::ParentReads | Direction::PtyMaster => PipeState::Reader(Reader {
                 fd,
                 buf: BytesMut::new(),
-                // More than the pipe can hold, so that a read that drained it is short.
-                read_size: capacity.max(MIN_READ) + 4096,
+                capacity,
+                read_size: read_size_for(capacity),
                 paused: false,
                 pty: dir == Direction::PtyMaster,
+                full_reads: (may_grow && dir == Direction::ParentReads).then_some(0),
             }),
         };
         Pipe {
@@ -96,9 +99,24 @@ pub(crate) enum ReadOutcome {
 pub(crate) struct Reader {
     fd: AsyncFd<OwnedFd>,
     buf: BytesMut,
+    capacity: usize,
     read_size: usize,
     pub(crate) paused: bool,
     pty: bool,
+    /// Reads in a row that found the pipe full, while the pipe may still be grown.
+    full_reads: Option<u8>,
+}
+
+/// After this many reads in a row find a default-sized pipe full, the child out-produces the
+/// parent's wake-ups: the pipe grows to [`GROWN_CAPACITY`] so each wake-up moves more.
+const FULL_READS_BEFORE_GROWING: u8 = 4;
+
+/// What a busy pipe grows to: the default `/proc/sys/fs/pipe-max-size`.
+const GROWN_CAPACITY: usize = 1 << 20;
+
+/// More than a pipe of `capacity` holds, so that a read that drained the pipe is short.
+fn read_size_for(capacity: usize) -> usize {
+    capacity.max(MIN_READ) + 4096
 }
 
 impl Reader {
@@ -118,6 +136,7 @@ impl Reader {
                     if n < self.read_size {
                         guard.clear_ready();
                     }
+                    self.maybe_grow(n);
                     return Poll::Ready(ReadOutcome::Data(self.buf.split().freeze()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
@@ -126,6 +145,25 @@ impl Reader {
                 }
                 Err(e) => return Poll::Ready(ReadOutcome::Closed(CloseReason::Error(e))),
             }
+        }
+    }
+
+    /// Grows a default-sized pipe that keeps being full when read. A refusal (the per-user
+    /// pipe memory limit) leaves it as it is.
+    fn maybe_grow(&mut self, n: usize) {
+        let Some(count) = &mut self.full_reads else {
+            return;
+        };
+        *count = if n >= self.capacity { *count + 1 } else { 0 };
+        if *count < FULL_READS_BEFORE_GROWING {
+            return;
+        }
+        self.full_reads = None;
+        if let Ok(capacity) = sys::fd::set_pipe_capacity(self.fd.get_ref().as_fd(), GROWN_CAPACITY)
+        {
+            tracing::trace!(capacity, "grew a busy pipe");
+            self.capacity = capacity;
+            self.read_size = read_size_for(capacity);
         }
     }
 

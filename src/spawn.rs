@@ -219,7 +219,7 @@ const DEFAULT_PIPE_CAPACITY: usize = 64 * 1024;
 struct ChildFds {
     mappings: Vec<(i32, i32)>,
     child_ends: Vec<OwnedFd>,
-    /// (child fd, direction, non-blocking parent end, pipe capacity).
+    /// (child fd, direction, non-blocking parent end, pipe capacity set by the user or 0).
     parent_ends: Vec<(i32, Direction, OwnedFd, usize)>,
     /// A spare copy of the pty master, for resizing and so that closing the pipes does not
     /// hang up the terminal under a running child.
@@ -292,7 +292,7 @@ impl ChildFds {
                     let capacity = match command.pipe_capacity.get(&child_fd) {
                         Some(&bytes) => sys::fd::set_pipe_capacity(parent.as_fd(), bytes)
                             .map_err(spawn_err(SpawnStep::SetPipeCapacity(child_fd)))?,
-                        None => DEFAULT_PIPE_CAPACITY,
+                        None => 0,
                     };
                     sys::fd::set_fresh_pipe_nonblocking(parent.as_fd()).map_err(Error::Io)?;
                     fds.parent_ends.push((child_fd, dir, parent, capacity));
@@ -345,7 +345,14 @@ impl ChildFds {
                 std::panic::catch_unwind(AssertUnwindSafe(|| sys::fd::register(fd, interest)))
                     .map_err(|_| Error::NoRuntime)?
                     .map_err(Error::Io)?;
-            pipes.push(Pipe::new(child_fd, dir, registered, capacity));
+            // Capacity 0: the default, which the reader may grow when the pipe stays busy.
+            let may_grow = capacity == 0;
+            let capacity = if may_grow {
+                DEFAULT_PIPE_CAPACITY
+            } else {
+                capacity
+            };
+            pipes.push(Pipe::new(child_fd, dir, registered, capacity, may_grow));
         }
         pipes.sort_by_key(Pipe::child_fd);
         Ok(pipes)

@@ -485,3 +485,46 @@ async fn a_refused_pipe_capacity_is_a_typed_spawn_error() {
         .unwrap_err();
     assert!(matches!(err, Error::InvalidInput(_)), "got {err}");
 }
+
+/// A child writes 128 MiB on fd 1, then reports its stdout pipe's capacity on fd 2.
+async fn stdout_capacity_after_a_busy_stream(command: &mut Command) -> String {
+    let mut child = command
+        .args([
+            "-c",
+            "import os, fcntl\n\
+             block = b'x' * 65536\n\
+             for _ in range(2048):\n    os.write(1, block)\n\
+             os.write(2, str(fcntl.fcntl(1, 1032)).encode())",
+        ])
+        .spawn()
+        .unwrap();
+    let (mut got, mut err) = (0usize, Vec::new());
+    while let Some(event) = timeout(LIMIT, child.next()).await.unwrap() {
+        match event {
+            Event::Data { fd: 1, data } => {
+                got += data.len();
+                if got % (8 << 20) < data.len() {
+                    // Now and then the consumer is slow, so the pipe is found full.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            Event::Data { fd: 2, data } => err.extend_from_slice(&data),
+            _ => {}
+        }
+    }
+    assert_eq!(got, 128 << 20);
+    String::from_utf8(err).unwrap()
+}
+
+#[tokio::test]
+async fn a_busy_default_pipe_grows_to_a_mebibyte() {
+    let capacity = stdout_capacity_after_a_busy_stream(&mut Command::new("python3")).await;
+    assert_eq!(capacity, "1048576");
+}
+
+#[tokio::test]
+async fn a_pipe_with_a_chosen_capacity_keeps_it() {
+    let capacity =
+        stdout_capacity_after_a_busy_stream(Command::new("python3").pipe_capacity(1, 65536)).await;
+    assert_eq!(capacity, "65536");
+}
