@@ -18,7 +18,7 @@ async fn main() -> Result<(), process_transport::Error> {
         .args(["-c", SCRIPT])
         .fd(3, ChildFd::ParentReads)
         .spawn()?;
-    println!("spawned pid {}", child.pid().unwrap_or(0));
+    println!("spawned pid {}", child.spawned_pid());
 
     while let Some(event) = child.next().await {
         match event {

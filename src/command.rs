@@ -177,7 +177,8 @@ impl Command {
     }
 
     /// Runs the child as this user id. Supplementary groups are cleared when the parent runs
-    /// as root.
+    /// as root. The group id stays the parent's unless [`gid`](Command::gid) is set too (as in
+    /// std): set both to drop root's group.
     pub fn uid(&mut self, uid: u32) -> &mut Self {
         self.uid = Some(uid);
         self
@@ -209,6 +210,7 @@ impl Command {
         I: IntoIterator<Item = (RawFd, ChildFd)>,
     {
         self.fds.clear();
+        self.fd_error = None;
         for (child_fd, what) in map {
             if child_fd < 0 {
                 self.fd_error

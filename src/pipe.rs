@@ -111,6 +111,9 @@ pub(crate) struct Reader {
 /// parent's wake-ups: the pipe grows to [`GROWN_CAPACITY`] so each wake-up moves more.
 const FULL_READS_BEFORE_GROWING: u8 = 4;
 
+/// Reads below this fraction of the read size are copied out (see [`Reader::take_chunk`]).
+const SMALL_READ_FRACTION: usize = 16;
+
 /// What a busy pipe grows to: the default `/proc/sys/fs/pipe-max-size`.
 const GROWN_CAPACITY: usize = 1 << 20;
 
@@ -137,7 +140,7 @@ impl Reader {
                         guard.clear_ready();
                     }
                     self.maybe_grow(n);
-                    return Poll::Ready(ReadOutcome::Data(self.buf.split().freeze()));
+                    return Poll::Ready(ReadOutcome::Data(self.take_chunk(n)));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
                 Err(e) if self.pty && e.raw_os_error() == Some(libc::EIO) => {
@@ -145,6 +148,19 @@ impl Reader {
                 }
                 Err(e) => return Poll::Ready(ReadOutcome::Closed(CloseReason::Error(e))),
             }
+        }
+    }
+
+    /// The `n` bytes just read, as `Bytes`. Large reads are handed over as they are, sharing
+    /// the read buffer (no copy); small ones are copied into a buffer of their own, so that a
+    /// chunk the consumer keeps does not pin a whole read buffer (64 KiB and up).
+    fn take_chunk(&mut self, n: usize) -> Bytes {
+        if n < self.read_size / SMALL_READ_FRACTION {
+            let chunk = Bytes::copy_from_slice(&self.buf);
+            self.buf.clear();
+            chunk
+        } else {
+            self.buf.split().freeze()
         }
     }
 

@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 
@@ -117,6 +117,16 @@ impl ExitSlot {
         true
     }
 
+    /// Ends a slot that is still running with `result`, without waiting.
+    fn finish(&self, result: Result<ExitStatus, WaitError>) {
+        let mut state = self.lock();
+        if let SlotState::Running { .. } = *state {
+            *state = SlotState::Done(result);
+            drop(state);
+            self.waker.wake();
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, SlotState> {
         // A poisoned lock only means a panic elsewhere; the state itself is always whole.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -127,6 +137,8 @@ impl ExitSlot {
 pub(crate) struct Reaper {
     table: Mutex<HashMap<libc::pid_t, Arc<ExitSlot>>>,
     wake_read: OwnedFd,
+    /// The self-pipe's write end, written by the SIGCHLD handler and by `register`.
+    wake_write: RawFd,
 }
 
 static REAPER: OnceLock<io::Result<Reaper>> = OnceLock::new();
@@ -144,16 +156,9 @@ impl Reaper {
         let (wake_read, wake_write) = sys::fd::pipe()?;
         sys::fd::set_nonblocking(wake_read.as_fd())?;
         sys::fd::set_nonblocking(wake_write.as_fd())?;
-        let write_fd = wake_write.as_raw_fd();
         // The write end lives as long as the process: the handler may run at any time.
-        std::mem::forget(wake_write);
-        // SAFETY: the handler only calls write(2), which is async-signal-safe, on an fd that is
-        // never closed.
-        unsafe {
-            signal_hook_registry::register(libc::SIGCHLD, move || {
-                libc::write(write_fd, b"x".as_ptr().cast(), 1);
-            })
-        }?;
+        let wake_write: &'static OwnedFd = Box::leak(Box::new(wake_write));
+        sys::signal::on_child_exit(wake_write.as_raw_fd())?;
         std::thread::Builder::new()
             .name("process-transport-reaper".into())
             .spawn(|| match Reaper::get() {
@@ -163,6 +168,7 @@ impl Reaper {
         Ok(Reaper {
             table: Mutex::new(HashMap::new()),
             wake_read,
+            wake_write: wake_write.as_raw_fd(),
         })
     }
 
@@ -174,9 +180,17 @@ impl Reaper {
             waker: AtomicWaker::new(),
         });
         let mut table = self.lock_table();
-        table.insert(pid, slot.clone());
+        let was_idle = table.is_empty();
+        if let Some(stale) = table.insert(pid, slot.clone()) {
+            // The pid was reused, so its earlier holder was reaped by someone else.
+            stale.finish(Err(WaitError::ReapedElsewhere));
+        }
         if sys::wait::has_exited(pid).unwrap_or(true) && slot.try_reap() {
             table.remove(&pid);
+        } else if was_idle {
+            // The reaper sleeps without a timeout while it has nothing to watch; wake it so
+            // the periodic safety scan covers this child too.
+            sys::fd::write_byte(self.wake_write);
         }
         slot
     }
@@ -207,29 +221,13 @@ impl Reaper {
         }
     }
 
-    /// Blocks until SIGCHLD arrives or `timeout_ms` passes; returns how many signals came.
+    /// Blocks until SIGCHLD arrives or `timeout_ms` passes; returns how many wake-ups came.
     fn wait_for_signal(&self, timeout_ms: i32) -> u64 {
-        let mut pfd = libc::pollfd {
-            fd: self.wake_read.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let ready = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-        if ready <= 0 {
-            return 0;
+        if sys::fd::poll_readable(self.wake_read.as_fd(), timeout_ms) {
+            sys::fd::drain(self.wake_read.as_fd())
+        } else {
+            0
         }
-        let mut count = 0;
-        let mut buf = [0u8; 256];
-        loop {
-            // SAFETY: reading into a local buffer from our own non-blocking pipe.
-            let n = unsafe { libc::read(pfd.fd, buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                break;
-            }
-            count += n as u64;
-        }
-        count
     }
 
     fn lock_table(&self) -> MutexGuard<'_, HashMap<libc::pid_t, Arc<ExitSlot>>> {

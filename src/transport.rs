@@ -36,6 +36,7 @@ use crate::sys;
 /// Dropping the transport closes its pipes. The child keeps running (unless
 /// [`Command::kill_on_drop`] was set) and is reaped in the background when it exits.
 pub struct ProcessTransport {
+    spawned_pid: u32,
     exit: Arc<ExitSlot>,
     pipes: Vec<Pipe>,
     pending: VecDeque<Event>,
@@ -74,6 +75,7 @@ impl ProcessTransport {
             SessionOption::Inherit => None,
         };
         ProcessTransport {
+            spawned_pid: pid as u32,
             exit,
             pipes,
             pending: VecDeque::new(),
@@ -90,9 +92,16 @@ impl ProcessTransport {
     }
 
     /// The child's pid, or `None` once it has been reaped (a reaped pid may belong to another
-    /// process already).
+    /// process already). The background reaper may reap a quick child before you look: to log
+    /// the pid, use [`spawned_pid`](ProcessTransport::spawned_pid).
     pub fn pid(&self) -> Option<u32> {
         self.exit.pid()
+    }
+
+    /// The pid the child was spawned with, whether or not it has been reaped since. For
+    /// logging and correlation only: once reaped, the number may belong to another process.
+    pub fn spawned_pid(&self) -> u32 {
+        self.spawned_pid
     }
 
     /// The process group the child leads or joined, if it was spawned with
@@ -245,12 +254,15 @@ impl ProcessTransport {
     // ----- closing -------------------------------------------------------------------------
 
     /// Closes the pipe at child fd `fd`. A writer first flushes what is queued, then closes,
-    /// and the child sees EOF. A reader closes at once; the child's next write to it fails
+    /// and the child sees EOF (at once if nothing is queued; otherwise while the transport is
+    /// polled, as all flushing is). A reader closes at once; the child's next write to it fails
     /// with `EPIPE`. Either way a [`Closed`](Event::Closed) event with
     /// [`CloseReason::Closed`] follows. Closing an already closed pipe does nothing.
     pub fn close_child_fd(&mut self, fd: i32) -> Result<(), Error> {
         let pipe = self.pipe_mut(fd).ok_or(Error::NoSuchPipe(fd))?;
         match &mut pipe.state {
+            // Nothing to flush: close now, so the child sees EOF even if nobody polls.
+            PipeState::Writer(w) if w.queued() == 0 => self.close_pipe(fd, CloseReason::Closed),
             PipeState::Writer(w) => w.closing = true,
             PipeState::Reader(_) => self.close_pipe(fd, CloseReason::Closed),
             PipeState::Taken(_) => return Err(Error::PipeTaken(fd)),
@@ -352,6 +364,10 @@ impl ProcessTransport {
     /// that stayed in it even after the child itself has exited.
     pub fn signal_group(&self, sig: i32) -> Result<(), Error> {
         let pgid = self.process_group.ok_or(Error::NoProcessGroup)?;
+        if pgid == sys::signal::own_process_group() {
+            // The child joined this process's own group: signalling it would hit us too.
+            return Err(Error::NoProcessGroup);
+        }
         sys::signal::send_to_group(pgid, sig).map_err(|e| {
             if e.raw_os_error() == Some(libc::ESRCH) {
                 Error::AlreadyExited
@@ -391,14 +407,23 @@ impl ProcessTransport {
         sys::pty::set_window_size(master.as_fd(), rows, cols).map_err(Error::Io)
     }
 
-    /// Waits for the child to be reaped and returns its status. Output read meanwhile is
-    /// discarded (so a child writing more than a pipe holds cannot block), and writers are
-    /// flushed and then closed, as Tokio's `wait` closes stdin. Cancel-safe.
+    /// Waits for the child to be reaped and returns its status.
+    ///
+    /// Before waiting it resumes reading and closes every writer (after flushing), as Tokio's
+    /// `wait` closes stdin: a child waiting for EOF would otherwise never exit. Output read
+    /// meanwhile is discarded, so a child writing more than a pipe holds cannot block
+    /// (pipes taken out with [`take_reader`](ProcessTransport::take_reader) are yours to
+    /// drain). Cancel-safe: cancelling loses no exit status, but those changes stay.
     pub async fn wait(&mut self) -> Result<ExitStatus, Error> {
-        for pipe in &mut self.pipes {
-            if let PipeState::Writer(w) = &mut pipe.state {
-                w.closing = true;
-            }
+        self.resume_reading();
+        let writers: Vec<i32> = self
+            .pipes
+            .iter()
+            .filter(|p| matches!(p.state, PipeState::Writer(_)))
+            .map(Pipe::child_fd)
+            .collect();
+        for fd in writers {
+            let _ = self.close_child_fd(fd);
         }
         std::future::poll_fn(|cx| self.poll_exit_status(cx)).await
     }
@@ -559,8 +584,9 @@ impl ProcessTransport {
                     return Some(Event::Data { fd, data });
                 }
                 Poll::Ready(ReadOutcome::Closed(reason)) => {
+                    // Queued behind what this poll queued before it, keeping the order.
                     self.close_pipe(fd, reason);
-                    return self.pending.pop_front();
+                    return None;
                 }
             }
         }

@@ -58,6 +58,8 @@ pub(crate) fn members(
     if let Some(root) = root {
         found.remove(&root);
     }
+    // Never stop ourselves (the child may have joined our own group).
+    found.remove(&(std::process::id() as i32));
     found
 }
 

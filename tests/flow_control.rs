@@ -528,3 +528,92 @@ async fn a_pipe_with_a_chosen_capacity_keeps_it() {
         stdout_capacity_after_a_busy_stream(Command::new("python3").pipe_capacity(1, 65536)).await;
     assert_eq!(capacity, "65536");
 }
+
+#[tokio::test]
+async fn closing_an_idle_writer_gives_eof_without_polling_the_transport() {
+    let mut child = cat().spawn().unwrap();
+    child.write_stdin(&b"hello\n"[..]).unwrap();
+    assert_eq!(
+        child.queued_len(0),
+        0,
+        "a small write goes straight into the pipe"
+    );
+    child.close_stdin().unwrap();
+    // Only the taken reader is polled from here on, never the transport.
+    let mut out = child.take_reader(1).unwrap();
+    let mut buf = Vec::new();
+    let read = timeout(Duration::from_secs(5), out.read_to_end(&mut buf)).await;
+    let _ = child.kill().await;
+    assert!(
+        read.is_ok(),
+        "cat never saw EOF: close_stdin waited for a poll"
+    );
+    assert_eq!(buf, b"hello\n");
+}
+
+#[tokio::test]
+async fn no_event_for_an_fd_comes_after_its_close() {
+    // fd 0 gets WritePaused, then its queue drains and it closes while nobody polls: the
+    // WriteResumed that the drain causes must come before Closed { fd: 0 }, never after.
+    let mut child = Command::new("sh")
+        .args(["-c", "exec >&-; sleep 0.3; exec cat >/dev/null"])
+        .write_high_water(1024)
+        .spawn()
+        .unwrap();
+    child.write_stdin(vec![b'x'; 72 * 1024]).unwrap();
+    assert!(child.queued_len(0) > 1024);
+    child.close_stdin().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut events = Vec::new();
+    while let Some(event) = timeout(LIMIT, child.next()).await.unwrap() {
+        events.push(format!("{event:?}"));
+    }
+    let closed = events
+        .iter()
+        .position(|e| e.starts_with("Closed { fd: 0"))
+        .expect("fd 0 closed");
+    let after: Vec<_> = events[closed + 1..]
+        .iter()
+        .filter(|e| e.contains("fd: 0"))
+        .collect();
+    assert!(
+        after.is_empty(),
+        "events for fd 0 after its close: {after:?} in {events:?}"
+    );
+}
+
+#[tokio::test]
+async fn kept_small_chunks_do_not_pin_read_buffers() {
+    // 2,000 small lines, every chunk kept: the parent must not hold a 64 KiB buffer per chunk.
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "i=0; while [ $i -lt 2000 ]; do echo $i; i=$((i+1)); sleep 0.0001; done",
+        ])
+        .spawn()
+        .unwrap();
+    let mut kept = Vec::new();
+    while let Some(event) = timeout(LIMIT, child.next()).await.unwrap() {
+        if let Event::Data { fd: 1, data } = event {
+            kept.push(data);
+        }
+    }
+    let bytes: usize = kept.iter().map(Bytes::len).sum();
+    assert!(
+        kept.len() > 100,
+        "the test wants many separate chunks, got {}",
+        kept.len()
+    );
+    // The buffer behind each small chunk: its capacity shows what the chunk keeps alive.
+    let pinned: Vec<usize> = kept
+        .into_iter()
+        .filter(|chunk| chunk.len() < 1024)
+        .filter_map(|chunk| chunk.try_into_mut().ok().map(|buf| buf.capacity()))
+        .collect();
+    let owning = pinned.iter().filter(|&&cap| cap < 4096).count();
+    assert!(
+        owning > 100,
+        "small chunks pin big read buffers ({bytes} bytes kept): {:?}",
+        &pinned[..pinned.len().min(5)]
+    );
+}

@@ -224,7 +224,7 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
                     sig,
                     dfl.as_ptr(),
                     std::ptr::null_mut::<c_void>(),
-                    std::mem::size_of::<libc::c_ulong>(),
+                    KERNEL_SIGSET_BYTES,
                 );
             }
         }
@@ -332,6 +332,13 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         fail(10)
     }
 }
+
+/// The size of the kernel's signal set, which `rt_sigaction` insists on.
+const KERNEL_SIGSET_BYTES: usize = if cfg!(any(target_arch = "mips", target_arch = "mips64")) {
+    16
+} else {
+    8
+};
 
 /// `close_range(first, last)`, or a loop of `close` up to the fd limit on kernels before 5.9.
 ///

@@ -127,3 +127,35 @@ pub(crate) fn register(
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }
         .map_err(|e| e.into_parts().1)
 }
+
+/// Waits up to `timeout_ms` (-1: forever) for `fd` to be readable.
+pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, timeout_ms) > 0 }
+}
+
+/// Reads a non-blocking fd until it is empty; returns how many bytes there were.
+pub(crate) fn drain(fd: BorrowedFd<'_>) -> u64 {
+    let mut count = 0;
+    let mut buf = [0u8; 256];
+    loop {
+        // SAFETY: reading into a local buffer of the given length.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            return count;
+        }
+        count += n as u64;
+    }
+}
+
+/// Writes one byte to a self-pipe, ignoring errors (a full pipe already means "wake up").
+/// Async-signal-safe.
+pub(crate) fn write_byte(fd: RawFd) {
+    // SAFETY: write(2) of one byte from a static buffer; async-signal-safe.
+    unsafe { libc::write(fd, b"x".as_ptr().cast(), 1) };
+}

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::cvt;
@@ -112,4 +112,29 @@ pub(crate) fn unblock_sigchld_in_this_thread() {
         libc::sigaddset(set.as_mut_ptr(), libc::SIGCHLD);
         libc::pthread_sigmask(libc::SIG_UNBLOCK, set.as_ptr(), std::ptr::null_mut());
     }
+}
+
+/// The process group of this process.
+pub(crate) fn own_process_group() -> libc::pid_t {
+    // SAFETY: getpgrp has no preconditions and cannot fail.
+    unsafe { libc::getpgrp() }
+}
+
+/// Installs (through `signal-hook-registry`, which chains with other users of SIGCHLD such as
+/// Tokio) a SIGCHLD handler that writes a byte to `wake_fd` when a child has exited. Stops and
+/// continues are not exits and wake nobody.
+pub(crate) fn on_child_exit(wake_fd: RawFd) -> io::Result<()> {
+    // SAFETY: the action only reads the siginfo and calls write(2), both async-signal-safe,
+    // on an fd the caller never closes.
+    unsafe {
+        signal_hook_registry::register_sigaction(libc::SIGCHLD, move |info: &libc::siginfo_t| {
+            if matches!(
+                info.si_code,
+                libc::CLD_EXITED | libc::CLD_KILLED | libc::CLD_DUMPED
+            ) {
+                super::fd::write_byte(wake_fd);
+            }
+        })
+    }
+    .map(drop)
 }
