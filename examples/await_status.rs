@@ -27,7 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut busy = Command::new("sh")
         .args(["-c", "i=0; while [ $i -lt 50000 ]; do i=$((i+1)); done"])
         .spawn()?;
-    println!("busy child pid {:?}", busy.pid());
+    println!("busy child pid {}", busy.spawned_pid());
     let status = busy.wait().await?;
     let usage = status.resource_usage();
     println!(

@@ -67,7 +67,7 @@ impl Signer {
 
 impl ProcessProtocol for Signer {
     fn connection_made(&mut self, transport: &mut ProcessTransport) {
-        println!("child started, pid {}", transport.pid().unwrap_or(0));
+        println!("child started, pid {}", transport.spawned_pid());
         // Everything is queued now and written as the child reads; closing after the write
         // gives the child its end of file once the data is through.
         let fed = transport

@@ -65,7 +65,7 @@ async fn supervise(name: &'static str, script: &str, grace: Duration) -> Result<
         .expect("spawned with a process group");
     println!(
         "[{name}] pid {} in process group {pgid}",
-        worker.pid().unwrap_or(0)
+        worker.spawned_pid()
     );
 
     until_ready(name, &mut worker).await?;
