@@ -2,7 +2,7 @@
 //! raw `posix_spawn` + `waitpid` floor, all in one run.
 //!
 //! ```text
-//! cargo bench --bench compare -- [--quick] [--json PATH]
+//! cargo bench --bench compare -- [--quick] [--json PATH] [--only spawn|read|write|reap|memory]
 //! ```
 //!
 //! Scenarios (numbering follows the issue):
@@ -320,6 +320,8 @@ const TASKS: usize = 16;
 struct Config {
     quick: bool,
     json: Option<String>,
+    /// `--only spawn|read|write|reap|memory`: run one section (all when absent).
+    only: Option<String>,
     /// Spawn scenarios: one sample is one spawn (sequential) or one round of 16 tasks.
     spawn: Budget,
     /// Throughput: one sample is one whole transfer.
@@ -344,11 +346,16 @@ impl Config {
             .iter()
             .position(|a| a == "--json")
             .and_then(|i| args.get(i + 1).cloned());
+        let only = args
+            .iter()
+            .position(|a| a == "--only")
+            .and_then(|i| args.get(i + 1).cloned());
         let secs = Duration::from_secs_f64;
         if quick {
             Config {
                 quick,
                 json,
+                only,
                 spawn: Budget {
                     warmup: 2,
                     min: 3,
@@ -371,6 +378,7 @@ impl Config {
             Config {
                 quick,
                 json,
+                only,
                 spawn: Budget {
                     warmup: 10,
                     min: 5,
@@ -390,6 +398,11 @@ impl Config {
                 big_parent_gib: 4,
             }
         }
+    }
+
+    /// Whether the section named `name` runs.
+    fn runs(&self, name: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| only == name)
     }
 
     /// Rounds that spawn many children get fewer samples.
@@ -418,9 +431,9 @@ fn main() {
     let started = Instant::now();
     let mut report = Report::default();
 
-    eprintln!("== 1. spawn + wait, small parent");
-    spawn::all(&rt, &cfg, &mut report, "");
-    {
+    if cfg.runs("spawn") {
+        eprintln!("== 1. spawn + wait, small parent");
+        spawn::all(&rt, &cfg, &mut report, "");
         eprintln!(
             "== 2. spawn + wait, parent touched {} GiB",
             cfg.big_parent_gib
@@ -428,16 +441,24 @@ fn main() {
         let big = BigParent::touch(cfg.big_parent_gib << 30);
         spawn::all(&rt, &cfg, &mut report, &big_prefix(&cfg));
         drop(big);
+        spawn::compare_parents(&mut report, &big_prefix(&cfg));
     }
-    spawn::compare_parents(&mut report, &big_prefix(&cfg));
-    eprintln!("== 3. read throughput");
-    throughput::read(&rt, &cfg, &mut report);
-    eprintln!("== 4. write throughput");
-    throughput::write(&rt, &cfg, &mut report);
-    eprintln!("== 5. reaping");
-    reaping::all(&rt, &cfg, &mut report);
-    eprintln!("== 6. memory per idle child");
-    memory::all(&cfg, &mut report);
+    if cfg.runs("read") {
+        eprintln!("== 3. read throughput");
+        throughput::read(&rt, &cfg, &mut report);
+    }
+    if cfg.runs("write") {
+        eprintln!("== 4. write throughput");
+        throughput::write(&rt, &cfg, &mut report);
+    }
+    if cfg.runs("reap") {
+        eprintln!("== 5. reaping");
+        reaping::all(&rt, &cfg, &mut report);
+    }
+    if cfg.runs("memory") {
+        eprintln!("== 6. memory per idle child");
+        memory::all(&cfg, &mut report);
+    }
 
     println!("\n{}", report.table());
     println!(

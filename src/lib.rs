@@ -37,13 +37,74 @@
 //! - [`spawn_process`] (or [`Command::spawn`]) starts it and returns a [`ProcessTransport`]
 //!   once the child has exec'd. Failures come back as [`Error::Spawn`] naming the failed
 //!   step. The parent never `fork`s: the child is a `clone(CLONE_VM | CLONE_VFORK)` that runs
-//!   only async-signal-safe steps, so spawning costs the same from a 4 GiB parent.
+//!   only async-signal-safe steps, so spawning costs the same from a 4 GiB parent. The call
+//!   blocks the calling thread only until the child has exec'd (well under a millisecond).
 //! - The transport is a [`Stream`](futures_core::Stream) of [`Event`]s; or
 //!   [`ProcessTransport::run`] drives a [`ProcessProtocol`]; or `.await` gives the
-//!   [`ExitStatus`].
+//!   [`ExitStatus`]. Single pipes can be taken out as [`PipeReader`] / [`PipeWriter`]
+//!   (`AsyncRead`/`Stream`, `AsyncWrite`/`Sink`).
 //! - A single background reaper thread collects exit statuses of this crate's children only
 //!   (never `waitpid(-1)`), so it coexists with `tokio::process` and `std::process`, and it
 //!   outlives any one runtime.
+//!
+//! Spawn inside a Tokio runtime with I/O enabled; [`Command::wait_delay`] and
+//! [`ProcessTransport::terminate`] also need its timer. Signals are plain numbers
+//! (`libc::SIGTERM`).
+//!
+//! # Callbacks
+//!
+//! ```
+//! use bytes::Bytes;
+//! use process_transport::{Command, ProcessProtocol, ProcessTransport};
+//!
+//! /// Feeds the child a line, then counts the bytes it writes to stdout.
+//! #[derive(Default)]
+//! struct Counter {
+//!     bytes: usize,
+//! }
+//!
+//! impl ProcessProtocol for Counter {
+//!     fn connection_made(&mut self, transport: &mut ProcessTransport) {
+//!         transport.write_stdin("hello\n").unwrap();
+//!         transport.close_stdin().unwrap();
+//!     }
+//!
+//!     fn out_received(&mut self, _: &mut ProcessTransport, data: Bytes) {
+//!         self.bytes += data.len();
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), process_transport::Error> {
+//! let child = Command::new("cat").spawn()?;
+//! let (counter, status) = child.run(Counter::default()).await;
+//! assert_eq!(counter.bytes, 6);
+//! assert!(status?.success());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Awaiting the exit status
+//!
+//! ```
+//! use std::time::Duration;
+//! use process_transport::Command;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), process_transport::Error> {
+//! // Output is drained and discarded, so even a chatty child cannot block.
+//! let status = Command::new("sh").args(["-c", "seq 100000; exit 3"]).spawn()?.await?;
+//! assert_eq!(status.code(), Some(3));
+//!
+//! // A timeout, then a graceful stop: SIGTERM, and SIGKILL after a grace period.
+//! let mut slow = Command::new("sleep").arg("30").spawn()?;
+//! if tokio::time::timeout(Duration::from_millis(50), slow.wait()).await.is_err() {
+//!     let status = slow.terminate(Duration::from_secs(1)).await?;
+//!     assert_eq!(status.signal(), Some(libc::SIGTERM));
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 #![warn(missing_docs)]
 
