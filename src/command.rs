@@ -242,9 +242,10 @@ impl Command {
     /// it up to a power-of-two number of pages; above `/proc/sys/fs/pipe-max-size` an
     /// unprivileged parent gets a [`SpawnStep::SetPipeCapacity`](crate::SpawnStep) error.
     ///
-    /// Without it, a pipe the parent reads starts at the kernel default (64 KiB) and grows
-    /// once to 1 MiB if several reads in a row find it full (a child producing faster than
-    /// the parent wakes up); if the kernel refuses (the per-user pipe memory limit), it stays.
+    /// Without it, a pipe starts at the kernel default (64 KiB) and grows once to 1 MiB if
+    /// several reads (or writes) in a row find it full, that is when the two sides keep
+    /// waking each other per 64 KiB; if the kernel refuses (the per-user pipe memory limit),
+    /// it stays as it is.
     pub fn pipe_capacity(&mut self, child_fd: RawFd, bytes: usize) -> &mut Self {
         self.pipe_capacity.insert(child_fd, bytes);
         self

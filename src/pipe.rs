@@ -53,7 +53,7 @@ impl Pipe {
         may_grow: bool,
     ) -> Self {
         let state = match dir {
-            Direction::ParentWrites => PipeState::Writer(Writer::new(fd)),
+            Direction::ParentWrites => PipeState::Writer(Writer::new(fd, may_grow)),
             Direction::ParentReads | Direction::PtyMaster => PipeState::Reader(Reader {
                 fd,
                 buf: BytesMut::new(),
@@ -61,7 +61,7 @@ impl Pipe {
                 read_size: read_size_for(capacity),
                 paused: false,
                 pty: dir == Direction::PtyMaster,
-                full_reads: (may_grow && dir == Direction::ParentReads).then_some(0),
+                growth: Growth::new(may_grow && dir == Direction::ParentReads),
             }),
         };
         Pipe {
@@ -103,13 +103,16 @@ pub(crate) struct Reader {
     read_size: usize,
     pub(crate) paused: bool,
     pty: bool,
-    /// Reads in a row that found the pipe full, while the pipe may still be grown.
-    full_reads: Option<u8>,
+    /// Grows a default pipe that the child keeps filling up.
+    growth: Growth,
 }
 
-/// After this many reads in a row find a default-sized pipe full, the child out-produces the
-/// parent's wake-ups: the pipe grows to [`GROWN_CAPACITY`] so each wake-up moves more.
-const FULL_READS_BEFORE_GROWING: u8 = 4;
+/// After this many reads (or writes) in a row find a default pipe full, the child and parent
+/// wake each other per 64 KiB: the pipe grows to [`GROWN_CAPACITY`] so each wake-up moves more.
+const FULL_IN_A_ROW_BEFORE_GROWING: u8 = 4;
+
+/// What a busy pipe grows to: the default `/proc/sys/fs/pipe-max-size`.
+const GROWN_CAPACITY: usize = 1 << 20;
 
 /// The largest read: bigger reads into a fresh buffer run out of cache and are slower than
 /// several of this size (measured with the `compare` bench on a 1 MiB pipe).
@@ -118,8 +121,36 @@ const MAX_READ: usize = 256 * 1024;
 /// Reads below this fraction of the read size are copied out (see [`Reader::take_chunk`]).
 const SMALL_READ_FRACTION: usize = 16;
 
-/// What a busy pipe grows to: the default `/proc/sys/fs/pipe-max-size`.
-const GROWN_CAPACITY: usize = 1 << 20;
+/// Counts transfers in a row that found a default-sized pipe full, to grow it once.
+struct Growth {
+    /// `None` once grown, or when the pipe must keep its size.
+    full_in_a_row: Option<u8>,
+}
+
+impl Growth {
+    fn new(may_grow: bool) -> Self {
+        Growth {
+            full_in_a_row: may_grow.then_some(0),
+        }
+    }
+
+    /// Records one transfer; `true` when the pipe should grow now.
+    fn observe(&mut self, full: bool) -> bool {
+        let Some(count) = &mut self.full_in_a_row else {
+            return false;
+        };
+        *count = if full { *count + 1 } else { 0 };
+        *count >= FULL_IN_A_ROW_BEFORE_GROWING
+    }
+
+    /// Grows the pipe once; a refusal (the per-user pipe memory limit) leaves it as it is.
+    fn grow(&mut self, fd: std::os::fd::BorrowedFd<'_>) -> Option<usize> {
+        self.full_in_a_row = None;
+        let grown = sys::fd::set_pipe_capacity(fd, GROWN_CAPACITY).ok();
+        tracing::trace!(?grown, "grew a busy pipe");
+        grown
+    }
+}
 
 /// The size of one read: more than a pipe of `capacity` holds, so that a read that drained
 /// the pipe is short (and the `EAGAIN` read after it is skipped), but at most [`MAX_READ`].
@@ -169,20 +200,11 @@ impl Reader {
         }
     }
 
-    /// Grows a default-sized pipe that keeps being full when read. A refusal (the per-user
-    /// pipe memory limit) leaves it as it is.
+    /// Grows a default pipe that keeps being full when read.
     fn maybe_grow(&mut self, n: usize) {
-        let Some(count) = &mut self.full_reads else {
-            return;
-        };
-        *count = if n >= self.capacity { *count + 1 } else { 0 };
-        if *count < FULL_READS_BEFORE_GROWING {
-            return;
-        }
-        self.full_reads = None;
-        if let Ok(capacity) = sys::fd::set_pipe_capacity(self.fd.get_ref().as_fd(), GROWN_CAPACITY)
+        if self.growth.observe(n >= self.capacity)
+            && let Some(capacity) = self.growth.grow(self.fd.get_ref().as_fd())
         {
-            tracing::trace!(capacity, "grew a busy pipe");
             self.capacity = capacity;
             self.read_size = read_size_for(capacity);
         }
@@ -225,6 +247,8 @@ pub(crate) struct Writer {
     paused: bool,
     /// The reactor's readiness was cleared while the pipe was writable (see [`poll_writev`]).
     readiness_stale: bool,
+    /// Grows a default pipe that the child keeps letting fill up.
+    growth: Growth,
 }
 
 /// What a buffered write says about the writer's queue.
@@ -246,8 +270,9 @@ pub(crate) enum FlowChange {
 }
 
 impl Writer {
-    fn new(fd: AsyncFd<OwnedFd>) -> Self {
+    fn new(fd: AsyncFd<OwnedFd>, may_grow: bool) -> Self {
         Writer {
+            growth: Growth::new(may_grow),
             fd,
             queue: VecDeque::new(),
             queued: 0,
@@ -319,6 +344,7 @@ impl Writer {
     pub(crate) fn write_now(&mut self) -> io::Result<()> {
         let queue = &self.queue;
         let bufs = || queue.iter().map(|b| &b[..]);
+        let wanted = writev_len(bufs());
         let written = if self.readiness_stale {
             let result = sys::fd::writev(self.fd.get_ref().as_fd(), bufs());
             if is_would_block(&result) {
@@ -332,10 +358,21 @@ impl Writer {
         match written {
             Ok(n) => {
                 self.advance(n);
+                self.note_write(n < wanted);
                 Ok(())
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.note_write(true);
+                Ok(())
+            }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Notes whether a write found the pipe full, and grows a pipe that keeps being full.
+    fn note_write(&mut self, full: bool) {
+        if self.growth.observe(full) {
+            self.growth.grow(self.fd.get_ref().as_fd());
         }
     }
 
@@ -368,10 +405,11 @@ impl Writer {
             return Poll::Ready(Ok(()));
         }
         let queue = &self.queue;
-        let n = ready!(poll_writev(&self.fd, &mut self.readiness_stale, cx, || {
+        let (n, full) = ready!(poll_writev(&self.fd, &mut self.readiness_stale, cx, || {
             queue.iter().map(|b| &b[..])
         }))?;
         self.advance(n);
+        self.note_write(full);
         Poll::Ready(Ok(()))
     }
 
@@ -406,9 +444,11 @@ impl Writer {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         ready!(self.poll_flush(cx))?;
-        poll_writev(&self.fd, &mut self.readiness_stale, cx, || {
+        let (n, full) = ready!(poll_writev(&self.fd, &mut self.readiness_stale, cx, || {
             bufs.iter().map(|b| &b[..])
-        })
+        }))?;
+        self.note_write(full);
+        Poll::Ready(Ok(n))
     }
 }
 
@@ -424,37 +464,39 @@ fn poll_writev<'a, I>(
     stale: &mut bool,
     cx: &mut Context<'_>,
     bufs: impl Fn() -> I,
-) -> Poll<io::Result<usize>>
+) -> Poll<io::Result<(usize, bool)>>
 where
     I: Iterator<Item = &'a [u8]>,
 {
+    let wanted = writev_len(bufs());
     if *stale {
-        let result = sys::fd::writev(fd.get_ref().as_fd(), bufs());
-        if !is_would_block(&result) {
-            return Poll::Ready(result);
+        match sys::fd::writev(fd.get_ref().as_fd(), bufs()) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => *stale = false,
+            result => return Poll::Ready(result.map(|n| (n, n < wanted))),
         }
-        *stale = false;
     }
     loop {
         let mut guard = ready!(fd.poll_write_ready(cx))?;
-        // What one writev is handed (the same filter and cap as `sys::fd::writev`): only a write
-        // shorter than that means the pipe is full.
-        let wanted: usize = bufs()
-            .filter(|b| !b.is_empty())
-            .take(sys::fd::MAX_IOVECS)
-            .map(<[u8]>::len)
-            .sum();
         match guard.try_io(|fd| sys::fd::writev(fd.get_ref().as_fd(), bufs())) {
             Ok(Ok(n)) => {
                 if n < wanted {
                     guard.clear_ready();
                 }
-                return Poll::Ready(Ok(n));
+                return Poll::Ready(Ok((n, n < wanted)));
             }
             Ok(Err(e)) => return Poll::Ready(Err(e)),
             Err(_would_block) => {}
         }
     }
+}
+
+/// What one `writev` is handed (the same filter and cap as `sys::fd::writev`): only a write
+/// shorter than that means the pipe is full.
+fn writev_len<'a>(bufs: impl Iterator<Item = &'a [u8]>) -> usize {
+    bufs.filter(|b| !b.is_empty())
+        .take(sys::fd::MAX_IOVECS)
+        .map(<[u8]>::len)
+        .sum()
 }
 
 fn is_would_block<T>(result: &io::Result<T>) -> bool {

@@ -617,3 +617,47 @@ async fn kept_small_chunks_do_not_pin_read_buffers() {
         &pinned[..pinned.len().min(5)]
     );
 }
+
+/// Streams 64 MiB into a child that reads slowly now and then, and returns the capacity of its
+/// stdin pipe as the child saw it at the end.
+async fn stdin_capacity_after_a_busy_stream(command: &mut Command) -> String {
+    let mut child = command
+        .args([
+            "-c",
+            "import os, fcntl, time\n\
+             n = 0\n\
+             while True:\n    b = os.read(0, 65536)\n    if not b: break\n    n += len(b)\n    \
+             if n % (8 << 20) < len(b): time.sleep(0.005)\n\
+             print(n, fcntl.fcntl(0, 1032))",
+        ])
+        .spawn()
+        .unwrap();
+    let chunk = Bytes::from(vec![7u8; 1 << 20]);
+    for _ in 0..64 {
+        timeout(LIMIT, child.write_all(0, chunk.clone()))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    child.close_stdin().unwrap();
+    let mut out = Vec::new();
+    while let Some(event) = timeout(LIMIT, child.next()).await.unwrap() {
+        if let Event::Data { fd: 1, data } = event {
+            out.extend_from_slice(&data);
+        }
+    }
+    String::from_utf8(out).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn a_busy_default_stdin_pipe_grows_to_a_mebibyte() {
+    let report = stdin_capacity_after_a_busy_stream(&mut Command::new("python3")).await;
+    assert_eq!(report, format!("{} 1048576", 64 << 20));
+}
+
+#[tokio::test]
+async fn a_stdin_pipe_with_a_chosen_capacity_keeps_it() {
+    let report =
+        stdin_capacity_after_a_busy_stream(Command::new("python3").pipe_capacity(0, 65536)).await;
+    assert_eq!(report, format!("{} 65536", 64 << 20));
+}
