@@ -288,6 +288,8 @@ impl Command {
     /// After the child exits, waits at most `delay` for its pipes to close (a grandchild may
     /// hold them), then closes them from the parent side so that `Ended` arrives. Pipes
     /// closed this way report [`CloseReason::WaitDelay`](crate::CloseReason::WaitDelay).
+    /// The delay counts from the first poll of the transport after the exit (when `Exited`
+    /// is produced), and needs the runtime's timer.
     pub fn wait_delay(&mut self, delay: Duration) -> &mut Self {
         self.wait_delay = Some(delay);
         self
@@ -297,6 +299,10 @@ impl Command {
     /// the child leads a new session with it as controlling terminal, and the parent reads
     /// and writes the master as child fd 1 (reads) and fd 0 (writes). Other fds in the map
     /// (3 and up) work as usual. `TERM` is set to `xterm` unless the environment sets it.
+    ///
+    /// A terminal is one device both ways: closing fd 0 does not give the child end of file
+    /// (write `\x04`, ^D, for that), and the end of output shows up as `EIO` on the master,
+    /// reported as a clean [`CloseReason::Eof`](crate::CloseReason::Eof) on fd 1.
     pub fn pty(&mut self, size: PtySize) -> &mut Self {
         self.pty = Some(size);
         self
