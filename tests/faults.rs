@@ -5,31 +5,22 @@
 //! EMFILE during spawn lowers the process's fd limit, so it lives in its own binary
 //! (`tests/faults_emfile.rs`).
 
-mod reliability_support;
+mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use common::{
+    Collected, assert_nothing_leaked, collect, collect_event, open_fds, process_state, wait_until,
+    zombie_children,
+};
 use futures::StreamExt;
 use process_transport::{ChildFd, Command, Error, InvalidInput, SpawnStep};
-use reliability_support::{
-    Outcome, collect, open_fds, process_state, record, wait_until, zombie_children,
-};
 
 /// Every test here counts fds and children of the whole process, so they run one at a time,
-/// each on its own runtime that is gone before the next test starts (a runtime's own fds
-/// would otherwise come and go during another test's count).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
+/// each on its own current-thread runtime (see [`common::serially`]).
 fn serially<F: std::future::Future>(test: F) -> F::Output {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let output = rt.block_on(test);
-    drop(rt);
-    output
+    common::serially(&mut tokio::runtime::Builder::new_current_thread(), test)
 }
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -118,10 +109,10 @@ fn child_killed_mid_write() {
             .stdin(ChildFd::Null)
             .spawn()
             .unwrap();
-        let mut seen = Outcome::default();
+        let mut seen = Collected::default();
         let read_some = async {
             while seen.out(1).len() < 1 << 20 {
-                record(&mut seen, child.next().await.expect("ended early"));
+                collect_event(&mut seen, child.next().await.expect("ended early"));
             }
         };
         tokio::time::timeout(LIMIT, read_some).await.unwrap();
@@ -139,8 +130,7 @@ fn child_killed_mid_write() {
         );
         assert!(rest.closed.contains(&(1, "eof".to_string())), "{rest:?}");
         drop(child);
-        assert_eq!(open_fds(), before);
-        assert_eq!(zombie_children(), Vec::<i32>::new());
+        assert_nothing_leaked(&before);
     });
 }
 
@@ -153,10 +143,10 @@ fn child_killed_while_the_parent_writes() {
         let mut child = Command::new("/bin/sleep").arg("30").spawn().unwrap();
         child.write_stdin(vec![7u8; 8 << 20]).unwrap();
         assert!(child.queued_len(0) > 0);
-        let mut seen = Outcome::default();
+        let mut seen = Collected::default();
         let _ = tokio::time::timeout(Duration::from_millis(200), async {
             while let Some(e) = child.next().await {
-                record(&mut seen, e);
+                collect_event(&mut seen, e);
             }
         })
         .await;
@@ -174,8 +164,7 @@ fn child_killed_while_the_parent_writes() {
             "stdin closed as {stdin_close:?}"
         );
         drop(child);
-        assert_eq!(open_fds(), before);
-        assert_eq!(zombie_children(), Vec::<i32>::new());
+        assert_nothing_leaked(&before);
     });
 }
 
@@ -204,8 +193,7 @@ fn child_closing_its_fds_early() {
             Err(Error::PipeClosed(0))
         ));
         drop(child);
-        assert_eq!(open_fds(), before);
-        assert_eq!(zombie_children(), Vec::<i32>::new());
+        assert_nothing_leaked(&before);
     });
 }
 
@@ -220,7 +208,7 @@ fn transport_dropped_mid_stream() {
         for program in [
             vec!["/usr/bin/yes"],
             vec![
-                reliability_support::python(),
+                common::python(),
                 "-I",
                 "-S",
                 "-c",
@@ -254,7 +242,7 @@ fn transport_dropped_mid_stream() {
 
 #[test]
 fn runtime_shut_down_with_live_children() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = common::serial_lock();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -305,8 +293,7 @@ fn runtime_shut_down_with_live_children() {
         Err(Error::AlreadyExited)
     ));
     drop(kept);
-    assert_eq!(zombie_children(), Vec::<i32>::new());
-    assert_eq!(open_fds(), before);
+    assert_nothing_leaked(&before);
 }
 
 /// Found by fuzzing: an `Inherit` of a closed fd number was checked only after earlier

@@ -6,10 +6,10 @@
 //! a little at a time then makes each later step fail in turn (the second pipe, the
 //! `clone`'s pidfd) until the spawn succeeds. Every failure is typed and leaks nothing.
 
-mod reliability_support;
+mod common;
 
+use common::{assert_nothing_leaked, nofile_limit, open_fds, set_nofile_soft, zombie_children};
 use process_transport::{ChildFd, Command, Error, SpawnStep};
-use reliability_support::{nofile_limit, open_fds, set_nofile_soft, zombie_children};
 
 fn lowest_free_fd() -> u64 {
     let fds = open_fds();
@@ -94,6 +94,5 @@ async fn emfile_during_spawn() {
         "{steps_seen:?}"
     );
     eprintln!("failed steps while the limit rose: {steps_seen:?}");
-    assert_eq!(open_fds(), before);
-    assert_eq!(zombie_children(), Vec::<i32>::new());
+    assert_nothing_leaked(&before);
 }

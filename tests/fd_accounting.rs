@@ -7,23 +7,15 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::os::fd::AsRawFd;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use process_transport::{ChildFd, Command, Error};
 
-use common::{open_fds, our_zombies, run_to_end, scratch_dir, spawn_fresh_file, write_file};
-
-static SERIAL: Mutex<()> = Mutex::new(());
+use common::{open_fds, run_to_end, scratch_dir, spawn_fresh_file, write_file, zombie_children};
 
 /// Runs `test` alone, on a fresh current-thread runtime, after the reaper has been started.
 fn serial<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) {
-    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    common::serially(&mut tokio::runtime::Builder::new_current_thread(), async {
         // Start the reaper (its self-pipe is process-wide and long-lived) before counting.
         let mut warm = Command::new("true").spawn().unwrap();
         run_to_end(&mut warm).await;
@@ -133,7 +125,7 @@ fn failed_spawns_leave_no_fd_open_and_no_zombie() {
                 other => panic!("{name}: expected a failure, got {other:?}"),
             }
             assert_fds_back_to(&before, name);
-            assert_eq!(our_zombies(), Vec::<u32>::new(), "{name}: zombie left");
+            assert_eq!(zombie_children(), Vec::<i32>::new(), "{name}: zombie left");
         }
     });
 }
@@ -178,7 +170,7 @@ fn parent_ends_are_nonblocking_and_cloexec_and_no_child_end_is_kept() {
             &before,
             "after the child ended and the transport was dropped",
         );
-        assert_eq!(our_zombies(), Vec::<u32>::new());
+        assert_eq!(zombie_children(), Vec::<i32>::new());
     });
 }
 
@@ -203,6 +195,6 @@ fn many_successful_spawns_leak_no_fd_and_no_zombie() {
         drop((quick, slow));
         common::assert_reaped_eventually(slow_pid).await;
         assert_fds_back_to(&before, "after 32 spawns");
-        assert_eq!(our_zombies(), Vec::<u32>::new());
+        assert_eq!(zombie_children(), Vec::<i32>::new());
     });
 }

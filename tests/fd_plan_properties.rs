@@ -2,17 +2,17 @@
 //! open parent fds (some at 1024 and above), checked against the pure simulation and against
 //! real children that report the (device, inode) of every fd they have.
 
-mod reliability_support;
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::IntoRawFd;
 use std::time::Duration;
 
+use common::{collect, fd_report_script, identity, parse_fd_report, python};
 use process_transport::fd_plan::{self, FdStep, PlanError, SimFd};
 use process_transport::{ChildFd, Command};
 use proptest::prelude::*;
 use proptest::sample::subsequence;
-use reliability_support::{collect, fd_report_script, identity, parse_fd_report, python};
 
 /// Fd numbers for the simulation: dense low numbers (so cycles and fan-out are common) and a
 /// band straddling 1024.
@@ -267,7 +267,7 @@ proptest! {
 /// child fd nobody asked for).
 #[test]
 fn child_fd_just_under_the_fd_limit_with_a_swap() {
-    let (soft, _) = reliability_support::nofile_limit();
+    let (soft, _) = common::nofile_limit();
     let top = i32::try_from(soft.min(1 << 20)).unwrap() - 1;
     let (a, ha) = open_object(0, 1);
     let (b, _) = open_object(2, 2);

@@ -1,13 +1,19 @@
 //! Flow control and I/O (issue 3): bounded buffers, backpressure both ways, vectored writes,
 //! standalone AsyncRead/AsyncWrite handles, closed ends and pipe capacity.
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use process_transport::{ChildFd, CloseReason, Command, Error, Event, SpawnStep, WriteFlow};
+use process_transport::{
+    ChildFd, CloseReason, Command, Error, Event, ProcessTransport, SpawnStep, WriteFlow,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
+
+use common::write_past_a_closed_stdin;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -22,6 +28,17 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// Everything the child writes on fd 1 until its stream ends, allowing [`LIMIT`] per event.
+async fn stdout_to_end(child: &mut ProcessTransport) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(event) = timeout(LIMIT, child.next()).await.unwrap() {
+        if let Event::Data { fd: 1, data } = event {
+            out.extend_from_slice(&data);
+        }
+    }
+    out
 }
 
 fn cat() -> Command {
@@ -222,12 +239,7 @@ async fn async_write_all_completes_when_bytes_are_in_the_pipe() {
         .unwrap()
         .unwrap();
     assert_eq!(child.queued_len(0), 0);
-    let mut out = Vec::new();
-    while let Some(event) = timeout(LIMIT, child.next()).await.unwrap() {
-        if let Event::Data { fd: 1, data } = event {
-            out.extend_from_slice(&data);
-        }
-    }
+    let out = stdout_to_end(&mut child).await;
     assert_eq!(out, b"done\n");
 }
 
@@ -247,12 +259,7 @@ async fn pausing_one_fd_leaves_the_others_flowing() {
     let quiet = timeout(Duration::from_millis(150), child.next()).await;
     assert!(quiet.is_err(), "got {quiet:?} while fd 1 was paused");
     child.resume_reading_fd(1).unwrap();
-    let mut out = Vec::new();
-    while let Some(event) = timeout(LIMIT, child.next()).await.unwrap() {
-        if let Event::Data { fd: 1, data } = event {
-            out.extend_from_slice(&data);
-        }
-    }
+    let out = stdout_to_end(&mut child).await;
     assert_eq!(out, b"out\nout2\n");
     assert!(matches!(
         child.pause_reading_fd(0),
@@ -285,23 +292,7 @@ async fn a_child_closing_its_stdin_is_noticed_without_any_write() {
 #[tokio::test]
 async fn a_write_meeting_epipe_becomes_a_closed_event_with_the_error() {
     // The child reads one line, closes stdin and lingers; the rest of our write hits EPIPE.
-    let mut child = Command::new("sh")
-        .args(["-c", "read line; exec 0<&-; sleep 2"])
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut data = b"first line\n".to_vec();
-    data.extend(std::iter::repeat_n(b'x', 1 << 20));
-    child.write(0, data).unwrap();
-    let reason = timeout(LIMIT, async {
-        loop {
-            if let Event::Closed { fd: 0, reason } = child.next().await.unwrap() {
-                return reason;
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let (mut child, reason) = write_past_a_closed_stdin(b"first line\n", LIMIT).await;
     match reason {
         CloseReason::Error(e) => assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe),
         other => panic!("expected EPIPE, got {other:?}"),
@@ -424,12 +415,7 @@ async fn a_taken_writer_is_a_sink_of_bytes() {
         sink.feed(Bytes::from(vec![b'z'; 10_000])).await.unwrap();
     }
     sink.close().await.unwrap();
-    let mut out = Vec::new();
-    while let Some(event) = timeout(LIMIT, child.next()).await.unwrap() {
-        if let Event::Data { fd: 1, data } = event {
-            out.extend_from_slice(&data);
-        }
-    }
+    let out = stdout_to_end(&mut child).await;
     assert_eq!(String::from_utf8(out).unwrap().trim(), "1000000");
 }
 
@@ -454,12 +440,7 @@ async fn pipe_capacity_is_set_per_fd() {
         .pipe_capacity(1, 1 << 20)
         .spawn()
         .unwrap();
-    let mut out = Vec::new();
-    while let Some(event) = timeout(LIMIT, child.next()).await.unwrap() {
-        if let Event::Data { fd: 1, data } = event {
-            out.extend_from_slice(&data);
-        }
-    }
+    let out = stdout_to_end(&mut child).await;
     assert_eq!(String::from_utf8(out).unwrap().trim(), "1048576 65536");
 }
 
@@ -640,12 +621,7 @@ async fn stdin_capacity_after_a_busy_stream(command: &mut Command) -> String {
             .unwrap();
     }
     child.close_stdin().unwrap();
-    let mut out = Vec::new();
-    while let Some(event) = timeout(LIMIT, child.next()).await.unwrap() {
-        if let Event::Data { fd: 1, data } = event {
-            out.extend_from_slice(&data);
-        }
-    }
+    let out = stdout_to_end(&mut child).await;
     String::from_utf8(out).unwrap().trim().to_owned()
 }
 

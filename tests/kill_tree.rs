@@ -1,20 +1,14 @@
 //! `kill_tree` reaches every descendant, including ones that left the child's process group
 //! and ones whose parent already exited.
 
+mod common;
+
 use std::time::Duration;
 
 use futures::StreamExt;
 use process_transport::{ChildFd, Command, Event};
 
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap();
-            state != 'Z' && state != 'X'
-        }
-        Err(_) => false,
-    }
-}
+use common::is_alive;
 
 #[tokio::test]
 async fn kill_tree_leaves_no_descendant_alive() {
@@ -48,7 +42,7 @@ async fn kill_tree_leaves_no_descendant_alive() {
         .map(|p| p.parse().unwrap())
         .collect();
     assert_eq!(pids.len(), 3);
-    assert!(pids.iter().all(|&p| alive(p)));
+    assert!(pids.iter().all(|&p| is_alive(p)));
 
     let signalled = child.kill_tree(libc::SIGKILL);
     assert!(signalled >= 2, "signalled {signalled}");
@@ -61,6 +55,6 @@ async fn kill_tree_leaves_no_descendant_alive() {
     // orphan stayed in the group.
     tokio::time::sleep(Duration::from_millis(200)).await;
     for pid in pids {
-        assert!(!alive(pid), "descendant {pid} survived");
+        assert!(!is_alive(pid), "descendant {pid} survived");
     }
 }

@@ -5,6 +5,8 @@
 //! Tests that look at other processes only look at pids (or process groups) they created, so
 //! they can run in parallel with everything else.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -12,6 +14,8 @@ use process_transport::{
     ChildFd, CloseReason, Command, Error, Event, ExitStatus, ProcessTransport,
 };
 use tokio::time::timeout;
+
+use common::{all_events, all_pids, eventually, read_until, stat_fields};
 
 const LONG: Duration = Duration::from_secs(10);
 
@@ -29,11 +33,8 @@ struct Stat {
 }
 
 fn stat(pid: i32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may contain spaces: split after the last ')'.
-    let rest = &text[text.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
     // f[0] is field 3 of proc(5).
+    let f = stat_fields(pid)?;
     Some(Stat {
         state: f[0].chars().next()?,
         ppid: f[1].parse().ok()?,
@@ -51,23 +52,13 @@ fn live_members_of_group(pgid: i32) -> Vec<i32> {
 
 /// Processes in process group `pgid`, zombies included if `zombies`.
 fn members_of_group(pgid: i32, zombies: bool) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if let Some(s) = stat(pid)
-            && s.pgrp == pgid
-            && (zombies || (s.state != 'Z' && s.state != 'X'))
-        {
-            pids.push(pid);
-        }
-    }
-    pids
+    all_pids()
+        .into_iter()
+        .filter(|&pid| {
+            stat(pid)
+                .is_some_and(|s| s.pgrp == pgid && (zombies || (s.state != 'Z' && s.state != 'X')))
+        })
+        .collect()
 }
 
 /// Whether the process that had `pid` and started at `start_time` still has a /proc entry
@@ -78,20 +69,6 @@ fn exists(pid: i32, start_time: u64) -> bool {
 
 fn is_running(pid: i32, start_time: u64) -> bool {
     stat(pid).is_some_and(|s| s.start_time == start_time && s.state != 'Z' && s.state != 'X')
-}
-
-/// Polls `cond` every 10 ms until it holds or `within` passes.
-async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn our_pgrp() -> i32 {
@@ -106,39 +83,6 @@ fn our_sid() -> i32 {
 
 fn pid_of(t: &ProcessTransport) -> i32 {
     t.pid().expect("child not yet reaped") as i32
-}
-
-/// Reads fd 1 until it holds `needle`, returning everything read so far.
-async fn read_until(t: &mut ProcessTransport, needle: &str) -> String {
-    let mut out = Vec::new();
-    let found = timeout(LONG, async {
-        while let Some(event) = t.next().await {
-            if let Event::Data { fd: 1, data } = event {
-                out.extend_from_slice(&data);
-                if String::from_utf8_lossy(&out).contains(needle) {
-                    return true;
-                }
-            }
-        }
-        false
-    })
-    .await;
-    let out = String::from_utf8_lossy(&out).into_owned();
-    assert_eq!(found, Ok(true), "never saw {needle:?} on fd 1; got {out:?}");
-    out
-}
-
-/// Drains events until `Ended`, returning them all.
-async fn all_events(t: &mut ProcessTransport) -> Vec<Event> {
-    timeout(LONG, async {
-        let mut events = Vec::new();
-        while let Some(e) = t.next().await {
-            events.push(e);
-        }
-        events
-    })
-    .await
-    .expect("stream did not end")
 }
 
 fn sleeper() -> Command {
@@ -256,7 +200,7 @@ async fn signal_group_reaches_every_member() {
         .collect();
 
     child.signal_group(libc::SIGTERM).unwrap();
-    let events = all_events(&mut child).await;
+    let events = all_events(&mut child, LONG).await;
     let Some(Event::Ended(Ok(status))) = events.last() else {
         panic!("no Ended: {events:?}")
     };
@@ -318,7 +262,7 @@ async fn signal_group_reaches_descendants_after_the_leader_exited() {
 
     // The group is still there and reachable.
     child.signal_group(libc::SIGKILL).unwrap();
-    let events = all_events(&mut child).await;
+    let events = all_events(&mut child, LONG).await;
     assert!(
         matches!(events.last(), Some(Event::Ended(Ok(_)))),
         "{events:?}"
@@ -578,7 +522,7 @@ async fn without_wait_delay_a_grandchild_keeps_ended_away() {
     );
     // Killing the grandchild ends it, with ordinary closes.
     child.signal_group(libc::SIGKILL).unwrap();
-    let events = all_events(&mut child).await;
+    let events = all_events(&mut child, LONG).await;
     assert!(
         matches!(events.last(), Some(Event::Ended(Ok(_)))),
         "{events:?}"
@@ -601,7 +545,7 @@ async fn wait_delay_does_not_hold_up_a_child_that_closes_its_pipes() {
         .wait_delay(Duration::from_secs(5))
         .spawn()
         .unwrap();
-    let events = all_events(&mut child).await;
+    let events = all_events(&mut child, LONG).await;
     assert!(
         start.elapsed() < Duration::from_secs(3),
         "took {:?}",

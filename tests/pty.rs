@@ -1,6 +1,8 @@
 //! Issue 7: PTY mode. fds 0, 1 and 2 on a new pseudo-terminal that is the child's controlling
 //! terminal; the parent reads the master as child fd 1 and writes it as child fd 0.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -8,6 +10,8 @@ use process_transport::{
     ChildFd, CloseReason, Command, Event, ExitStatus, ProcessTransport, PtySize,
 };
 use tokio::time::timeout;
+
+use common::{all_events, read_until, stat_fields};
 
 const LONG: Duration = Duration::from_secs(10);
 
@@ -21,30 +25,6 @@ fn default_size() -> PtySize {
     PtySize::default()
 }
 
-/// Reads fd 1 until the output holds `needle`; returns all output read so far.
-async fn read_until(t: &mut ProcessTransport, needle: &str) -> String {
-    let mut out = Vec::new();
-    let found = timeout(LONG, async {
-        while let Some(event) = t.next().await {
-            if let Event::Data { fd: 1, data } = event {
-                out.extend_from_slice(&data);
-                if String::from_utf8_lossy(&out).contains(needle) {
-                    return true;
-                }
-            }
-        }
-        false
-    })
-    .await;
-    let out = String::from_utf8_lossy(&out).into_owned();
-    assert_eq!(
-        found,
-        Ok(true),
-        "never saw {needle:?} on the terminal; got {out:?}"
-    );
-    out
-}
-
 /// Everything until `Ended`: terminal output, the other events, and the final status.
 struct Run {
     out: String,
@@ -55,16 +35,12 @@ struct Run {
 async fn run_to_end(t: &mut ProcessTransport) -> Run {
     let mut out = Vec::new();
     let mut events = Vec::new();
-    timeout(LONG, async {
-        while let Some(e) = t.next().await {
-            match e {
-                Event::Data { fd: 1, data } => out.extend_from_slice(&data),
-                other => events.push(other),
-            }
+    for e in all_events(t, LONG).await {
+        match e {
+            Event::Data { fd: 1, data } => out.extend_from_slice(&data),
+            other => events.push(other),
         }
-    })
-    .await
-    .expect("the stream did not end");
+    }
     let Some(Event::Ended(Ok(status))) = events.last() else {
         panic!("last event is not a successful Ended: {events:?}");
     };
@@ -73,12 +49,6 @@ async fn run_to_end(t: &mut ProcessTransport) -> Run {
         status: *status,
         events,
     }
-}
-
-fn stat_fields(pid: u32) -> Vec<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = &text[text.rfind(')').unwrap() + 2..];
-    rest.split_whitespace().map(str::to_owned).collect()
 }
 
 // ----- the terminal itself --------------------------------------------------------------------
@@ -106,7 +76,7 @@ async fn the_child_leads_a_new_session_with_the_terminal_as_controlling_tty() {
         .unwrap();
     let pid = child.pid().unwrap();
     read_until(&mut child, "ready").await;
-    let f = stat_fields(pid);
+    let f = stat_fields(pid).expect("the child is alive");
     // proc(5): f[2] pgrp, f[3] session, f[4] tty_nr, f[5] tpgid.
     assert_eq!(f[3], pid.to_string(), "session leader");
     assert_eq!(f[2], pid.to_string(), "group leader");

@@ -13,15 +13,16 @@ use std::time::{Duration, Instant};
 
 use process_transport::{ChildFd, Command, Error, WaitError};
 
-use common::{assert_reaped_eventually, is_our_zombie, proc_state, run_to_end, sh, within};
+use common::{
+    assert_reaped_eventually, is_our_zombie, proc_state, run_to_end, sh, wait_until, within,
+};
 
 /// Waits (blocking, up to 10 s) until `pid` is a zombie.
 fn wait_until_zombie(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !is_our_zombie(pid) {
-        assert!(Instant::now() < deadline, "pid {pid} never became a zombie");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    assert!(
+        wait_until(Duration::from_secs(10), || is_our_zombie(pid)),
+        "pid {pid} never became a zombie"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

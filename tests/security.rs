@@ -2,22 +2,17 @@
 //! really empty, no shell between the caller and the program, and fds that C code opened
 //! without `O_CLOEXEC` never reaching the child.
 
-mod reliability_support;
+mod common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::{Collected, collect, fd_report_script, is_root, parse_fd_report, python};
 use process_transport::{ChildFd, Command, Error, SpawnStep};
-use reliability_support::{Outcome, collect, fd_report_script, parse_fd_report, python};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-async fn run(cmd: &mut Command) -> Outcome {
+async fn run(cmd: &mut Command) -> Collected {
     let mut child = cmd.spawn().unwrap();
     let outcome = collect(&mut child, LIMIT).await;
     assert!(outcome.status().success(), "{outcome:?}");
@@ -176,7 +171,7 @@ async fn no_shell_is_involved() {
     // The child is exec'd when spawn returns, but the kernel fills in the new argv just
     // after releasing the parent, so /proc may briefly show it empty.
     let mut cmdline = Vec::new();
-    reliability_support::wait_until(LIMIT, || {
+    common::wait_until(LIMIT, || {
         cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
         !cmdline.is_empty()
     });

@@ -2,10 +2,13 @@
 //! action (Rust binaries ignore it; C hosts and `#[unix_sigpipe]` users may not). Its own test
 //! binary, because it changes a process-wide disposition.
 
+mod common;
+
 use std::time::Duration;
 
-use futures::StreamExt;
-use process_transport::{CloseReason, Command, Event};
+use process_transport::CloseReason;
+
+use common::write_past_a_closed_stdin;
 
 #[tokio::test]
 async fn writing_to_a_closed_pipe_with_sigpipe_at_default_returns_epipe() {
@@ -13,23 +16,8 @@ async fn writing_to_a_closed_pipe_with_sigpipe_at_default_returns_epipe() {
     let previous = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     assert_ne!(previous, libc::SIG_ERR);
 
-    let mut child = Command::new("sh")
-        .args(["-c", "read line; exec 0<&-; sleep 2"])
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut data = b"one line\n".to_vec();
-    data.extend(std::iter::repeat_n(b'x', 1 << 20));
-    child.write(0, data).unwrap();
-    let reason = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            if let Event::Closed { fd: 0, reason } = child.next().await.unwrap() {
-                return reason;
-            }
-        }
-    })
-    .await
-    .unwrap();
+    // The child reads one line, closes stdin and lingers; the rest of our write hits EPIPE.
+    let (_child, reason) = write_past_a_closed_stdin(b"one line\n", Duration::from_secs(30)).await;
     // Still alive: reaching this line is the point of the test.
     match reason {
         CloseReason::Error(e) => assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe),

@@ -8,29 +8,21 @@
 //! cargo test --release --test stress -- --ignored
 //! ```
 
-mod reliability_support;
+mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{Collected, assert_nothing_leaked, collect, open_fds, set_nofile_soft};
 use process_transport::{ChildFd, Command, ProcessTransport};
-use reliability_support::{Outcome, collect, open_fds, set_nofile_soft, zombie_children};
 
 /// Every test here counts fds and children of the whole process, so they run one at a time,
-/// each on its own runtime that is gone before the next test starts (a runtime's own fds
-/// would otherwise come and go during another test's count).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
+/// each on its own two-worker runtime (see [`common::serially`]).
 fn serially<F: std::future::Future>(test: F) -> F::Output {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let output = rt.block_on(test);
-    drop(rt);
-    output
+    common::serially(
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2),
+        test,
+    )
 }
 
 /// Child `i` of the sequential runs: even ones print `i` with `/bin/echo` (exit 0), odd ones
@@ -49,7 +41,7 @@ fn numbered(i: usize) -> (Command, Vec<u8>, i32) {
     }
 }
 
-fn check(i: usize, outcome: &Outcome, out: &[u8], code: i32) {
+fn check(i: usize, outcome: &Collected, out: &[u8], code: i32) {
     assert_eq!(outcome.out(1), out, "child {i}: {outcome:?}");
     assert!(outcome.out(2).is_empty(), "child {i}: {outcome:?}");
     assert_eq!(outcome.status().code(), Some(code), "child {i}");
@@ -69,8 +61,7 @@ async fn sequential(n: usize) {
         assert_eq!(child.pid(), None);
     }
     eprintln!("{n} sequential spawns in {:?}", started.elapsed());
-    assert_eq!(open_fds(), fds_before, "fds leaked");
-    assert_eq!(zombie_children(), Vec::<i32>::new(), "zombies left");
+    assert_nothing_leaked(&fds_before);
 }
 
 #[test]
@@ -150,7 +141,7 @@ async fn concurrent(n: usize) {
     tokio::time::timeout(Duration::from_secs(120), all_alive.wait())
         .await
         .expect("children did not all start");
-    let alive = reliability_support::children().len();
+    let alive = common::children().len();
     assert!(alive >= n, "only {alive} of {n} children alive at once");
     eprintln!("{n} children alive after {:?}", started.elapsed());
     go.wait().await;
@@ -162,8 +153,7 @@ async fn concurrent(n: usize) {
     pids.dedup();
     assert_eq!(pids.len(), n, "pids reused among live children");
     eprintln!("{n} concurrent children done in {:?}", started.elapsed());
-    assert_eq!(open_fds(), fds_before, "fds leaked");
-    assert_eq!(zombie_children(), Vec::<i32>::new(), "zombies left");
+    assert_nothing_leaked(&fds_before);
 }
 
 #[test]

@@ -3,18 +3,18 @@
 //! signal, signal dispositions, fd hygiene, EPIPE after an early close, and a child that
 //! closes its output long before it exits.
 
-mod reliability_support;
+mod common;
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::time::Duration;
 
+use common::{
+    Collected, collect, collect_event, fd_report_script, parse_fd_report, python, set_nofile_soft,
+};
 use futures::StreamExt;
 use process_transport::{ChildFd, Command, Error, ProcessTransport};
-use reliability_support::{
-    Outcome, collect, fd_report_script, parse_fd_report, python, record, set_nofile_soft,
-};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -22,14 +22,14 @@ const LIMIT: Duration = Duration::from_secs(20);
 /// after [`LIMIT`].
 async fn until(
     child: &mut ProcessTransport,
-    outcome: &mut Outcome,
+    outcome: &mut Collected,
     what: &str,
-    done: impl Fn(&Outcome) -> bool,
+    done: impl Fn(&Collected) -> bool,
 ) {
     let step = async {
         while !done(outcome) {
             match child.next().await {
-                Some(event) => record(outcome, event),
+                Some(event) => collect_event(outcome, event),
                 None => panic!("stream ended while waiting for {what}: {outcome:?}"),
             }
         }
@@ -39,7 +39,7 @@ async fn until(
         .unwrap_or_else(|_| panic!("timed out waiting for {what}: {outcome:?}"));
 }
 
-fn closed(outcome: &Outcome, fd: i32) -> bool {
+fn closed(outcome: &Collected, fd: i32) -> bool {
     outcome.closed.iter().any(|(f, _)| *f == fd)
 }
 
@@ -67,7 +67,7 @@ async fn staged_protocol() {
         .spawn()
         .unwrap();
     assert!(child.pid().is_some());
-    let mut seen = Outcome::default();
+    let mut seen = Collected::default();
 
     child.write_stdin(&b"abcd"[..]).unwrap();
     until(&mut child, &mut seen, "fd 1 to close", |o| closed(o, 1)).await;
@@ -260,7 +260,7 @@ fn signal_target() -> ProcessTransport {
 
 async fn dies_by(sig: i32) {
     let mut child = signal_target();
-    let mut seen = Outcome::default();
+    let mut seen = Collected::default();
     until(&mut child, &mut seen, "the ready line", |o| {
         o.out(1).ends_with(b"\n")
     })
@@ -311,7 +311,7 @@ async fn signal_ignored_in_the_parent_is_not_ignored_in_the_child() {
     // SAFETY: setting a disposition to SIG_IGN.
     unsafe { libc::signal(libc::SIGUSR1, libc::SIG_IGN) };
     let mut child = signal_target();
-    let mut seen = Outcome::default();
+    let mut seen = Collected::default();
     until(&mut child, &mut seen, "the ready line", |o| {
         o.out(1).ends_with(b"\n")
     })
