@@ -1,234 +1,17 @@
-//! The parent end of one child pipe: a reader that turns readiness into `Bytes`, or a writer
-//! with a queue of `Bytes` flushed by `writev`.
+//! The writing end: a queue of `Bytes` written with `writev`, with flow control.
 
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
-use futures_util::task::AtomicWaker;
+use bytes::{Buf, Bytes};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
+use super::Growth;
 use crate::event::CloseReason;
 use crate::sys;
-
-/// Which way data flows through a pipe, seen from the parent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Direction {
-    ParentReads,
-    ParentWrites,
-    /// A pty master read as fd 1: EIO means the terminal's other side is gone, a clean close.
-    PtyMaster,
-}
-
-/// The smallest read the parent makes; larger pipes get reads as large as the pipe.
-const MIN_READ: usize = 64 * 1024;
-
-/// One pipe of a transport, identified by its fd number in the child.
-pub(crate) struct Pipe {
-    child_fd: i32,
-    dir: Direction,
-    pub(crate) state: PipeState,
-}
-
-pub(crate) enum PipeState {
-    Reader(Reader),
-    Writer(Writer),
-    /// Handed out by `take_reader`/`take_writer`; `ended` waits for the handle to close it.
-    Taken(Arc<TakenPipe>),
-    Closed,
-}
-
-impl Pipe {
-    /// `may_grow`: the pipe has the default capacity and may be grown when busy.
-    pub(crate) fn new(
-        child_fd: i32,
-        dir: Direction,
-        fd: AsyncFd<OwnedFd>,
-        capacity: usize,
-        may_grow: bool,
-    ) -> Self {
-        let state = match dir {
-            Direction::ParentWrites => PipeState::Writer(Writer::new(fd, may_grow)),
-            Direction::ParentReads | Direction::PtyMaster => PipeState::Reader(Reader {
-                fd,
-                buf: BytesMut::new(),
-                capacity,
-                read_size: read_size_for(capacity),
-                paused: false,
-                pty: dir == Direction::PtyMaster,
-                growth: Growth::new(may_grow && dir == Direction::ParentReads),
-            }),
-        };
-        Pipe {
-            child_fd,
-            dir,
-            state,
-        }
-    }
-
-    pub(crate) fn child_fd(&self) -> i32 {
-        self.child_fd
-    }
-
-    /// Whether the parent writes this pipe (open, closed or taken alike).
-    pub(crate) fn parent_writes(&self) -> bool {
-        self.dir == Direction::ParentWrites
-    }
-
-    /// Whether this pipe still keeps `ended` from arriving.
-    pub(crate) fn is_open(&self) -> bool {
-        match &self.state {
-            PipeState::Reader(_) | PipeState::Writer(_) => true,
-            PipeState::Taken(taken) => !taken.is_closed(),
-            PipeState::Closed => false,
-        }
-    }
-}
-
-/// What one read produced.
-pub(crate) enum ReadOutcome {
-    Data(Bytes),
-    Closed(CloseReason),
-}
-
-pub(crate) struct Reader {
-    fd: AsyncFd<OwnedFd>,
-    buf: BytesMut,
-    capacity: usize,
-    read_size: usize,
-    pub(crate) paused: bool,
-    pty: bool,
-    /// Grows a default pipe that the child keeps filling up.
-    growth: Growth,
-}
-
-/// After this many reads (or writes) in a row find a default pipe full, the child and parent
-/// wake each other per 64 KiB: the pipe grows to [`GROWN_CAPACITY`] so each wake-up moves more.
-const FULL_IN_A_ROW_BEFORE_GROWING: u8 = 4;
-
-/// What a busy pipe grows to: the default `/proc/sys/fs/pipe-max-size`.
-const GROWN_CAPACITY: usize = 1 << 20;
-
-/// The largest read: bigger reads into a fresh buffer run out of cache and are slower than
-/// several of this size (measured with the `compare` bench on a 1 MiB pipe).
-const MAX_READ: usize = 256 * 1024;
-
-/// Reads below this fraction of the read size are copied out (see [`Reader::take_chunk`]).
-const SMALL_READ_FRACTION: usize = 16;
-
-/// Counts transfers in a row that found a default-sized pipe full, to grow it once.
-struct Growth {
-    /// `None` once grown, or when the pipe must keep its size.
-    full_in_a_row: Option<u8>,
-}
-
-impl Growth {
-    fn new(may_grow: bool) -> Self {
-        Growth {
-            full_in_a_row: may_grow.then_some(0),
-        }
-    }
-
-    /// Records one transfer; `true` when the pipe should grow now.
-    fn observe(&mut self, full: bool) -> bool {
-        let Some(count) = &mut self.full_in_a_row else {
-            return false;
-        };
-        *count = if full { *count + 1 } else { 0 };
-        *count >= FULL_IN_A_ROW_BEFORE_GROWING
-    }
-
-    /// Grows the pipe once; a refusal (the per-user pipe memory limit) leaves it as it is.
-    fn grow(&mut self, fd: std::os::fd::BorrowedFd<'_>) -> Option<usize> {
-        self.full_in_a_row = None;
-        let grown = sys::fd::set_pipe_capacity(fd, GROWN_CAPACITY).ok();
-        tracing::trace!(?grown, "grew a busy pipe");
-        grown
-    }
-}
-
-/// The size of one read: more than a pipe of `capacity` holds, so that a read that drained
-/// the pipe is short (and the `EAGAIN` read after it is skipped), but at most [`MAX_READ`].
-fn read_size_for(capacity: usize) -> usize {
-    (capacity.max(MIN_READ) + 4096).min(MAX_READ)
-}
-
-impl Reader {
-    /// Reads whatever is ready, up to one read's worth, into a fresh `Bytes` that shares the
-    /// reader's buffer (no copy after the kernel's).
-    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<ReadOutcome> {
-        loop {
-            let mut guard = match ready!(self.fd.poll_read_ready(cx)) {
-                Ok(guard) => guard,
-                Err(e) => return Poll::Ready(ReadOutcome::Closed(CloseReason::Error(e))),
-            };
-            match sys::fd::read_into(guard.get_inner().as_fd(), &mut self.buf, self.read_size) {
-                Ok(0) => return Poll::Ready(ReadOutcome::Closed(CloseReason::Eof)),
-                Ok(n) => {
-                    // A short read drained the pipe; the next write by the child raises a new
-                    // edge, so skip the read that would only say EAGAIN.
-                    if n < self.read_size {
-                        guard.clear_ready();
-                    }
-                    self.maybe_grow(n);
-                    return Poll::Ready(ReadOutcome::Data(self.take_chunk(n)));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
-                Err(e) if self.pty && e.raw_os_error() == Some(libc::EIO) => {
-                    return Poll::Ready(ReadOutcome::Closed(CloseReason::Eof));
-                }
-                Err(e) => return Poll::Ready(ReadOutcome::Closed(CloseReason::Error(e))),
-            }
-        }
-    }
-
-    /// The `n` bytes just read, as `Bytes`. Large reads are handed over as they are, sharing
-    /// the read buffer (no copy); small ones are copied into a buffer of their own, so that a
-    /// chunk the consumer keeps does not pin a whole read buffer (64 KiB and up).
-    fn take_chunk(&mut self, n: usize) -> Bytes {
-        if n < self.read_size / SMALL_READ_FRACTION {
-            let chunk = Bytes::copy_from_slice(&self.buf);
-            self.buf.clear();
-            chunk
-        } else {
-            self.buf.split().freeze()
-        }
-    }
-
-    /// Grows a default pipe that keeps being full when read.
-    fn maybe_grow(&mut self, n: usize) {
-        if self.growth.observe(n >= self.capacity)
-            && let Some(capacity) = self.growth.grow(self.fd.get_ref().as_fd())
-        {
-            self.capacity = capacity;
-            self.read_size = read_size_for(capacity);
-        }
-    }
-
-    /// Reads whatever is ready into `buf` (an `AsyncRead` read).
-    pub(crate) fn poll_read_buf(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        loop {
-            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
-            match guard.try_io(|fd| sys::fd::read_buf(fd.get_ref().as_fd(), buf)) {
-                Ok(Ok(())) => return Poll::Ready(Ok(())),
-                Ok(Err(e)) if self.pty && e.raw_os_error() == Some(libc::EIO) => {
-                    return Poll::Ready(Ok(()));
-                }
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
-                Err(_would_block) => {}
-            }
-        }
-    }
-}
 
 /// The default high-water mark of a writer's queue.
 pub(crate) const DEFAULT_HIGH_WATER: usize = 64 * 1024;
@@ -270,7 +53,7 @@ pub(crate) enum FlowChange {
 }
 
 impl Writer {
-    fn new(fd: AsyncFd<OwnedFd>, may_grow: bool) -> Self {
+    pub(super) fn new(fd: AsyncFd<OwnedFd>, may_grow: bool) -> Self {
         Writer {
             growth: Growth::new(may_grow),
             fd,
@@ -501,27 +284,4 @@ fn writev_len<'a>(bufs: impl Iterator<Item = &'a [u8]>) -> usize {
 
 fn is_would_block<T>(result: &io::Result<T>) -> bool {
     matches!(result, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-}
-
-/// The link between a transport and a pipe handed out as a standalone handle.
-#[derive(Default)]
-pub(crate) struct TakenPipe {
-    closed: AtomicBool,
-    waker: AtomicWaker,
-}
-
-impl TakenPipe {
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn register(&self, cx: &Context<'_>) {
-        self.waker.register(cx.waker());
-    }
-
-    /// Called by the handle when it closes its fd.
-    pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.waker.wake();
-    }
 }

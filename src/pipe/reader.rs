@@ -1,0 +1,131 @@
+//! The reading end: each read becomes one `Bytes`, with no copy after the kernel's for
+//! large reads.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::unix::AsyncFd;
+
+use super::Growth;
+use crate::event::CloseReason;
+use crate::sys;
+
+/// The smallest read the parent makes (see [`read_size_for`]).
+const MIN_READ: usize = 64 * 1024;
+
+/// What one read produced.
+pub(crate) enum ReadOutcome {
+    Data(Bytes),
+    Closed(CloseReason),
+}
+
+pub(crate) struct Reader {
+    fd: AsyncFd<OwnedFd>,
+    buf: BytesMut,
+    capacity: usize,
+    read_size: usize,
+    pub(crate) paused: bool,
+    pty: bool,
+    /// Grows a default pipe that the child keeps filling up.
+    growth: Growth,
+}
+
+/// The largest read: bigger reads into a fresh buffer run out of cache and are slower than
+/// several of this size (measured with the `compare` bench on a 1 MiB pipe).
+const MAX_READ: usize = 256 * 1024;
+
+/// Reads below this fraction of the read size are copied out (see [`Reader::take_chunk`]).
+const SMALL_READ_FRACTION: usize = 16;
+
+/// The size of one read: more than a pipe of `capacity` holds, so that a read that drained
+/// the pipe is short (and the `EAGAIN` read after it is skipped), but at most [`MAX_READ`].
+fn read_size_for(capacity: usize) -> usize {
+    (capacity.max(MIN_READ) + 4096).min(MAX_READ)
+}
+
+impl Reader {
+    /// `pty`: a pty master, where EIO means the terminal's other side is gone (a clean close).
+    pub(super) fn new(fd: AsyncFd<OwnedFd>, capacity: usize, may_grow: bool, pty: bool) -> Self {
+        Reader {
+            fd,
+            buf: BytesMut::new(),
+            capacity,
+            read_size: read_size_for(capacity),
+            paused: false,
+            pty,
+            growth: Growth::new(may_grow),
+        }
+    }
+
+    /// Reads whatever is ready, up to one read's worth, into a fresh `Bytes` that shares the
+    /// reader's buffer (no copy after the kernel's).
+    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<ReadOutcome> {
+        loop {
+            let mut guard = match ready!(self.fd.poll_read_ready(cx)) {
+                Ok(guard) => guard,
+                Err(e) => return Poll::Ready(ReadOutcome::Closed(CloseReason::Error(e))),
+            };
+            match sys::fd::read_into(guard.get_inner().as_fd(), &mut self.buf, self.read_size) {
+                Ok(0) => return Poll::Ready(ReadOutcome::Closed(CloseReason::Eof)),
+                Ok(n) => {
+                    // A short read drained the pipe; the next write by the child raises a new
+                    // edge, so skip the read that would only say EAGAIN.
+                    if n < self.read_size {
+                        guard.clear_ready();
+                    }
+                    self.maybe_grow(n);
+                    return Poll::Ready(ReadOutcome::Data(self.take_chunk(n)));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
+                Err(e) if self.pty && e.raw_os_error() == Some(libc::EIO) => {
+                    return Poll::Ready(ReadOutcome::Closed(CloseReason::Eof));
+                }
+                Err(e) => return Poll::Ready(ReadOutcome::Closed(CloseReason::Error(e))),
+            }
+        }
+    }
+
+    /// The `n` bytes just read, as `Bytes`. Large reads are handed over as they are, sharing
+    /// the read buffer (no copy); small ones are copied into a buffer of their own, so that a
+    /// chunk the consumer keeps does not pin a whole read buffer (64 KiB and up).
+    fn take_chunk(&mut self, n: usize) -> Bytes {
+        if n < self.read_size / SMALL_READ_FRACTION {
+            let chunk = Bytes::copy_from_slice(&self.buf);
+            self.buf.clear();
+            chunk
+        } else {
+            self.buf.split().freeze()
+        }
+    }
+
+    /// Grows a default pipe that keeps being full when read.
+    fn maybe_grow(&mut self, n: usize) {
+        if self.growth.observe(n >= self.capacity)
+            && let Some(capacity) = self.growth.grow(self.fd.get_ref().as_fd())
+        {
+            self.capacity = capacity;
+            self.read_size = read_size_for(capacity);
+        }
+    }
+
+    /// Reads whatever is ready into `buf` (an `AsyncRead` read).
+    pub(crate) fn poll_read_buf(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            match guard.try_io(|fd| sys::fd::read_buf(fd.get_ref().as_fd(), buf)) {
+                Ok(Ok(())) => return Poll::Ready(Ok(())),
+                Ok(Err(e)) if self.pty && e.raw_os_error() == Some(libc::EIO) => {
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => {}
+            }
+        }
+    }
+}
