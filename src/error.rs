@@ -12,6 +12,8 @@ pub enum Error {
     /// A step of spawning failed, in the parent or in the child before exec. Nothing is left
     /// behind: no fd stays open and the failed child has been reaped.
     Spawn {
+        /// The program that was being spawned, as given to [`Command::new`](crate::Command::new).
+        program: std::ffi::OsString,
         /// The step that failed.
         step: SpawnStep,
         /// The OS error of that step.
@@ -147,7 +149,15 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::InvalidInput(e) => write!(f, "invalid command: {e}"),
-            Error::Spawn { step, source } => write!(f, "spawn failed at {step}: {source}"),
+            Error::Spawn {
+                program,
+                step,
+                source,
+            } => write!(
+                f,
+                "spawning {} failed at {step}: {source}",
+                program.to_string_lossy()
+            ),
             Error::NoRuntime => f.write_str("spawn_process must be called inside a Tokio runtime"),
             Error::AlreadyExited => f.write_str("the child has already exited and been reaped"),
             Error::NoSuchPipe(fd) => write!(f, "child fd {fd} is not a pipe of this transport"),

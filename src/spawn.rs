@@ -28,6 +28,24 @@ use crate::transport::ProcessTransport;
 pub fn spawn_process(command: &Command) -> Result<ProcessTransport, Error> {
     let span = tracing::debug_span!("spawn", program = ?command.program);
     let _entered = span.enter();
+    spawn(command).map_err(|mut e| {
+        if let Error::Spawn { program, .. } = &mut e {
+            program.clone_from(&command.program);
+        }
+        e
+    })
+}
+
+/// A spawn failure at `step`; `spawn_process` fills in the program.
+fn failed(step: SpawnStep) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Spawn {
+        program: OsString::new(),
+        step,
+        source,
+    }
+}
+
+fn spawn(command: &Command) -> Result<ProcessTransport, Error> {
     tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
 
     let strings = Strings::new(command)?;
@@ -40,10 +58,7 @@ pub fn spawn_process(command: &Command) -> Result<ProcessTransport, Error> {
         PlanError::FdOutOfRange(fd) => InvalidInput::ChildFdOutOfRange(fd),
     })?;
     let pipes = fds.register_parent_ends()?;
-    let reaper = Reaper::get().map_err(|source| Error::Spawn {
-        step: SpawnStep::StartReaper,
-        source,
-    })?;
+    let reaper = Reaper::get().map_err(failed(SpawnStep::StartReaper))?;
     sys::signal::refresh_sigpipe_disposition();
 
     let argv = pointers(&strings.argv);
@@ -73,7 +88,7 @@ pub fn spawn_process(command: &Command) -> Result<ProcessTransport, Error> {
 
     let spawned = sys::child::spawn(&program).map_err(|(step, source)| {
         tracing::debug!(%step, error = %source, "spawn failed");
-        Error::Spawn { step, source }
+        failed(step)(source)
     })?;
     // The child has its copies; the parent must not hold the child ends, or EOF never comes.
     let pty_master = fds.pty_master.take();
@@ -237,7 +252,6 @@ impl ChildFds {
             parent_ends: Vec::new(),
             pty_master: None,
         };
-        let spawn_err = |step| move |source| Error::Spawn { step, source };
         // Check every inherited fd before opening anything: a pipe or /dev/null opened below
         // could take the number of a closed parent fd, and the child would silently get this
         // crate's own fd (e.g. the parent end of another pipe) instead of an error.
@@ -275,15 +289,14 @@ impl ChildFds {
                     Some(fd) => fd,
                     None => {
                         let null =
-                            sys::fd::open_dev_null().map_err(spawn_err(SpawnStep::OpenDevNull))?;
+                            sys::fd::open_dev_null().map_err(failed(SpawnStep::OpenDevNull))?;
                         let fd = fds.keep_child_end(null);
                         dev_null = Some(fd);
                         fd
                     }
                 },
                 ChildFd::ParentReads | ChildFd::ParentWrites => {
-                    let (read, write) =
-                        sys::fd::pipe().map_err(spawn_err(SpawnStep::CreatePipe))?;
+                    let (read, write) = sys::fd::pipe().map_err(failed(SpawnStep::CreatePipe))?;
                     let (dir, parent, child) = if what == ChildFd::ParentReads {
                         (Direction::ParentReads, read, write)
                     } else {
@@ -291,7 +304,7 @@ impl ChildFds {
                     };
                     let capacity = match command.pipe_capacity.get(&child_fd) {
                         Some(&bytes) => sys::fd::set_pipe_capacity(parent.as_fd(), bytes)
-                            .map_err(spawn_err(SpawnStep::SetPipeCapacity(child_fd)))?,
+                            .map_err(failed(SpawnStep::SetPipeCapacity(child_fd)))?,
                         None => 0,
                     };
                     sys::fd::set_fresh_pipe_nonblocking(parent.as_fd()).map_err(Error::Io)?;
@@ -302,18 +315,11 @@ impl ChildFds {
             fds.mappings.push((child_fd, source));
         }
         if let Some(size) = command.pty {
-            let pty =
-                sys::pty::open(size.rows, size.cols).map_err(spawn_err(SpawnStep::OpenPty))?;
+            let pty = sys::pty::open(size.rows, size.cols).map_err(failed(SpawnStep::OpenPty))?;
             let slave = fds.keep_child_end(pty.slave);
             fds.mappings.extend([(0, slave), (1, slave), (2, slave)]);
-            let writer = pty
-                .master
-                .try_clone()
-                .map_err(spawn_err(SpawnStep::OpenPty))?;
-            let spare = pty
-                .master
-                .try_clone()
-                .map_err(spawn_err(SpawnStep::OpenPty))?;
+            let writer = pty.master.try_clone().map_err(failed(SpawnStep::OpenPty))?;
+            let spare = pty.master.try_clone().map_err(failed(SpawnStep::OpenPty))?;
             fds.pty_master = Some(spare);
             // The master's non-blocking flag is shared by its copies.
             sys::fd::set_nonblocking(pty.master.as_fd()).map_err(Error::Io)?;

@@ -38,6 +38,7 @@ async fn spawn_fails(cmd: &Command, step: SpawnStep, errno: i32) {
         Err(Error::Spawn {
             step: got,
             ref source,
+            ..
         }) => {
             assert_eq!(got, step, "{source}");
             assert_eq!(source.raw_os_error(), Some(errno), "{source}");

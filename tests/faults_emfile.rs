@@ -39,6 +39,7 @@ async fn emfile_during_spawn() {
         Err(Error::Spawn {
             step: SpawnStep::CreatePipe,
             source,
+            ..
         }) => assert_eq!(source.raw_os_error(), Some(libc::EMFILE)),
         other => panic!("expected EMFILE creating a pipe, got {other:?}"),
     }
@@ -49,6 +50,7 @@ async fn emfile_during_spawn() {
         Err(Error::Spawn {
             step: SpawnStep::OpenDevNull,
             source,
+            ..
         }) => assert_eq!(source.raw_os_error(), Some(libc::EMFILE)),
         other => panic!("expected EMFILE opening /dev/null, got {other:?}"),
     }
@@ -66,7 +68,7 @@ async fn emfile_during_spawn() {
             .spawn();
         set_nofile_soft(soft);
         match result {
-            Err(Error::Spawn { step, source }) => {
+            Err(Error::Spawn { step, source, .. }) => {
                 assert_eq!(
                     source.raw_os_error(),
                     Some(libc::EMFILE),

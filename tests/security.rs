@@ -154,6 +154,7 @@ async fn no_shell_is_involved() {
         Err(Error::Spawn {
             step: SpawnStep::Exec,
             source,
+            ..
         }) => assert_eq!(source.raw_os_error(), Some(libc::ENOENT)),
         other => panic!("{other:?}"),
     }

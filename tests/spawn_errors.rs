@@ -14,7 +14,9 @@ use common::{run_to_end, scratch_dir, sh, spawn_fresh_file, write_file};
 /// Unwraps a spawn error into (step, errno), failing on anything else.
 fn spawn_failure(result: Result<process_transport::ProcessTransport, Error>) -> (SpawnStep, i32) {
     match result {
-        Err(Error::Spawn { step, source }) => (step, source.raw_os_error().expect("an OS error")),
+        Err(Error::Spawn { step, source, .. }) => {
+            (step, source.raw_os_error().expect("an OS error"))
+        }
         Err(other) => panic!("expected a spawn error, got {other:?}"),
         Ok(t) => {
             let _ = t.signal(libc::SIGKILL);
@@ -181,7 +183,7 @@ async fn exec_failure_is_typed_on_every_spawn_path() {
     }));
     for (name, command) in &variants {
         match command.spawn() {
-            Err(Error::Spawn { step, source }) => {
+            Err(Error::Spawn { step, source, .. }) => {
                 assert_eq!(step, SpawnStep::Exec, "{name}");
                 assert_eq!(source.raw_os_error(), Some(libc::ENOENT), "{name}");
             }
@@ -379,4 +381,22 @@ async fn bad_input_is_reported_even_when_the_program_does_not_exist() {
         .fd(-2, ChildFd::Null)
         .spawn();
     assert_eq!(invalid_input(err), InvalidInput::NegativeChildFd(-2));
+}
+
+#[tokio::test]
+async fn a_spawn_error_names_the_program_step_and_errno() {
+    let err = Command::new("/nonexistent-dir/named-program")
+        .spawn()
+        .unwrap_err();
+    match &err {
+        Error::Spawn { program, .. } => assert_eq!(program, "/nonexistent-dir/named-program"),
+        other => panic!("expected a spawn error, got {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(
+        message.contains("/nonexistent-dir/named-program")
+            && message.contains("exec")
+            && message.contains("os error 2"),
+        "{message}"
+    );
 }
