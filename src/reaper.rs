@@ -23,8 +23,10 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
 
@@ -34,6 +36,10 @@ use crate::sys;
 
 /// How often live children are scanned even without a SIGCHLD, in milliseconds.
 const SAFETY_SCAN_MS: i32 = 1000;
+
+/// After this long with no child, the reaper sleeps until woken (no periodic wake-ups in a
+/// process that stopped spawning); `register` wakes it.
+const DEEP_SLEEP_AFTER: Duration = Duration::from_secs(60);
 
 /// The shared state of one child: running (with its pidfd) or reaped (with its status).
 pub(crate) struct ExitSlot {
@@ -139,6 +145,8 @@ pub(crate) struct Reaper {
     wake_read: OwnedFd,
     /// The self-pipe's write end, written by the SIGCHLD handler and by `register`.
     wake_write: RawFd,
+    /// The reaper sleeps without a timeout (see [`DEEP_SLEEP_AFTER`]).
+    sleeping_deeply: AtomicBool,
 }
 
 static REAPER: OnceLock<io::Result<Reaper>> = OnceLock::new();
@@ -169,6 +177,7 @@ impl Reaper {
             table: Mutex::new(HashMap::new()),
             wake_read,
             wake_write: wake_write.as_raw_fd(),
+            sleeping_deeply: AtomicBool::new(false),
         })
     }
 
@@ -180,16 +189,15 @@ impl Reaper {
             waker: AtomicWaker::new(),
         });
         let mut table = self.lock_table();
-        let was_idle = table.is_empty();
         if let Some(stale) = table.insert(pid, slot.clone()) {
             // The pid was reused, so its earlier holder was reaped by someone else.
             stale.finish(Err(WaitError::ReapedElsewhere));
         }
         if sys::wait::has_exited(pid).unwrap_or(true) && slot.try_reap() {
             table.remove(&pid);
-        } else if was_idle {
-            // The reaper sleeps without a timeout while it has nothing to watch; wake it so
-            // the periodic safety scan covers this child too.
+        } else if self.sleeping_deeply.swap(false, Ordering::Relaxed) {
+            // The reaper sleeps without a timeout after a long idle spell; wake it so the
+            // periodic safety scan covers this child too.
             sys::fd::write_byte(self.wake_write);
         }
         slot
@@ -200,9 +208,22 @@ impl Reaper {
         // Reaps that no signal has accounted for yet (signals coalesce, so one SIGCHLD can
         // stand for several exits).
         let mut unclaimed_reaps: u64 = 0;
+        let mut idle_since: Option<Instant> = None;
         loop {
-            let idle = self.lock_table().is_empty();
-            let signals = self.wait_for_signal(if idle { -1 } else { SAFETY_SCAN_MS });
+            let timeout = {
+                // Decided under the table lock, so `register` sees `sleeping_deeply` set
+                // exactly when this sleep has no timeout.
+                let table = self.lock_table();
+                if !table.is_empty() {
+                    idle_since = None;
+                } else if idle_since.is_none() {
+                    idle_since = Some(Instant::now());
+                }
+                let deep = idle_since.is_some_and(|since| since.elapsed() >= DEEP_SLEEP_AFTER);
+                self.sleeping_deeply.store(deep, Ordering::Relaxed);
+                if deep { -1 } else { SAFETY_SCAN_MS }
+            };
+            let signals = self.wait_for_signal(timeout);
             let mut table = self.lock_table();
             if signals == 0 {
                 scan(&mut table);

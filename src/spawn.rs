@@ -1,10 +1,9 @@
 //! `spawn_process`: validate, prepare everything the child needs, clone, and wrap the parent
 //! ends. All allocation happens here, before the clone.
 
-use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr, OsString, c_char};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::panic::AssertUnwindSafe;
 
 use tokio::io::Interest;
@@ -137,21 +136,8 @@ impl Strings {
             argv.push(c_string(arg.as_bytes(), Field::Arg(i))?);
         }
 
-        let env = child_env(command)?;
-        let path = env
-            .iter()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.as_os_str());
-        let exec_paths = exec_paths(program, path);
-        let envp = env
-            .into_iter()
-            .map(|(k, v)| {
-                let mut kv = k.into_vec();
-                kv.push(b'=');
-                kv.extend_from_slice(v.as_bytes());
-                c_string(&kv, Field::EnvValue)
-            })
-            .collect::<Result<_, _>>()?;
+        let (envp, path) = child_env(command)?;
+        let exec_paths = exec_paths(program, path.as_deref().map(OsStr::from_bytes));
         let cwd = command
             .cwd
             .as_ref()
@@ -170,8 +156,9 @@ fn c_string(bytes: &[u8], field: Field) -> Result<CString, InvalidInput> {
     CString::new(bytes).map_err(|_| InvalidInput::NulByte { field })
 }
 
-/// The child's environment: inherited (unless cleared) with the command's changes applied.
-fn child_env(command: &Command) -> Result<Vec<(OsString, OsString)>, InvalidInput> {
+/// The child's environment as `KEY=VALUE` C strings: inherited (unless cleared) with the
+/// command's changes applied. Also returns the child's `PATH`, for the program lookup.
+fn child_env(command: &Command) -> Result<(Vec<CString>, Option<Vec<u8>>), InvalidInput> {
     for (key, value) in &command.env {
         let k = key.as_bytes();
         if k.is_empty() || k.contains(&b'=') {
@@ -190,21 +177,47 @@ fn child_env(command: &Command) -> Result<Vec<(OsString, OsString)>, InvalidInpu
             });
         }
     }
-    let mut env: BTreeMap<OsString, OsString> = if command.env_clear {
-        BTreeMap::new()
-    } else {
-        std::env::vars_os().collect()
-    };
+    let mut env = EnvBlock::default();
+    if !command.env_clear {
+        for (key, value) in std::env::vars_os() {
+            if !command.env.contains_key(&key) {
+                env.push(key.as_bytes(), value.as_bytes())?;
+            }
+        }
+    }
     for (key, value) in &command.env {
-        match value {
-            Some(v) => env.insert(key.clone(), v.clone()),
-            None => env.remove(key),
-        };
+        if let Some(value) = value {
+            env.push(key.as_bytes(), value.as_bytes())?;
+        }
     }
-    if command.pty.is_some() && !env.contains_key(OsStr::new("TERM")) {
-        env.insert("TERM".into(), "xterm".into());
+    if command.pty.is_some() && !env.has_term {
+        env.push(b"TERM", b"xterm")?;
     }
-    Ok(env.into_iter().collect())
+    Ok((env.entries, env.path))
+}
+
+/// An environment being built as `KEY=VALUE` C strings.
+#[derive(Default)]
+struct EnvBlock {
+    entries: Vec<CString>,
+    path: Option<Vec<u8>>,
+    has_term: bool,
+}
+
+impl EnvBlock {
+    fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), InvalidInput> {
+        match key {
+            b"PATH" => self.path = Some(value.to_vec()),
+            b"TERM" => self.has_term = true,
+            _ => {}
+        }
+        let mut entry = Vec::with_capacity(key.len() + value.len() + 2);
+        entry.extend_from_slice(key);
+        entry.push(b'=');
+        entry.extend_from_slice(value);
+        self.entries.push(c_string(&entry, Field::EnvValue)?);
+        Ok(())
+    }
 }
 
 /// The paths to try for `program`, following the PATH rule documented on [`Command`].
@@ -407,6 +420,8 @@ mod tests {
     fn cleared_env_keeps_only_what_is_set() {
         let mut c = Command::new("true");
         c.env_clear().env("ONLY", "1");
-        assert_eq!(child_env(&c).unwrap(), [("ONLY".into(), "1".into())]);
+        let (entries, path) = child_env(&c).unwrap();
+        assert_eq!(entries, [CString::new("ONLY=1").unwrap()]);
+        assert_eq!(path, None);
     }
 }
