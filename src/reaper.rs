@@ -17,8 +17,9 @@
 //! A child someone else reaped (a foreign `waitpid(-1)`, `SIGCHLD` set to `SIG_IGN`) shows up
 //! as a signal with nothing to reap. The pass counts signals against reaps; a signal that no
 //! reap accounts for triggers a scan, where `wait4` answers `ECHILD` and the child ends with
-//! [`WaitError::ReapedElsewhere`] instead of hanging. A slow periodic scan covers the case
-//! where another library replaced our SIGCHLD handler.
+//! [`WaitError::ReapedElsewhere`] instead of hanging. A scan every second covers the case
+//! where another library replaced our SIGCHLD handler; after a minute without children the
+//! thread sleeps until the next spawn wakes it.
 
 use std::collections::HashMap;
 use std::io;
