@@ -49,7 +49,7 @@
 //!
 //! Spawn inside a Tokio runtime with I/O enabled; [`Command::wait_delay`] and
 //! [`ProcessTransport::terminate`] also need its timer. Signals are plain numbers
-//! (`libc::SIGTERM`).
+//! (`libc::SIGTERM`) or, with the `nix` feature, `nix::sys::signal::Signal`s (see [`Signal`]).
 //!
 //! # Callbacks
 //!
@@ -117,6 +117,7 @@ mod io;
 mod pipe;
 mod protocol;
 mod reaper;
+mod signal;
 mod spawn;
 mod sys;
 mod transport;
@@ -129,5 +130,6 @@ pub use exit_status::{ExitStatus, ResourceUsage};
 pub use io::{PipeReader, PipeWriter};
 pub use pipe::WriteFlow;
 pub use protocol::ProcessProtocol;
+pub use signal::Signal;
 pub use spawn::spawn_process;
 pub use transport::ProcessTransport;

@@ -18,6 +18,7 @@ use crate::exit_status::ExitStatus;
 use crate::io::{PipeReader, PipeWriter};
 use crate::pipe::{FlowChange, Pipe, PipeState, ReadOutcome, TakenPipe, WriteFlow};
 use crate::reaper::ExitSlot;
+use crate::signal::Signal;
 use crate::sys;
 
 /// A running child process and the parent ends of its pipes.
@@ -355,14 +356,15 @@ impl ProcessTransport {
 
     /// Sends signal `sig` (e.g. `libc::SIGTERM`) to the child. Fails with
     /// [`Error::AlreadyExited`] once the child has been reaped; never signals a reused pid.
-    pub fn signal(&self, sig: i32) -> Result<(), Error> {
-        self.exit.signal(sig)
+    pub fn signal(&self, sig: impl Into<Signal>) -> Result<(), Error> {
+        self.exit.signal(sig.into().number())
     }
 
     /// Sends `sig` to the child's whole process group (see
     /// [`process_group`](ProcessTransport::process_group)), which reaches the descendants
     /// that stayed in it even after the child itself has exited.
-    pub fn signal_group(&self, sig: i32) -> Result<(), Error> {
+    pub fn signal_group(&self, sig: impl Into<Signal>) -> Result<(), Error> {
+        let sig = sig.into().number();
         let pgid = self.process_group.ok_or(Error::NoProcessGroup)?;
         if pgid == sys::signal::own_process_group() {
             // The child joined this process's own group: signalling it would hit us too.
@@ -385,7 +387,8 @@ impl ProcessTransport {
     /// parent already exited are found only through the process group, so spawn with
     /// [`Command::process_group`] to be sure to reach them. Works after the child was reaped
     /// only for group members.
-    pub fn kill_tree(&self, sig: i32) -> usize {
+    pub fn kill_tree(&self, sig: impl Into<Signal>) -> usize {
+        let sig = sig.into().number();
         let root = self.exit.pid().map(|pid| pid as i32);
         crate::tree::signal_tree(root, self.process_group, sig, |s| {
             let _ = self.exit.signal(s);

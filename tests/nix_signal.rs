@@ -1,0 +1,23 @@
+//! With the `nix` feature, signals can be given as `nix::sys::signal::Signal`
+//! (`cargo test --features nix --test nix_signal`; `.ci/run` runs it).
+#![cfg(feature = "nix")]
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use process_transport::{Command, Error};
+
+#[tokio::test]
+async fn a_nix_signal_kills_the_child_and_a_reaped_child_refuses_it() {
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    child.signal(Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGTERM));
+    assert!(matches!(
+        child.signal(Signal::SIGKILL),
+        Err(Error::AlreadyExited)
+    ));
+}
