@@ -63,7 +63,7 @@ fn spawn(command: &Command) -> Result<ProcessTransport, Error> {
     let argv = pointers(&strings.argv);
     let envp = pointers(&strings.envp);
     let exec_paths: Vec<*const c_char> = strings.exec_paths.iter().map(|s| s.as_ptr()).collect();
-    let is_root = unsafe_free_geteuid() == 0;
+    let is_root = sys::effective_uid() == 0;
     let program = ChildProgram {
         fd_steps: &fd_steps,
         argv: &argv,
@@ -98,11 +98,6 @@ fn spawn(command: &Command) -> Result<ProcessTransport, Error> {
     Ok(ProcessTransport::new(pid, exit, pipes, pty_master, command))
 }
 
-fn unsafe_free_geteuid() -> libc::uid_t {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() }
-}
-
 /// NULL-terminated array of pointers into `strings`.
 fn pointers(strings: &[CString]) -> Vec<*const c_char> {
     strings
@@ -128,7 +123,11 @@ impl Strings {
         }
         // The program first: without an explicit argv[0] it is argv[0] too, and a NUL in it
         // must be reported as the program's.
-        c_string(program, Field::Program)?;
+        if program.contains(&0) {
+            return Err(InvalidInput::NulByte {
+                field: Field::Program,
+            });
+        }
         let arg0 = command.arg0.as_deref().unwrap_or(&command.program);
         let mut argv = Vec::with_capacity(command.args.len() + 1);
         argv.push(c_string(arg0.as_bytes(), Field::Arg0)?);
@@ -242,13 +241,28 @@ fn exec_paths(program: &[u8], path: Option<&OsStr>) -> Vec<CString> {
 /// pipes; reads are sized from this, so smaller pipes only make reads shorter.)
 const DEFAULT_PIPE_CAPACITY: usize = 64 * 1024;
 
+/// The parent's end of one pipe, before it is registered with the reactor.
+struct ParentEnd {
+    child_fd: i32,
+    dir: Direction,
+    /// Non-blocking.
+    fd: OwnedFd,
+    capacity: usize,
+    /// Default-sized, so it may grow when busy (see [`Command::pipe_capacity`]).
+    may_grow: bool,
+}
+
+/// Whether the terminal of [`Command::pty`] takes the place of `child_fd` in the map.
+fn pty_replaces(command: &Command, child_fd: i32) -> bool {
+    command.pty.is_some() && child_fd <= 2
+}
+
 /// The fds the child will get: `mappings` (child fd, fd in the parent), the child ends the
 /// parent holds until the spawn, and the parent ends of the pipes.
 struct ChildFds {
     mappings: Vec<(i32, i32)>,
     child_ends: Vec<OwnedFd>,
-    /// (child fd, direction, non-blocking parent end, pipe capacity set by the user or 0).
-    parent_ends: Vec<(i32, Direction, OwnedFd, usize)>,
+    parent_ends: Vec<ParentEnd>,
     /// A spare copy of the pty master, for resizing and so that closing the pipes does not
     /// hang up the terminal under a running child.
     pty_master: Option<OwnedFd>,
@@ -270,7 +284,7 @@ impl ChildFds {
         // crate's own fd (e.g. the parent end of another pipe) instead of an error.
         for (&child_fd, &what) in &command.fds {
             if let ChildFd::Inherit(parent_fd) = what
-                && !(command.pty.is_some() && child_fd <= 2)
+                && !pty_replaces(command, child_fd)
                 && !sys::fd::is_open(parent_fd)
             {
                 return Err(InvalidInput::InheritedFdNotOpen {
@@ -286,14 +300,14 @@ impl ChildFds {
             let is_pipe = matches!(
                 command.fds.get(&child_fd),
                 Some(ChildFd::ParentReads | ChildFd::ParentWrites)
-            ) && !(command.pty.is_some() && child_fd <= 2);
+            ) && !pty_replaces(command, child_fd);
             if !is_pipe {
                 return Err(InvalidInput::PipeCapacityWithoutPipe(child_fd).into());
             }
         }
         let mut dev_null: Option<i32> = None;
         for (&child_fd, &what) in &command.fds {
-            if command.pty.is_some() && child_fd <= 2 {
+            if pty_replaces(command, child_fd) {
                 continue;
             }
             let source = match what {
@@ -315,13 +329,21 @@ impl ChildFds {
                     } else {
                         (Direction::ParentWrites, write, read)
                     };
-                    let capacity = match command.pipe_capacity.get(&child_fd) {
-                        Some(&bytes) => sys::fd::set_pipe_capacity(parent.as_fd(), bytes)
-                            .map_err(failed(SpawnStep::SetPipeCapacity(child_fd)))?,
-                        None => 0,
+                    let chosen = match command.pipe_capacity.get(&child_fd) {
+                        Some(&bytes) => Some(
+                            sys::fd::set_pipe_capacity(parent.as_fd(), bytes)
+                                .map_err(failed(SpawnStep::SetPipeCapacity(child_fd)))?,
+                        ),
+                        None => None,
                     };
                     sys::fd::set_fresh_pipe_nonblocking(parent.as_fd()).map_err(Error::Io)?;
-                    fds.parent_ends.push((child_fd, dir, parent, capacity));
+                    fds.parent_ends.push(ParentEnd {
+                        child_fd,
+                        dir,
+                        fd: parent,
+                        capacity: chosen.unwrap_or(DEFAULT_PIPE_CAPACITY),
+                        may_grow: chosen.is_none(),
+                    });
                     fds.keep_child_end(child)
                 }
             };
@@ -336,10 +358,18 @@ impl ChildFds {
             fds.pty_master = Some(spare);
             // The master's non-blocking flag is shared by its copies.
             sys::fd::set_nonblocking(pty.master.as_fd()).map_err(Error::Io)?;
-            fds.parent_ends
-                .push((1, Direction::PtyMaster, pty.master, 0));
-            fds.parent_ends
-                .push((0, Direction::ParentWrites, writer, 0));
+            for (child_fd, dir, fd) in [
+                (1, Direction::PtyMaster, pty.master),
+                (0, Direction::ParentWrites, writer),
+            ] {
+                fds.parent_ends.push(ParentEnd {
+                    child_fd,
+                    dir,
+                    fd,
+                    capacity: DEFAULT_PIPE_CAPACITY,
+                    may_grow: false,
+                });
+            }
         }
         Ok(fds)
     }
@@ -350,11 +380,18 @@ impl ChildFds {
         raw
     }
 
-    /// Makes the parent ends non-blocking and registers them with the runtime's reactor. Done
-    /// before the clone, so that no failure can come after the child exists.
+    /// Registers the parent ends with the runtime's reactor. Done before the clone, so that no
+    /// failure can come after the child exists.
     fn register_parent_ends(&mut self) -> Result<Vec<Pipe>, Error> {
         let mut pipes = Vec::with_capacity(self.parent_ends.len());
-        for (child_fd, dir, fd, capacity) in self.parent_ends.drain(..) {
+        for end in self.parent_ends.drain(..) {
+            let ParentEnd {
+                child_fd,
+                dir,
+                fd,
+                capacity,
+                may_grow,
+            } = end;
             // AsyncFd panics in a runtime built without I/O; report that as a typed error.
             let interest = match dir {
                 Direction::ParentWrites => Interest::WRITABLE,
@@ -364,13 +401,6 @@ impl ChildFds {
                 std::panic::catch_unwind(AssertUnwindSafe(|| sys::fd::register(fd, interest)))
                     .map_err(|_| Error::NoRuntime)?
                     .map_err(Error::Io)?;
-            // Capacity 0: the default, which the reader may grow when the pipe stays busy.
-            let may_grow = capacity == 0;
-            let capacity = if may_grow {
-                DEFAULT_PIPE_CAPACITY
-            } else {
-                capacity
-            };
             pipes.push(Pipe::new(child_fd, dir, registered, capacity, may_grow));
         }
         pipes.sort_by_key(Pipe::child_fd);
