@@ -137,13 +137,7 @@ impl ProcessTransport {
     /// closing. A broken pipe is reported as a [`Closed`](Event::Closed) event with the error.
     pub fn write(&mut self, fd: i32, data: impl Into<Bytes>) -> Result<WriteFlow, Error> {
         let data = data.into();
-        let writer = self.writer(fd)?;
-        if !writer.accepts(data.len()) {
-            return Err(Error::WriteBufferFull(fd));
-        }
-        let was_idle = writer.queued() == 0;
-        writer.enqueue(data);
-        Ok(self.after_enqueue(fd, was_idle))
+        self.queue(fd, data.len(), std::iter::once(data))
     }
 
     /// Queues several buffers for child fd `fd`; they go out together with `writev`, without
@@ -155,6 +149,16 @@ impl ProcessTransport {
     {
         let chunks: Vec<Bytes> = data.into_iter().collect();
         let total = chunks.iter().map(Bytes::len).sum();
+        self.queue(fd, total, chunks)
+    }
+
+    /// Queues `chunks` (`total` bytes) on the writer at `fd`, if its limit allows all of them.
+    fn queue(
+        &mut self,
+        fd: i32,
+        total: usize,
+        chunks: impl IntoIterator<Item = Bytes>,
+    ) -> Result<WriteFlow, Error> {
         let writer = self.writer(fd)?;
         if !writer.accepts(total) {
             return Err(Error::WriteBufferFull(fd));
