@@ -422,12 +422,7 @@ fn main() {
         return;
     }
     let cfg = Config::from_args();
-    raise_nofile_limit();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = bench_runtime();
     let started = Instant::now();
     let mut report = Report::default();
 
@@ -474,6 +469,17 @@ fn main() {
 }
 
 // ----- shared helpers ---------------------------------------------------------------------
+
+/// The runtime every scenario runs on (two workers, as the machine has two cores), with the fd
+/// limit raised for the many-children scenarios.
+fn bench_runtime() -> Runtime {
+    raise_nofile_limit();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
 
 /// Raises the soft fd limit to the hard one (3000 children hold thousands of fds).
 fn raise_nofile_limit() {
@@ -1399,12 +1405,7 @@ mod memory {
 
     /// Runs in a fresh copy of the binary: RSS before and after spawning `n` idle children.
     pub fn child_main(imp: &str, n: usize) {
-        raise_nofile_limit();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = bench_runtime();
         let per_child = match imp {
             "ours" => rt.block_on(ours(n)),
             "tokio" => rt.block_on(tokio(n)),
