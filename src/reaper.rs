@@ -2,50 +2,77 @@
 //! spawned, and only those.
 //!
 //! It lives on its own thread, not in a Tokio runtime, so it outlives runtimes (every
-//! `#[tokio::test]` has its own) and works the same under any scheduler. A SIGCHLD handler
-//! (installed through `signal-hook-registry`, which chains with Tokio's and others') writes a
-//! byte to a self-pipe; the thread wakes and runs a pass:
+//! `#[tokio::test]` has its own) and works the same under any scheduler.
 //!
-//! 1. Peek with `waitid(P_ALL, WEXITED | WNOHANG | WNOWAIT)`: the kernel names one exited child
-//!    without reaping it.
-//! 2. If that pid is ours, reap it with `wait4` (status and rusage) and peek again. One exit
-//!    costs two syscalls, however many children are alive.
-//! 3. If a *foreign* zombie stands first (a child of `tokio::process`, `std::process`, ...),
-//!    the peek cannot see past it, so scan our own pids with `wait4(pid, WNOHANG)`. Never
-//!    `waitpid(-1)`: other code keeps its children's statuses.
+//! A child's identity is its pidfd, never its pid number. The thread sleeps in `epoll_wait`
+//! on every child's pidfd (readable once that process has exited) and reaps each ready one
+//! with `waitid(P_PIDFD)`: one exit costs one wait syscall, whatever else the host process
+//! does (thousands of live children, a foreign zombie nobody waits for, foreign children
+//! exiting all the time, orphans adopted as a subreaper). A child someone else reaped answers
+//! `ECHILD` on its own pidfd and ends with [`WaitError::ReapedElsewhere`]; its number is never
+//! looked at, so the status of whatever process got the number next cannot be taken for it.
+//! No SIGCHLD handler is installed and there is no periodic scan while every child has a
+//! pidfd.
 //!
-//! A child someone else reaped (a foreign `waitpid(-1)`, `SIGCHLD` set to `SIG_IGN`) shows up
-//! as a signal with nothing to reap. The pass counts signals against reaps; a signal that no
-//! reap accounts for triggers a scan, where `wait4` answers `ECHILD` and the child ends with
-//! [`WaitError::ReapedElsewhere`] instead of hanging. A scan every second covers the case
-//! where another library replaced our SIGCHLD handler; after a minute without children the
-//! thread sleeps until the next spawn wakes it.
+//! A child that leads or joined a process group keeps its zombie while the transport lives:
+//! the status is read with `WNOWAIT` and the zombie is released when the last owner of its
+//! [`ExitSlot`] lets go. A zombie member keeps the group's number from being reused, so
+//! `signal_group` can never reach a stranger's group (unless foreign code reaps our zombie
+//! with `waitpid(-1)`, which no pidfd can prevent).
+//!
+//! Children without a pidfd (kernels before 5.4, a spawn that found no fd left for one, or
+//! `PROCESS_TRANSPORT_REAPER=sigchld`) fall back to SIGCHLD: a handler (installed through
+//! `signal-hook-registry`, chaining with Tokio's) writes to a self-pipe in the same epoll set,
+//! and the thread peeks with `waitid(P_ALL, WNOWAIT)`, reaps our pids with `wait4`, and scans
+//! them when a foreign zombie stands first or a signal has no reap behind it (a child reaped
+//! elsewhere answers `ECHILD`). A scan every second covers a replaced SIGCHLD handler.
+//!
+//! The reaper belongs to the process that started it. After a `fork` the new process starts
+//! its own on its next spawn (the thread was not copied, and the old epoll set and pipe are
+//! shared with the parent), and the inherited handler no longer writes to the parent's pipe.
+//! A reaper that failed to start (no fd left, no thread) is retried on the next spawn and
+//! leaves nothing installed.
 
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
 
 use crate::error::WaitError;
 use crate::exit_status::{ExitStatus, ResourceUsage};
 use crate::sys;
+use crate::sys::epoll::{Epoll, Ready};
+use crate::sys::wait::PidfdWait;
 
-/// How often live children are scanned even without a SIGCHLD, in milliseconds.
+/// How often children without a pidfd are scanned even without a SIGCHLD, in milliseconds.
 const SAFETY_SCAN_MS: i32 = 1000;
 
-/// After this long with no child, the reaper sleeps until woken (no periodic wake-ups in a
-/// process that stopped spawning); `register` wakes it.
-const DEEP_SLEEP_AFTER: Duration = Duration::from_secs(60);
+/// The epoll token of the wake pipe; pidfd tokens are fd numbers, never this.
+const WAKE_TOKEN: u64 = u64::MAX;
+
+/// Set to `sigchld` to spawn without pidfds and reap through the SIGCHLD fallback (to test
+/// it, or to compare the two designs).
+const REAPER_ENV: &str = "PROCESS_TRANSPORT_REAPER";
+
+/// Whether a reaped child's zombie is kept while its transport lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Zombie {
+    /// Reap at once.
+    Release,
+    /// Read the status but keep the zombie while the slot has an owner besides the reaper, so
+    /// the child's process group number stays reserved.
+    KeepForGroup,
+}
 
 /// The shared state of one child: running (with its pidfd) or reaped (with its status).
 pub(crate) struct ExitSlot {
     state: Mutex<SlotState>,
     waker: AtomicWaker,
+    zombie: Zombie,
 }
 
 enum SlotState {
@@ -53,7 +80,11 @@ enum SlotState {
         pid: libc::pid_t,
         pidfd: Option<OwnedFd>,
     },
-    Done(Result<ExitStatus, WaitError>),
+    Done {
+        result: Result<ExitStatus, WaitError>,
+        /// The pidfd of a zombie kept for its process group, released on drop.
+        kept_zombie: Option<OwnedFd>,
+    },
 }
 
 impl ExitSlot {
@@ -61,64 +92,90 @@ impl ExitSlot {
     pub(crate) fn pid(&self) -> Option<u32> {
         match *self.lock() {
             SlotState::Running { pid, .. } => Some(pid as u32),
-            SlotState::Done(_) => None,
+            SlotState::Done { .. } => None,
         }
     }
 
     /// The exit result once reaped, registering `cx` to be woken otherwise.
     pub(crate) fn poll_exit(&self, cx: &mut Context<'_>) -> Poll<Result<ExitStatus, WaitError>> {
         self.waker.register(cx.waker());
-        match *self.lock() {
-            SlotState::Done(result) => Poll::Ready(result),
-            SlotState::Running { .. } => Poll::Pending,
+        match self.try_exit() {
+            Some(result) => Poll::Ready(result),
+            None => Poll::Pending,
         }
     }
 
     /// The exit result if the child has been reaped.
     pub(crate) fn try_exit(&self) -> Option<Result<ExitStatus, WaitError>> {
         match *self.lock() {
-            SlotState::Done(result) => Some(result),
+            SlotState::Done { result, .. } => Some(result),
             SlotState::Running { .. } => None,
         }
     }
 
-    /// Sends `sig`, unless the child has been reaped. Reaping takes the same lock, so the pid
-    /// cannot be reused while the signal is on its way; the pidfd guards against a child that
-    /// someone else reaped.
+    /// Sends `sig`, unless the child has been reaped. Through the pidfd where there is one;
+    /// otherwise by pid under the slot's lock, which reaping takes too, so the pid cannot be
+    /// reused while the signal is on its way.
     pub(crate) fn signal(&self, sig: i32) -> Result<(), crate::Error> {
         match &*self.lock() {
-            SlotState::Done(_) => Err(crate::Error::AlreadyExited),
+            SlotState::Done { .. } => Err(crate::Error::AlreadyExited),
             SlotState::Running { pid, pidfd } => {
-                sys::signal::send(*pid, pidfd.as_ref().map(|fd| fd.as_fd()), sig).map_err(|e| {
-                    if e.raw_os_error() == Some(libc::ESRCH) {
-                        crate::Error::AlreadyExited
-                    } else {
-                        crate::Error::Io(e)
-                    }
-                })
+                sys::signal::send(*pid, pidfd.as_ref().map(|fd| fd.as_fd()), sig)
+                    .map_err(already_exited_or_io)
             }
         }
     }
 
+    /// Sends `sig` to process group `pgid`, which the child leads or joined, as long as a
+    /// member of ours proves the number still names that group: the child is alive or an
+    /// unreaped zombie (reaping takes this lock), or its zombie is kept for the group.
+    pub(crate) fn signal_group(&self, pgid: libc::pid_t, sig: i32) -> Result<(), crate::Error> {
+        match &*self.lock() {
+            SlotState::Running { .. }
+            | SlotState::Done {
+                kept_zombie: Some(_),
+                ..
+            } => sys::signal::send_to_group(pgid, sig).map_err(already_exited_or_io),
+            SlotState::Done {
+                kept_zombie: None, ..
+            } => Err(crate::Error::AlreadyExited),
+        }
+    }
+
     /// Reaps the child if it has exited; `true` once it is done. Called by the reaper only,
-    /// with the table locked.
-    fn try_reap(&self) -> bool {
+    /// with the table locked. `shared` says whether anyone besides the reaper holds the slot.
+    fn try_reap(&self, shared: bool) -> bool {
         let mut state = self.lock();
-        let SlotState::Running { pid, .. } = *state else {
+        let SlotState::Running { pid, pidfd } = &*state else {
             return true;
         };
-        let result = match sys::wait::reap(pid, false) {
-            Ok(None) => return false,
-            Ok(Some((raw, usage))) => Ok(ExitStatus::new(raw, ResourceUsage::from_rusage(&usage))),
-            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Err(WaitError::ReapedElsewhere),
-            Err(e) => Err(WaitError::Os(e.raw_os_error().unwrap_or(0))),
+        let pid = *pid;
+        let keep = shared && self.zombie == Zombie::KeepForGroup;
+        let (result, kept) = match pidfd {
+            Some(pidfd) => match sys::wait::reap_pidfd(pidfd.as_fd(), keep) {
+                Ok(PidfdWait::Running) => return false,
+                Ok(PidfdWait::Exited(raw, usage)) => (Ok(status(raw, &usage)), keep),
+                Err(e) => (Err(wait_error(e)), false),
+            },
+            None => match sys::wait::reap(pid, false) {
+                Ok(None) => return false,
+                Ok(Some((raw, usage))) => (Ok(status(raw, &usage)), false),
+                Err(e) => (Err(wait_error(e)), false),
+            },
         };
         match &result {
-            Ok(status) => tracing::debug!(pid, %status, "child reaped"),
+            Ok(status) => tracing::debug!(pid, %status, kept, "child reaped"),
             Err(error) => tracing::debug!(pid, %error, "child lost"),
         }
-        // Dropping the pidfd here frees the fd as soon as the child is gone.
-        *state = SlotState::Done(result);
+        let pidfd = match &mut *state {
+            SlotState::Running { pidfd, .. } => pidfd.take(),
+            SlotState::Done { .. } => None,
+        };
+        // A pidfd not kept is closed here, which also takes it out of the epoll set.
+        *state = SlotState::Done {
+            result,
+            kept_zombie: pidfd.filter(|_| kept),
+        };
         drop(state);
         self.waker.wake();
         true
@@ -128,9 +185,46 @@ impl ExitSlot {
     fn finish(&self, result: Result<ExitStatus, WaitError>) {
         let mut state = self.lock();
         if let SlotState::Running { .. } = *state {
-            *state = SlotState::Done(result);
+            *state = SlotState::Done {
+                result,
+                kept_zombie: None,
+            };
             drop(state);
             self.waker.wake();
+        }
+    }
+
+    /// Adds the running child's pidfd to `epoll`, with the pidfd's number as the token.
+    /// `None` if there is no pidfd or it could not be added.
+    fn watch(&self, epoll: &Epoll) -> Option<RawFd> {
+        let state = self.lock();
+        let SlotState::Running {
+            pid,
+            pidfd: Some(pidfd),
+        } = &*state
+        else {
+            return None;
+        };
+        let token = pidfd.as_raw_fd();
+        // Level-triggered: a child that has exited already is reported at once.
+        match epoll.add(pidfd.as_fd(), token as u64) {
+            Ok(()) => Some(token),
+            Err(e) => {
+                tracing::warn!(error = %e, pid, "pidfd not watched; falling back to SIGCHLD");
+                None
+            }
+        }
+    }
+
+    /// A kept zombie's pidfd stays readable: take it out of the epoll set, or the reaper
+    /// would spin on it.
+    fn unwatch_kept_zombie(&self, epoll: &Epoll) {
+        if let SlotState::Done {
+            kept_zombie: Some(pidfd),
+            ..
+        } = &*self.lock()
+        {
+            let _ = epoll.delete(pidfd.as_fd());
         }
     }
 
@@ -140,148 +234,270 @@ impl ExitSlot {
     }
 }
 
-/// The process-wide reaper.
+impl Drop for ExitSlot {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let SlotState::Done {
+            kept_zombie: Some(pidfd),
+            ..
+        } = state
+        {
+            // The status was read already; this only releases the zombie (ECHILD if foreign
+            // code reaped it meanwhile).
+            let _ = sys::wait::reap_pidfd(pidfd.as_fd(), false);
+        }
+    }
+}
+
+fn status(raw: i32, usage: &libc::rusage) -> ExitStatus {
+    ExitStatus::new(raw, ResourceUsage::from_rusage(usage))
+}
+
+fn wait_error(e: io::Error) -> WaitError {
+    if e.raw_os_error() == Some(libc::ECHILD) {
+        WaitError::ReapedElsewhere
+    } else {
+        WaitError::Os(e.raw_os_error().unwrap_or(0))
+    }
+}
+
+fn already_exited_or_io(e: io::Error) -> crate::Error {
+    if e.raw_os_error() == Some(libc::ESRCH) {
+        crate::Error::AlreadyExited
+    } else {
+        crate::Error::Io(e)
+    }
+}
+
+/// The children being waited for.
+#[derive(Default)]
+struct Table {
+    /// Children with a pidfd, by the pidfd's number (their epoll token).
+    by_pidfd: HashMap<RawFd, Arc<ExitSlot>>,
+    /// Children without one, by pid: the SIGCHLD fallback.
+    by_pid: HashMap<libc::pid_t, Arc<ExitSlot>>,
+}
+
+/// The reaper of this process.
 pub(crate) struct Reaper {
-    table: Mutex<HashMap<libc::pid_t, Arc<ExitSlot>>>,
+    /// The process that started it; after a fork, another process's reaper.
+    owner: libc::pid_t,
+    epoll: Epoll,
     wake_read: OwnedFd,
-    /// The self-pipe's write end, written by the SIGCHLD handler and by `register`.
-    wake_write: RawFd,
-    /// The reaper sleeps without a timeout (see [`DEEP_SLEEP_AFTER`]).
+    /// Written by the SIGCHLD handler, and by `register` to end a deep sleep.
+    wake_write: OwnedFd,
+    table: Mutex<Table>,
+    /// Whether pidfds can be waited on (`waitid(P_PIDFD)`, Linux 5.4) and are wanted.
+    pidfd_waits: bool,
+    /// The thread sleeps without a timeout (no child lacks a pidfd).
     sleeping_deeply: AtomicBool,
 }
 
-static REAPER: OnceLock<io::Result<Reaper>> = OnceLock::new();
+/// This process's reaper once started (leaked: `&'static` references are handed out). Held
+/// only to copy the reference out, or to start one.
+static REAPER: Mutex<Option<&'static Reaper>> = Mutex::new(None);
 
 impl Reaper {
-    /// The reaper, started on first use.
+    /// This process's reaper, started on first use (and again in a forked process). A failure
+    /// to start is returned with its OS error, leaves nothing behind, and is retried on the
+    /// next call.
     pub(crate) fn get() -> io::Result<&'static Reaper> {
-        match REAPER.get_or_init(Reaper::start) {
-            Ok(reaper) => Ok(reaper),
-            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        let this_process = std::process::id() as libc::pid_t;
+        let mut current = REAPER.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(reaper) = *current
+            && reaper.owner == this_process
+        {
+            return Ok(reaper);
         }
+        if current.is_some() {
+            // Inherited through fork: its thread is not in this process, and its epoll set
+            // and pipe are shared with the parent's. It is left alone and never used again.
+            tracing::debug!("starting a new reaper after fork");
+        }
+        let reaper = Arc::new(Reaper::new(this_process)?);
+        let for_thread = reaper.clone();
+        // On failure the closure, and with it the reaper and its fds, is dropped.
+        std::thread::Builder::new()
+            .name("process-transport-reaper".into())
+            .spawn(move || for_thread.run())?;
+        let reaper: &'static Reaper = Box::leak(Box::new(reaper));
+        *current = Some(reaper);
+        Ok(reaper)
     }
 
-    fn start() -> io::Result<Reaper> {
+    fn new(owner: libc::pid_t) -> io::Result<Reaper> {
+        let epoll = Epoll::new()?;
         let (wake_read, wake_write) = sys::fd::pipe()?;
         sys::fd::set_nonblocking(wake_read.as_fd())?;
         sys::fd::set_nonblocking(wake_write.as_fd())?;
-        // The write end lives as long as the process: the handler may run at any time.
-        let wake_write: &'static OwnedFd = Box::leak(Box::new(wake_write));
-        sys::signal::on_child_exit(wake_write.as_raw_fd())?;
-        std::thread::Builder::new()
-            .name("process-transport-reaper".into())
-            .spawn(|| match Reaper::get() {
-                Ok(reaper) => reaper.run(),
-                Err(e) => tracing::error!(error = %e, "reaper failed to start"),
-            })?;
+        epoll.add(wake_read.as_fd(), WAKE_TOKEN)?;
+        let forced_fallback = std::env::var_os(REAPER_ENV).is_some_and(|v| v == "sigchld");
+        if forced_fallback {
+            sys::child::disable_pidfds();
+        }
+        let pidfd_waits = !forced_fallback && sys::wait::pidfd_waits_supported(wake_read.as_fd());
         Ok(Reaper {
-            table: Mutex::new(HashMap::new()),
+            owner,
+            epoll,
             wake_read,
-            wake_write: wake_write.as_raw_fd(),
+            wake_write,
+            table: Mutex::new(Table::default()),
+            pidfd_waits,
             sleeping_deeply: AtomicBool::new(false),
         })
     }
 
-    /// Starts tracking `pid`. The child may already have exited, its SIGCHLD consumed before
-    /// it was in the table, so check it once here.
-    pub(crate) fn register(&self, pid: libc::pid_t, pidfd: Option<OwnedFd>) -> Arc<ExitSlot> {
+    /// Starts tracking a child. Cannot fail: the child exists already.
+    pub(crate) fn register(
+        &self,
+        pid: libc::pid_t,
+        pidfd: Option<OwnedFd>,
+        zombie: Zombie,
+    ) -> Arc<ExitSlot> {
         let slot = Arc::new(ExitSlot {
             state: Mutex::new(SlotState::Running { pid, pidfd }),
             waker: AtomicWaker::new(),
+            zombie,
         });
+        // The table stays locked until the child is in it, so the reaper cannot take an
+        // event for it before it can find it.
         let mut table = self.lock_table();
-        if let Some(stale) = table.insert(pid, slot.clone()) {
-            // The pid was reused, so its earlier holder was reaped by someone else.
-            stale.finish(Err(WaitError::ReapedElsewhere));
-        }
-        if sys::wait::has_exited(pid).unwrap_or(true) && slot.try_reap() {
-            table.remove(&pid);
-        } else if self.sleeping_deeply.swap(false, Ordering::Relaxed) {
-            // The reaper sleeps without a timeout after a long idle spell; wake it so the
-            // periodic safety scan covers this child too.
-            sys::fd::write_byte(self.wake_write);
+        let watched = if self.pidfd_waits {
+            slot.watch(&self.epoll)
+        } else {
+            None
+        };
+        match watched {
+            Some(token) => {
+                table.by_pidfd.insert(token, slot.clone());
+            }
+            None => self.register_fallback(&mut table, pid, &slot),
         }
         slot
     }
 
+    /// Tracks a child without a (watched) pidfd through SIGCHLD and its pid.
+    fn register_fallback(&self, table: &mut Table, pid: libc::pid_t, slot: &Arc<ExitSlot>) {
+        if let Err(e) = sys::signal::wake_on_child_exit(self.wake_write.as_raw_fd()) {
+            tracing::warn!(error = %e, "no SIGCHLD handler; children are scanned every second");
+        }
+        if let Some(stale) = table.by_pid.insert(pid, slot.clone()) {
+            // The pid was reused, so its earlier holder was reaped by someone else.
+            stale.finish(Err(WaitError::ReapedElsewhere));
+        }
+        // The child may have exited before the handler was there, its SIGCHLD lost.
+        if sys::wait::has_exited(pid).unwrap_or(true) && slot.try_reap(true) {
+            table.by_pid.remove(&pid);
+        } else if self.sleeping_deeply.swap(false, Ordering::Relaxed) {
+            // The thread sleeps without a timeout; wake it so the periodic scan (which covers
+            // a SIGCHLD handler replaced by other code) runs for this child.
+            sys::fd::write_byte(self.wake_write.as_raw_fd());
+        }
+    }
+
     fn run(&self) {
         sys::signal::unblock_sigchld_in_this_thread();
-        // Reaps that no signal has accounted for yet (signals coalesce, so one SIGCHLD can
-        // stand for several exits).
-        let mut unclaimed_reaps: u64 = 0;
-        let mut idle_since: Option<Instant> = None;
+        let mut ready = [Ready::EMPTY; 64];
+        let mut fallback = Fallback::default();
         loop {
-            let timeout = {
-                // Decided under the table lock, so `register` sees `sleeping_deeply` set
-                // exactly when this sleep has no timeout.
-                let table = self.lock_table();
-                if !table.is_empty() {
-                    idle_since = None;
-                } else if idle_since.is_none() {
-                    idle_since = Some(Instant::now());
-                }
-                let deep = idle_since.is_some_and(|since| since.elapsed() >= DEEP_SLEEP_AFTER);
-                self.sleeping_deeply.store(deep, Ordering::Relaxed);
-                if deep { -1 } else { SAFETY_SCAN_MS }
-            };
-            let signals = self.wait_for_signal(timeout);
+            let timeout = self.timeout();
+            let events = self.epoll.wait(&mut ready, timeout);
+            let mut signals = 0;
             let mut table = self.lock_table();
-            if signals == 0 {
-                scan(&mut table);
-                continue;
+            for event in events {
+                if event.token() == WAKE_TOKEN {
+                    signals += sys::fd::drain(self.wake_read.as_fd());
+                } else {
+                    reap_pidfd_child(&mut table, &self.epoll, event.token() as RawFd);
+                }
             }
-            let (reaped, must_scan) = peek_and_reap(&mut table);
-            unclaimed_reaps += reaped;
-            if must_scan || signals > unclaimed_reaps {
-                // A signal with no reap behind it: a foreign child, or one of ours reaped by
-                // someone else. Only a scan tells them apart.
-                scan(&mut table);
-                unclaimed_reaps = 0;
-            } else {
-                unclaimed_reaps -= signals;
+            if !table.by_pid.is_empty() && (signals > 0 || events.is_empty()) {
+                fallback.pass(&mut table.by_pid, signals);
             }
         }
     }
 
-    /// Blocks until SIGCHLD arrives or `timeout_ms` passes; returns how many wake-ups came.
-    fn wait_for_signal(&self, timeout_ms: i32) -> u64 {
-        if sys::fd::poll_readable(self.wake_read.as_fd(), timeout_ms) {
-            sys::fd::drain(self.wake_read.as_fd())
-        } else {
-            0
-        }
+    /// How long to sleep: forever, unless children without a pidfd need the periodic scan.
+    fn timeout(&self) -> i32 {
+        // Decided under the table lock, so `register` sees `sleeping_deeply` set exactly when
+        // this sleep has no timeout.
+        let table = self.lock_table();
+        let deep = table.by_pid.is_empty();
+        self.sleeping_deeply.store(deep, Ordering::Relaxed);
+        if deep { -1 } else { SAFETY_SCAN_MS }
     }
 
-    fn lock_table(&self) -> MutexGuard<'_, HashMap<libc::pid_t, Arc<ExitSlot>>> {
+    fn lock_table(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Reaps the child whose pidfd is ready (a stale token finds nothing and does nothing).
+fn reap_pidfd_child(table: &mut Table, epoll: &Epoll, token: RawFd) {
+    let Some(slot) = table.by_pidfd.get(&token) else {
+        return;
+    };
+    // The table's reference is one; any other is a transport or handle.
+    let shared = Arc::strong_count(slot) > 1;
+    if slot.try_reap(shared) {
+        slot.unwatch_kept_zombie(epoll);
+        table.by_pidfd.remove(&token);
+    }
+}
+
+/// The SIGCHLD fallback's bookkeeping.
+#[derive(Default)]
+struct Fallback {
+    /// Reaps that no signal has accounted for yet (signals coalesce, so one SIGCHLD can stand
+    /// for several exits).
+    unclaimed_reaps: u64,
+}
+
+impl Fallback {
+    /// One pass after `signals` wake-ups (0: the periodic scan).
+    fn pass(&mut self, by_pid: &mut HashMap<libc::pid_t, Arc<ExitSlot>>, signals: u64) {
+        if signals == 0 {
+            scan(by_pid);
+            return;
+        }
+        let (reaped, must_scan) = peek_and_reap(by_pid);
+        self.unclaimed_reaps += reaped;
+        if must_scan || signals > self.unclaimed_reaps {
+            // A signal with no reap behind it: a foreign child, or one of ours reaped by
+            // someone else. Only a scan tells them apart.
+            scan(by_pid);
+            self.unclaimed_reaps = 0;
+        } else {
+            self.unclaimed_reaps -= signals;
+        }
     }
 }
 
 /// Reaps our exited children one peek at a time. Returns how many were reaped, and whether a
 /// scan is needed because a foreign zombie hides the rest.
-fn peek_and_reap(table: &mut HashMap<libc::pid_t, Arc<ExitSlot>>) -> (u64, bool) {
+fn peek_and_reap(by_pid: &mut HashMap<libc::pid_t, Arc<ExitSlot>>) -> (u64, bool) {
     let mut reaped = 0;
     loop {
         match sys::wait::peek_any_exited() {
-            Ok(Some(pid)) => match table.get(&pid) {
+            Ok(Some(pid)) => match by_pid.get(&pid) {
                 Some(slot) => {
-                    if slot.try_reap() {
-                        table.remove(&pid);
+                    if slot.try_reap(true) {
+                        by_pid.remove(&pid);
                         reaped += 1;
                     } else {
                         return (reaped, true);
                     }
                 }
-                None => return (reaped, !table.is_empty()),
+                None => return (reaped, !by_pid.is_empty()),
             },
             Ok(None) => return (reaped, false),
             // ECHILD: no children at all, so any pid still in the table was reaped elsewhere.
-            Err(_) => return (reaped, !table.is_empty()),
+            Err(_) => return (reaped, !by_pid.is_empty()),
         }
     }
 }
 
-/// Checks every child in the table with `wait4(pid, WNOHANG)`.
-fn scan(table: &mut HashMap<libc::pid_t, Arc<ExitSlot>>) {
-    table.retain(|_, slot| !slot.try_reap());
+/// Checks every child without a pidfd with `wait4(pid, WNOHANG)`.
+fn scan(by_pid: &mut HashMap<libc::pid_t, Arc<ExitSlot>>) {
+    by_pid.retain(|_, slot| !slot.try_reap(true));
 }

@@ -12,7 +12,7 @@ use crate::command::{ChildFd, Command, SessionOption};
 use crate::error::{Error, Field, InvalidInput, SpawnStep};
 use crate::fd_plan::{self, PlanError};
 use crate::pipe::{Direction, Pipe};
-use crate::reaper::Reaper;
+use crate::reaper::{Reaper, Zombie};
 use crate::sys;
 use crate::sys::child::{ChildProgram, Credentials, Session};
 use crate::transport::ProcessTransport;
@@ -93,7 +93,13 @@ fn spawn(command: &Command) -> Result<ProcessTransport, Error> {
     let pty_master = fds.pty_master.take();
     drop(fds);
     let pid = spawned.pid;
-    let exit = reaper.register(pid, spawned.pidfd);
+    // A process group's number stays reserved only while a member lives or is an unreaped
+    // zombie: keep ours while the transport lives, so `signal_group` cannot hit a stranger.
+    let zombie = match program.session {
+        Session::Inherit => Zombie::Release,
+        Session::New | Session::Group(_) => Zombie::KeepForGroup,
+    };
+    let exit = reaper.register(pid, spawned.pidfd, zombie);
     tracing::debug!(pid, "spawned");
     Ok(ProcessTransport::new(pid, exit, pipes, pty_master, command))
 }

@@ -374,13 +374,7 @@ impl ProcessTransport {
             // The child joined this process's own group: signalling it would hit us too.
             return Err(Error::NoProcessGroup);
         }
-        sys::signal::send_to_group(pgid, sig).map_err(|e| {
-            if e.raw_os_error() == Some(libc::ESRCH) {
-                Error::AlreadyExited
-            } else {
-                Error::Io(e)
-            }
-        })
+        self.exit.signal_group(pgid, sig)
     }
 
     /// Sends `sig` to the child and every process descending from it or sharing its process

@@ -414,3 +414,8 @@ impl Drop for ChildStack {
         unsafe { libc::munmap(self.base, STACK_SIZE + GUARD_SIZE) };
     }
 }
+
+/// Spawns every later child without a pidfd (the reaper's SIGCHLD fallback, forced).
+pub(crate) fn disable_pidfds() {
+    PIDFD_SUPPORTED.store(false, Ordering::Relaxed);
+}

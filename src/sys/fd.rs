@@ -128,17 +128,6 @@ pub(crate) fn register(
         .map_err(|e| e.into_parts().1)
 }
 
-/// Waits up to `timeout_ms` (-1: forever) for `fd` to be readable.
-pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut pfd, 1, timeout_ms) > 0 }
-}
-
 /// Reads a non-blocking fd until it is empty; returns how many bytes there were.
 pub(crate) fn drain(fd: BorrowedFd<'_>) -> u64 {
     let mut count = 0;

@@ -1,6 +1,7 @@
 //! The thin layer of syscalls. Every `unsafe` block of the crate lives under here.
 
 pub(crate) mod child;
+pub(crate) mod epoll;
 pub(crate) mod fd;
 pub(crate) mod pty;
 pub(crate) mod signal;

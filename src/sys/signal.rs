@@ -4,7 +4,7 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use super::cvt;
 
@@ -120,21 +120,36 @@ pub(crate) fn own_process_group() -> libc::pid_t {
     unsafe { libc::getpgrp() }
 }
 
-/// Installs (through `signal-hook-registry`, which chains with other users of SIGCHLD such as
-/// Tokio) a SIGCHLD handler that writes a byte to `wake_fd` when a child has exited. Stops and
-/// continues are not exits and wake nobody.
-pub(crate) fn on_child_exit(wake_fd: RawFd) -> io::Result<()> {
-    // SAFETY: the action only reads the siginfo and calls write(2), both async-signal-safe,
-    // on an fd the caller never closes.
+/// Where the SIGCHLD handler writes, and for which process. The handler survives `fork`, so
+/// it checks the pid first: in a forked process it must not wake the parent's reaper through
+/// the pipe they share.
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+static WAKE_OWNER: AtomicI32 = AtomicI32::new(0);
+static HANDLER_INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Makes SIGCHLD write a byte to `wake_fd` when a child of this process has exited (stops and
+/// continues are not exits and wake nobody). The handler is installed once, through
+/// `signal-hook-registry`, which chains with other users of SIGCHLD such as Tokio; later calls
+/// (a reaper started afresh after a fork) only move where it writes.
+pub(crate) fn wake_on_child_exit(wake_fd: RawFd) -> io::Result<()> {
+    WAKE_FD.store(wake_fd, Ordering::Relaxed);
+    WAKE_OWNER.store(std::process::id() as i32, Ordering::Release);
+    if HANDLER_INSTALLED.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    // SAFETY: the action reads the siginfo and two atomics and calls getpid(2) and write(2),
+    // all async-signal-safe; the fd it writes to is never closed while it is the current one.
     unsafe {
-        signal_hook_registry::register_sigaction(libc::SIGCHLD, move |info: &libc::siginfo_t| {
-            if matches!(
+        signal_hook_registry::register_sigaction(libc::SIGCHLD, |info: &libc::siginfo_t| {
+            let exited = matches!(
                 info.si_code,
                 libc::CLD_EXITED | libc::CLD_KILLED | libc::CLD_DUMPED
-            ) {
-                super::fd::write_byte(wake_fd);
+            );
+            if exited && WAKE_OWNER.load(Ordering::Acquire) == std::process::id() as i32 {
+                super::fd::write_byte(WAKE_FD.load(Ordering::Relaxed));
             }
         })
-    }
-    .map(drop)
+    }?;
+    HANDLER_INSTALLED.store(true, Ordering::Release);
+    Ok(())
 }
