@@ -72,25 +72,37 @@ pub(crate) fn spawn(program: &ChildProgram<'_>) -> Result<Spawned, (SpawnStep, i
         program,
         failure: Failure::default(),
     };
-    STACK.with(|stack| {
-        let mut stack = stack.borrow_mut();
-        if stack.is_none() {
-            *stack = Some(ChildStack::new().map_err(|e| (SpawnStep::Clone, e))?);
+    // A thread-local destructor may spawn after this thread's stack slot is gone; `with`
+    // would panic there, and a panic in a TLS destructor aborts the process.
+    let reused = STACK.try_with(|slot| -> Result<Spawned, (SpawnStep, io::Error)> {
+        let mut slot = slot.borrow_mut();
+        let stack = match &mut *slot {
+            Some(stack) => stack,
+            empty => empty.insert(ChildStack::new().map_err(|e| (SpawnStep::Clone, e))?),
+        };
+        spawn_on(&shared, stack)
+    });
+    match reused {
+        Ok(result) => result,
+        Err(_) => {
+            // A one-off stack, unmapped when it drops at the end of this call.
+            let stack = ChildStack::new().map_err(|e| (SpawnStep::Clone, e))?;
+            spawn_on(&shared, &stack)
         }
-        let top = stack
-            .as_ref()
-            .map(ChildStack::top)
-            .unwrap_or(std::ptr::null_mut());
-        let (pid, pidfd) = clone_child(&shared, top).map_err(|e| (SpawnStep::Clone, e))?;
-        match shared.failure.get() {
-            None => Ok(Spawned { pid, pidfd }),
-            Some((step, errno)) => {
-                // The child has called _exit: collect it so no zombie is left.
-                let _ = super::wait::reap(pid, true);
-                Err((step, io::Error::from_raw_os_error(errno)))
-            }
+    }
+}
+
+/// Clones the child onto `stack` and collects its outcome.
+fn spawn_on(shared: &Shared<'_>, stack: &ChildStack) -> Result<Spawned, (SpawnStep, io::Error)> {
+    let (pid, pidfd) = clone_child(shared, stack.top()).map_err(|e| (SpawnStep::Clone, e))?;
+    match shared.failure.get() {
+        None => Ok(Spawned { pid, pidfd }),
+        Some((step, errno)) => {
+            // The child has called _exit: collect it so no zombie is left.
+            let _ = super::wait::reap(pid, true);
+            Err((step, io::Error::from_raw_os_error(errno)))
         }
-    })
+    }
 }
 
 static PIDFD_SUPPORTED: AtomicBool = AtomicBool::new(true);
