@@ -71,6 +71,7 @@ pub struct Command {
     pub(crate) cwd: Option<PathBuf>,
     pub(crate) uid: Option<u32>,
     pub(crate) gid: Option<u32>,
+    pub(crate) groups: Option<Vec<u32>>,
     pub(crate) fds: BTreeMap<i32, ChildFd>,
     pub(crate) fd_error: Option<InvalidInput>,
     pub(crate) pipe_capacity: BTreeMap<i32, usize>,
@@ -96,6 +97,7 @@ impl Command {
             cwd: None,
             uid: None,
             gid: None,
+            groups: None,
             fds: BTreeMap::from([
                 (0, ChildFd::ParentWrites),
                 (1, ChildFd::ParentReads),
@@ -176,18 +178,32 @@ impl Command {
         self
     }
 
-    /// Runs the child as this user id. Supplementary groups are cleared when the parent runs
-    /// as root. The group id stays the parent's unless [`gid`](Command::gid) is set too (as in
-    /// std): set both to drop root's group.
+    /// Runs the child as this user id. The group id stays the parent's unless
+    /// [`gid`](Command::gid) is set too (as in std): set both to drop root's group.
+    ///
+    /// Unless [`groups`](Command::groups) gives a list, the child's supplementary groups are
+    /// cleared whenever the parent may do so (it is root, or holds `CAP_SETGID`), so they do
+    /// not outlive the change of identity. Where the kernel refuses (`EPERM`: no
+    /// `CAP_SETGID`, or a user namespace that denies `setgroups`) the child keeps the
+    /// parent's groups and the spawn goes on, as in std.
     pub fn uid(&mut self, uid: u32) -> &mut Self {
         self.uid = Some(uid);
         self
     }
 
-    /// Runs the child with this group id. Supplementary groups are cleared when the parent
-    /// runs as root.
+    /// Runs the child with this group id. Supplementary groups are cleared as described for
+    /// [`uid`](Command::uid).
     pub fn gid(&mut self, gid: u32) -> &mut Self {
         self.gid = Some(gid);
+        self
+    }
+
+    /// Gives the child exactly these supplementary groups (an empty list gives it none),
+    /// instead of keeping the parent's or clearing them on [`uid`](Command::uid) or
+    /// [`gid`](Command::gid). Setting them needs `CAP_SETGID`; a list the kernel refuses fails
+    /// the spawn with [`SpawnStep::SetGroups`](crate::SpawnStep::SetGroups).
+    pub fn groups(&mut self, groups: &[u32]) -> &mut Self {
+        self.groups = Some(groups.to_vec());
         self
     }
 

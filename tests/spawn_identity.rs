@@ -181,3 +181,149 @@ fn spawning_from_a_thread_local_destructor_does_not_abort() {
         ]
     );
 }
+
+// ----- supplementary groups ------------------------------------------------------------------
+
+/// A spawn that must fail at `setgroups` with `errno`, leaving no fd and no zombie behind.
+fn assert_groups_refused(cmd: &mut Command, errno: i32) {
+    let before = common::open_fds();
+    match cmd.stdin(ChildFd::Null).spawn() {
+        Err(Error::Spawn { step, source, .. }) => {
+            assert_eq!(step, process_transport::SpawnStep::SetGroups);
+            assert_eq!(source.raw_os_error(), Some(errno), "{source}");
+        }
+        other => panic!("expected a SetGroups error, got {other:?}"),
+    }
+    common::assert_nothing_leaked(&before);
+}
+
+#[tokio::test]
+async fn explicit_groups_are_set_and_a_uid_or_gid_change_clears_the_inherited_ones() {
+    const NAME: &str =
+        "explicit_groups_are_set_and_a_uid_or_gid_change_clears_the_inherited_ones";
+    if !common::is_root() {
+        eprintln!("!!!!! SKIPPED {NAME}: needs root !!!!!");
+        return;
+    }
+    if !is_inner(NAME) {
+        rerun(NAME, &[]);
+        return;
+    }
+    let extra: [libc::gid_t; 2] = [4242, 4243];
+    // SAFETY: setgroups with a valid array; this process runs only this test.
+    assert_eq!(unsafe { libc::setgroups(extra.len(), extra.as_ptr()) }, 0);
+
+    let plain = child_status(&mut Command::new("/bin/cat")).await;
+    assert_eq!(ids(&plain["Groups"]), [4242, 4243], "inherited by default");
+
+    let explicit = child_status(Command::new("/bin/cat").groups(&[7, 8, 9])).await;
+    assert_eq!(ids(&explicit["Groups"]), [7, 8, 9]);
+    assert_eq!(ids(&explicit["Uid"]), [0; 4], "groups alone keep the uid");
+
+    let dropped = child_status(Command::new("/bin/cat").uid(65534).gid(65533)).await;
+    assert_eq!(dropped["Groups"], "", "{dropped:?}");
+    assert_eq!(ids(&dropped["Gid"]), [65533; 4]);
+
+    let gid_only = child_status(Command::new("/bin/cat").gid(65533)).await;
+    assert_eq!(gid_only["Groups"], "", "{gid_only:?}");
+
+    let both = child_status(Command::new("/bin/cat").groups(&[7]).uid(65534).gid(65533)).await;
+    assert_eq!(ids(&both["Groups"]), [7], "an explicit list wins over clearing");
+    assert_eq!(ids(&both["Uid"]), [65534; 4]);
+
+    let empty = child_status(Command::new("/bin/cat").groups(&[])).await;
+    assert_eq!(empty["Groups"], "", "an explicit empty list clears");
+
+    // The kernel refuses the gid -1; an explicit list that cannot be set is an error.
+    assert_groups_refused(Command::new("/bin/true").groups(&[7, u32::MAX]), libc::EINVAL);
+}
+
+#[test]
+fn uid_and_gid_clear_the_groups_of_a_parent_that_is_not_root_but_has_cap_setgid() {
+    const NAME: &str =
+        "uid_and_gid_clear_the_groups_of_a_parent_that_is_not_root_but_has_cap_setgid";
+    if !is_inner(NAME) {
+        if !common::is_root() {
+            eprintln!("!!!!! SKIPPED {NAME}: needs root to start a capable non-root parent !!!!!");
+            return;
+        }
+        if have_tool("setpriv", NAME) {
+            let caps = "+setuid,+setgid";
+            rerun(
+                NAME,
+                &[
+                    "setpriv",
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--groups=4242,4243",
+                    &format!("--inh-caps={caps}"),
+                    &format!("--ambient-caps={caps}"),
+                ],
+            );
+        }
+        return;
+    }
+    let me = own_status();
+    assert_eq!(ids(&me["Uid"]), [65534; 4], "{me:?}");
+    assert_eq!(ids(&me["Groups"]), [4242, 4243], "{me:?}");
+    let cap_eff = u64::from_str_radix(&me["CapEff"], 16).unwrap();
+    // CAP_SETGID is capability 6, CAP_SETUID 7 (linux/capability.h).
+    let wanted = (1 << 6) | (1 << 7);
+    assert_eq!(cap_eff & wanted, wanted, "{me:?}");
+
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let plain = child_status(&mut Command::new("/bin/cat")).await;
+            assert_eq!(ids(&plain["Groups"]), [4242, 4243], "inherited by default");
+
+            let dropped = child_status(Command::new("/bin/cat").uid(65533).gid(65533)).await;
+            assert_eq!(dropped["Groups"], "", "groups leaked: {dropped:?}");
+            assert_eq!(ids(&dropped["Uid"]), [65533; 4]);
+            assert_eq!(ids(&dropped["Gid"]), [65533; 4]);
+
+            let uid_only = child_status(Command::new("/bin/cat").uid(65533)).await;
+            assert_eq!(uid_only["Groups"], "", "groups leaked: {uid_only:?}");
+
+            let explicit = child_status(Command::new("/bin/cat").groups(&[99]).uid(65533)).await;
+            assert_eq!(ids(&explicit["Groups"]), [99]);
+        });
+}
+
+#[test]
+fn uid_and_gid_spawn_succeeds_where_setgroups_is_denied() {
+    const NAME: &str = "uid_and_gid_spawn_succeeds_where_setgroups_is_denied";
+    if !is_inner(NAME) {
+        if !have_tool("unshare", NAME) {
+            return;
+        }
+        let probe = std::process::Command::new("unshare")
+            .args(["-U", "-r", "true"])
+            .status();
+        if !probe.is_ok_and(|s| s.success()) {
+            eprintln!("!!!!! SKIPPED {NAME}: `unshare -U -r` is not permitted here !!!!!");
+            return;
+        }
+        rerun(NAME, &["unshare", "-U", "-r"]);
+        return;
+    }
+    // Root of a user namespace whose setgroups is denied (as `unshare -r` leaves it).
+    let setgroups = std::fs::read_to_string("/proc/self/setgroups").unwrap();
+    assert_eq!(setgroups.trim(), "deny");
+    assert!(common::is_root());
+
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let child = child_status(Command::new("/bin/cat").uid(0).gid(0)).await;
+            assert_eq!(ids(&child["Uid"]), [0; 4]);
+            assert_eq!(ids(&child["Gid"]), [0; 4]);
+
+            // An explicit list is not optional: refused here, it fails the spawn.
+            assert_groups_refused(Command::new("/bin/true").groups(&[0]), libc::EPERM);
+        });
+}

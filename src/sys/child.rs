@@ -35,10 +35,22 @@ pub(crate) enum Session {
     Group(libc::pid_t),
 }
 
+/// What the child does with its supplementary groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Groups<'a> {
+    /// Keep the parent's.
+    Inherit,
+    /// Drop them all where the kernel lets us; `EPERM` (no `CAP_SETGID`, or a user namespace
+    /// with setgroups denied) leaves them as they are.
+    ClearIfPermitted,
+    /// Exactly this list; failing to set it fails the spawn.
+    Set(&'a [libc::gid_t]),
+}
+
 /// User and group the child switches to before exec.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Credentials {
-    pub(crate) clear_groups: bool,
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Credentials<'a> {
+    pub(crate) groups: Groups<'a>,
     pub(crate) gid: Option<libc::gid_t>,
     pub(crate) uid: Option<libc::uid_t>,
 }
@@ -56,7 +68,7 @@ pub(crate) struct ChildProgram<'a> {
     pub(crate) parent_death_signal: c_int,
     pub(crate) parent_pid: libc::pid_t,
     pub(crate) controlling_tty: Option<c_int>,
-    pub(crate) credentials: Credentials,
+    pub(crate) credentials: Credentials<'a>,
 }
 
 /// A child that exists and has exec'd.
@@ -294,10 +306,20 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         // Raw syscalls: glibc's wrappers would broadcast the change to the parent's threads,
         // which share our memory.
         let creds = program.credentials;
-        if creds.clear_groups
-            && libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) == -1
-        {
-            return fail(7);
+        match creds.groups {
+            Groups::Inherit => {}
+            Groups::ClearIfPermitted => {
+                if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) == -1
+                    && *libc::__errno_location() != libc::EPERM
+                {
+                    return fail(7);
+                }
+            }
+            Groups::Set(list) => {
+                if libc::syscall(libc::SYS_setgroups, list.len(), list.as_ptr()) == -1 {
+                    return fail(7);
+                }
+            }
         }
         if let Some(gid) = creds.gid
             && libc::syscall(libc::SYS_setgid, gid) == -1
