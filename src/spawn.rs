@@ -82,13 +82,18 @@ fn spawn(command: &Command) -> Result<ProcessTransport, Error> {
             // groups to a child it switches to another identity.
             groups: match &command.groups {
                 Some(list) => Groups::Set(list),
-                None if command.uid.is_some() || command.gid.is_some() => {
-                    Groups::ClearIfPermitted
-                }
+                None if command.uid.is_some() || command.gid.is_some() => Groups::ClearIfPermitted,
                 None => Groups::Inherit,
             },
             gid: command.gid,
             uid: command.uid,
+        },
+        // SIGPIPE is always reset, as std does: Rust's runtime ignores it in every Rust
+        // program, so it being ignored says nothing about what the caller wants.
+        keep_ignored: if command.keep_ignored_signals {
+            sys::child::ignored_signals() & !(1 << (libc::SIGPIPE - 1))
+        } else {
+            0
         },
     };
 

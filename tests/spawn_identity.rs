@@ -57,9 +57,8 @@ fn rerun(test: &str, wrapper: &[&str]) -> Output {
 
 /// Whether `tool` is on the PATH; prints a loud notice when it is not.
 fn have_tool(tool: &str, test: &str) -> bool {
-    let found = std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join(tool).is_file())
-    });
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
     if !found {
         eprintln!("!!!!! SKIPPED {test}: `{tool}` is not installed (util-linux) !!!!!");
     }
@@ -75,7 +74,7 @@ async fn child_status(cmd: &mut Command) -> BTreeMap<String, String> {
         .unwrap();
     let outcome = collect(&mut child, LIMIT).await;
     assert!(outcome.status().success(), "{outcome:?}");
-    parse_status(&String::from_utf8(outcome.out(1).to_vec()).unwrap())
+    parse_status(std::str::from_utf8(outcome.out(1)).unwrap())
 }
 
 fn parse_status(text: &str) -> BTreeMap<String, String> {
@@ -199,8 +198,7 @@ fn assert_groups_refused(cmd: &mut Command, errno: i32) {
 
 #[tokio::test]
 async fn explicit_groups_are_set_and_a_uid_or_gid_change_clears_the_inherited_ones() {
-    const NAME: &str =
-        "explicit_groups_are_set_and_a_uid_or_gid_change_clears_the_inherited_ones";
+    const NAME: &str = "explicit_groups_are_set_and_a_uid_or_gid_change_clears_the_inherited_ones";
     if !common::is_root() {
         eprintln!("!!!!! SKIPPED {NAME}: needs root !!!!!");
         return;
@@ -221,21 +219,28 @@ async fn explicit_groups_are_set_and_a_uid_or_gid_change_clears_the_inherited_on
     assert_eq!(ids(&explicit["Uid"]), [0; 4], "groups alone keep the uid");
 
     let dropped = child_status(Command::new("/bin/cat").uid(65534).gid(65533)).await;
-    assert_eq!(dropped["Groups"], "", "{dropped:?}");
+    assert_eq!(dropped["Groups"], "", "groups survived");
     assert_eq!(ids(&dropped["Gid"]), [65533; 4]);
 
     let gid_only = child_status(Command::new("/bin/cat").gid(65533)).await;
-    assert_eq!(gid_only["Groups"], "", "{gid_only:?}");
+    assert_eq!(gid_only["Groups"], "", "groups survived");
 
     let both = child_status(Command::new("/bin/cat").groups(&[7]).uid(65534).gid(65533)).await;
-    assert_eq!(ids(&both["Groups"]), [7], "an explicit list wins over clearing");
+    assert_eq!(
+        ids(&both["Groups"]),
+        [7],
+        "an explicit list wins over clearing"
+    );
     assert_eq!(ids(&both["Uid"]), [65534; 4]);
 
     let empty = child_status(Command::new("/bin/cat").groups(&[])).await;
     assert_eq!(empty["Groups"], "", "an explicit empty list clears");
 
     // The kernel refuses the gid -1; an explicit list that cannot be set is an error.
-    assert_groups_refused(Command::new("/bin/true").groups(&[7, u32::MAX]), libc::EINVAL);
+    assert_groups_refused(
+        Command::new("/bin/true").groups(&[7, u32::MAX]),
+        libc::EINVAL,
+    );
 }
 
 #[test]
@@ -264,12 +269,12 @@ fn uid_and_gid_clear_the_groups_of_a_parent_that_is_not_root_but_has_cap_setgid(
         return;
     }
     let me = own_status();
-    assert_eq!(ids(&me["Uid"]), [65534; 4], "{me:?}");
-    assert_eq!(ids(&me["Groups"]), [4242, 4243], "{me:?}");
+    assert_eq!(ids(&me["Uid"]), [65534; 4], "{}", me["Uid"]);
+    assert_eq!(ids(&me["Groups"]), [4242, 4243], "{}", me["Groups"]);
     let cap_eff = u64::from_str_radix(&me["CapEff"], 16).unwrap();
     // CAP_SETGID is capability 6, CAP_SETUID 7 (linux/capability.h).
     let wanted = (1 << 6) | (1 << 7);
-    assert_eq!(cap_eff & wanted, wanted, "{me:?}");
+    assert_eq!(cap_eff & wanted, wanted, "{}", me["CapEff"]);
 
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -280,12 +285,12 @@ fn uid_and_gid_clear_the_groups_of_a_parent_that_is_not_root_but_has_cap_setgid(
             assert_eq!(ids(&plain["Groups"]), [4242, 4243], "inherited by default");
 
             let dropped = child_status(Command::new("/bin/cat").uid(65533).gid(65533)).await;
-            assert_eq!(dropped["Groups"], "", "groups leaked: {dropped:?}");
+            assert_eq!(dropped["Groups"], "", "groups leaked");
             assert_eq!(ids(&dropped["Uid"]), [65533; 4]);
             assert_eq!(ids(&dropped["Gid"]), [65533; 4]);
 
             let uid_only = child_status(Command::new("/bin/cat").uid(65533)).await;
-            assert_eq!(uid_only["Groups"], "", "groups leaked: {uid_only:?}");
+            assert_eq!(uid_only["Groups"], "", "groups leaked");
 
             let explicit = child_status(Command::new("/bin/cat").groups(&[99]).uid(65533)).await;
             assert_eq!(ids(&explicit["Groups"]), [99]);
@@ -325,5 +330,72 @@ fn uid_and_gid_spawn_succeeds_where_setgroups_is_denied() {
 
             // An explicit list is not optional: refused here, it fails the spawn.
             assert_groups_refused(Command::new("/bin/true").groups(&[0]), libc::EPERM);
+        });
+}
+
+// ----- signal dispositions -------------------------------------------------------------------
+
+/// The mask of signals in a /proc status field (`SigIgn`, `SigCgt`, ...).
+fn signal_mask(status: &BTreeMap<String, String>, field: &str) -> u64 {
+    u64::from_str_radix(&status[field], 16).unwrap()
+}
+
+fn bit(sig: i32) -> u64 {
+    1 << (sig - 1)
+}
+
+extern "C" fn do_nothing(_: libc::c_int) {}
+
+#[test]
+fn ignored_signals_are_reset_by_default_and_kept_on_request() {
+    const NAME: &str = "ignored_signals_are_reset_by_default_and_kept_on_request";
+    if !is_inner(NAME) {
+        rerun(NAME, &[]);
+        return;
+    }
+    // As a nohup-style supervisor would: some signals ignored (SIGPIPE already is, by Rust's
+    // runtime), one with a handler. This process runs only this test.
+    let realtime = 40;
+    // SAFETY: process-wide dispositions of standard and real-time signals; the handler does
+    // nothing.
+    unsafe {
+        for sig in [libc::SIGHUP, libc::SIGUSR2, realtime] {
+            assert_ne!(libc::signal(sig, libc::SIG_IGN), libc::SIG_ERR);
+        }
+        let handler = do_nothing as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        assert_ne!(libc::signal(libc::SIGUSR1, handler), libc::SIG_ERR);
+    }
+    let me = own_status();
+    // More may be ignored: glibc's posix_spawn, which started this process, leaves its
+    // internal signal 32 ignored in the children it makes.
+    let ignored = signal_mask(&me, "SigIgn");
+    let set_here = bit(libc::SIGHUP) | bit(libc::SIGUSR2) | bit(realtime) | bit(libc::SIGPIPE);
+    assert_eq!(ignored & set_here, set_here, "{}", me["SigIgn"]);
+    assert_ne!(signal_mask(&me, "SigCgt") & bit(libc::SIGUSR1), 0);
+
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let default = child_status(&mut Command::new("/bin/cat")).await;
+            assert_eq!(
+                signal_mask(&default, "SigIgn"),
+                0,
+                "by default every ignored signal is reset: {}",
+                default["SigIgn"]
+            );
+            let reset = child_status(Command::new("/bin/cat").keep_ignored_signals(false)).await;
+            assert_eq!(signal_mask(&reset, "SigIgn"), 0, "{}", reset["SigIgn"]);
+
+            let kept = child_status(Command::new("/bin/cat").keep_ignored_signals(true)).await;
+            assert_eq!(
+                signal_mask(&kept, "SigIgn"),
+                ignored & !bit(libc::SIGPIPE),
+                "ignored signals stay ignored, but not SIGPIPE (Rust's runtime ignored it, not \
+                 the caller) nor the handled SIGUSR1: {}",
+                kept["SigIgn"]
+            );
+            assert_eq!(signal_mask(&kept, "SigBlk"), 0, "{}", kept["SigBlk"]);
         });
 }
