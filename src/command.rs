@@ -61,6 +61,14 @@ impl Default for PtySize {
 /// `PATH` the *child* will have is tried in order (`/bin:/usr/bin` if the child has no `PATH`),
 /// as `execvp` does: missing files are skipped, and a permission error is reported only if no
 /// directory has a runnable program. There is no shell fallback for scripts without `#!`.
+///
+/// **Signals**: the child starts with an empty signal mask and, by default, with *every*
+/// signal at its default action, those the parent ignores included (as Twisted and libuv
+/// do): a program started from a daemon that ignores `SIGHUP` or `SIGINT` can still be
+/// stopped by them. [`keep_ignored_signals(true)`](Command::keep_ignored_signals) keeps the
+/// signals the parent ignores ignored in the child instead, as a plain `exec` does (and std
+/// and Go), which is what `nohup`-style supervisors expect. Either way signals with a handler
+/// in the parent are reset (the handler is the parent's code), and `SIGPIPE` is reset.
 #[derive(Debug, Clone)]
 pub struct Command {
     pub(crate) program: OsString,
@@ -71,11 +79,13 @@ pub struct Command {
     pub(crate) cwd: Option<PathBuf>,
     pub(crate) uid: Option<u32>,
     pub(crate) gid: Option<u32>,
+    pub(crate) groups: Option<Vec<u32>>,
     pub(crate) fds: BTreeMap<i32, ChildFd>,
     pub(crate) fd_error: Option<InvalidInput>,
     pub(crate) pipe_capacity: BTreeMap<i32, usize>,
     pub(crate) session: SessionOption,
     pub(crate) parent_death_signal: Option<i32>,
+    pub(crate) keep_ignored_signals: bool,
     pub(crate) kill_on_drop: bool,
     pub(crate) wait_delay: Option<Duration>,
     pub(crate) pty: Option<PtySize>,
@@ -96,6 +106,7 @@ impl Command {
             cwd: None,
             uid: None,
             gid: None,
+            groups: None,
             fds: BTreeMap::from([
                 (0, ChildFd::ParentWrites),
                 (1, ChildFd::ParentReads),
@@ -105,6 +116,7 @@ impl Command {
             pipe_capacity: BTreeMap::new(),
             session: SessionOption::Inherit,
             parent_death_signal: None,
+            keep_ignored_signals: false,
             kill_on_drop: false,
             wait_delay: None,
             pty: None,
@@ -176,18 +188,32 @@ impl Command {
         self
     }
 
-    /// Runs the child as this user id. Supplementary groups are cleared when the parent runs
-    /// as root. The group id stays the parent's unless [`gid`](Command::gid) is set too (as in
-    /// std): set both to drop root's group.
+    /// Runs the child as this user id. The group id stays the parent's unless
+    /// [`gid`](Command::gid) is set too (as in std): set both to drop root's group.
+    ///
+    /// Unless [`groups`](Command::groups) gives a list, the child's supplementary groups are
+    /// cleared whenever the parent may do so (it is root, or holds `CAP_SETGID`), so they do
+    /// not outlive the change of identity. Where the kernel refuses (`EPERM`: no
+    /// `CAP_SETGID`, or a user namespace that denies `setgroups`) the child keeps the
+    /// parent's groups and the spawn goes on, as in std.
     pub fn uid(&mut self, uid: u32) -> &mut Self {
         self.uid = Some(uid);
         self
     }
 
-    /// Runs the child with this group id. Supplementary groups are cleared when the parent
-    /// runs as root.
+    /// Runs the child with this group id. Supplementary groups are cleared as described for
+    /// [`uid`](Command::uid).
     pub fn gid(&mut self, gid: u32) -> &mut Self {
         self.gid = Some(gid);
+        self
+    }
+
+    /// Gives the child exactly these supplementary groups (an empty list gives it none),
+    /// instead of keeping the parent's or clearing them on [`uid`](Command::uid) or
+    /// [`gid`](Command::gid). Setting them needs `CAP_SETGID`; a list the kernel refuses fails
+    /// the spawn with [`SpawnStep::SetGroups`](crate::SpawnStep::SetGroups).
+    pub fn groups(&mut self, groups: &[u32]) -> &mut Self {
+        self.groups = Some(groups.to_vec());
         self
     }
 
@@ -274,6 +300,22 @@ impl Command {
     /// clears it when the child execs a set-user-ID or set-group-ID program.
     pub fn parent_death_signal(&mut self, signal: i32) -> &mut Self {
         self.parent_death_signal = Some(signal);
+        self
+    }
+
+    /// Whether signals the parent ignores (`SIG_IGN`) stay ignored in the child. Off by
+    /// default: the child gets every signal at its default action, as Twisted and libuv give
+    /// it. On, the child keeps the parent's ignored signals, as `exec` alone (and std, and Go)
+    /// would, for example a `SIGHUP` that `nohup` ignored. Signals with a handler are reset
+    /// to the default either way, and so is `SIGPIPE` (as std does): Rust's runtime ignores
+    /// it in every Rust program, and a child that inherits it ignored gets `EPIPE` errors
+    /// instead of quietly dying when its reader goes away.
+    ///
+    /// Finding out what is ignored costs one syscall per signal at each spawn, so only
+    /// spawns with this option pay it. A signal the parent starts ignoring while the spawn
+    /// runs may or may not be kept.
+    pub fn keep_ignored_signals(&mut self, keep: bool) -> &mut Self {
+        self.keep_ignored_signals = keep;
         self
     }
 

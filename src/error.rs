@@ -124,7 +124,9 @@ pub enum SpawnStep {
     ControllingTerminal,
     /// Changing to the working directory in the child.
     Chdir,
-    /// Clearing supplementary groups in the child.
+    /// `setgroups` in the child: setting the list of
+    /// [`Command::groups`](crate::Command::groups), or clearing the groups on a uid or gid
+    /// change (where only an error other than `EPERM` fails the spawn).
     SetGroups,
     /// `setgid` in the child.
     SetGid,

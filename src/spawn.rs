@@ -14,7 +14,7 @@ use crate::fd_plan::{self, PlanError};
 use crate::pipe::{Direction, Pipe};
 use crate::reaper::{Reaper, Zombie};
 use crate::sys;
-use crate::sys::child::{ChildProgram, Credentials, Session};
+use crate::sys::child::{ChildProgram, Credentials, Groups, Session};
 use crate::transport::ProcessTransport;
 
 /// Spawns the child described by `command` and returns its transport once the child has
@@ -63,7 +63,6 @@ fn spawn(command: &Command) -> Result<ProcessTransport, Error> {
     let argv = pointers(&strings.argv);
     let envp = pointers(&strings.envp);
     let exec_paths: Vec<*const c_char> = strings.exec_paths.iter().map(|s| s.as_ptr()).collect();
-    let is_root = sys::effective_uid() == 0;
     let program = ChildProgram {
         fd_steps: &fd_steps,
         argv: &argv,
@@ -79,9 +78,22 @@ fn spawn(command: &Command) -> Result<ProcessTransport, Error> {
         parent_pid: std::process::id() as libc::pid_t,
         controlling_tty: command.pty.map(|_| 0),
         credentials: Credentials {
-            clear_groups: is_root && (command.uid.is_some() || command.gid.is_some()),
+            // Not only when euid is 0: a parent with CAP_SETGID alone must not hand its
+            // groups to a child it switches to another identity.
+            groups: match &command.groups {
+                Some(list) => Groups::Set(list),
+                None if command.uid.is_some() || command.gid.is_some() => Groups::ClearIfPermitted,
+                None => Groups::Inherit,
+            },
             gid: command.gid,
             uid: command.uid,
+        },
+        // SIGPIPE is always reset, as std does: Rust's runtime ignores it in every Rust
+        // program, so it being ignored says nothing about what the caller wants.
+        keep_ignored: if command.keep_ignored_signals {
+            sys::child::ignored_signals() & !(1 << (libc::SIGPIPE - 1))
+        } else {
+            0
         },
     };
 

@@ -11,8 +11,8 @@
 //! it does must be async-signal-safe: it reads the prepared program, makes raw syscalls, and
 //! writes its failure (step, errno) into memory the parent reads after `clone` returns. It
 //! never allocates, locks, logs or panics. It runs on its own stack, with every signal
-//! blocked until it has reset every disposition to the default, so no parent handler can run
-//! on it.
+//! blocked until it has reset every disposition (to the default, or to ignored for the
+//! ignored signals the caller keeps), so no parent handler can run on it.
 
 use std::cell::RefCell;
 use std::ffi::{CStr, c_char, c_int, c_void};
@@ -35,10 +35,22 @@ pub(crate) enum Session {
     Group(libc::pid_t),
 }
 
+/// What the child does with its supplementary groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Groups<'a> {
+    /// Keep the parent's.
+    Inherit,
+    /// Drop them all where the kernel lets us; `EPERM` (no `CAP_SETGID`, or a user namespace
+    /// with setgroups denied) leaves them as they are.
+    ClearIfPermitted,
+    /// Exactly this list; failing to set it fails the spawn.
+    Set(&'a [libc::gid_t]),
+}
+
 /// User and group the child switches to before exec.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Credentials {
-    pub(crate) clear_groups: bool,
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Credentials<'a> {
+    pub(crate) groups: Groups<'a>,
     pub(crate) gid: Option<libc::gid_t>,
     pub(crate) uid: Option<libc::uid_t>,
 }
@@ -56,7 +68,10 @@ pub(crate) struct ChildProgram<'a> {
     pub(crate) parent_death_signal: c_int,
     pub(crate) parent_pid: libc::pid_t,
     pub(crate) controlling_tty: Option<c_int>,
-    pub(crate) credentials: Credentials,
+    pub(crate) credentials: Credentials<'a>,
+    /// Signals the child leaves ignored (bit `n - 1` for signal `n`); every other one is
+    /// reset to its default action.
+    pub(crate) keep_ignored: u64,
 }
 
 /// A child that exists and has exec'd.
@@ -72,25 +87,37 @@ pub(crate) fn spawn(program: &ChildProgram<'_>) -> Result<Spawned, (SpawnStep, i
         program,
         failure: Failure::default(),
     };
-    STACK.with(|stack| {
-        let mut stack = stack.borrow_mut();
-        if stack.is_none() {
-            *stack = Some(ChildStack::new().map_err(|e| (SpawnStep::Clone, e))?);
+    // A thread-local destructor may spawn after this thread's stack slot is gone; `with`
+    // would panic there, and a panic in a TLS destructor aborts the process.
+    let reused = STACK.try_with(|slot| -> Result<Spawned, (SpawnStep, io::Error)> {
+        let mut slot = slot.borrow_mut();
+        let stack = match &mut *slot {
+            Some(stack) => stack,
+            empty => empty.insert(ChildStack::new().map_err(|e| (SpawnStep::Clone, e))?),
+        };
+        spawn_on(&shared, stack)
+    });
+    match reused {
+        Ok(result) => result,
+        Err(_) => {
+            // A one-off stack, unmapped when it drops at the end of this call.
+            let stack = ChildStack::new().map_err(|e| (SpawnStep::Clone, e))?;
+            spawn_on(&shared, &stack)
         }
-        let top = stack
-            .as_ref()
-            .map(ChildStack::top)
-            .unwrap_or(std::ptr::null_mut());
-        let (pid, pidfd) = clone_child(&shared, top).map_err(|e| (SpawnStep::Clone, e))?;
-        match shared.failure.get() {
-            None => Ok(Spawned { pid, pidfd }),
-            Some((step, errno)) => {
-                // The child has called _exit: collect it so no zombie is left.
-                let _ = super::wait::reap(pid, true);
-                Err((step, io::Error::from_raw_os_error(errno)))
-            }
+    }
+}
+
+/// Clones the child onto `stack` and collects its outcome.
+fn spawn_on(shared: &Shared<'_>, stack: &ChildStack) -> Result<Spawned, (SpawnStep, io::Error)> {
+    let (pid, pidfd) = clone_child(shared, stack.top()).map_err(|e| (SpawnStep::Clone, e))?;
+    match shared.failure.get() {
+        None => Ok(Spawned { pid, pidfd }),
+        Some((step, errno)) => {
+            // The child has called _exit: collect it so no zombie is left.
+            let _ = super::wait::reap(pid, true);
+            Err((step, io::Error::from_raw_os_error(errno)))
         }
-    })
+    }
 }
 
 static PIDFD_SUPPORTED: AtomicBool = AtomicBool::new(true);
@@ -211,22 +238,31 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
     // plain integers or pointers into the prepared program.
     unsafe {
         // No parent handler may run here, and the new program starts with default dispositions
-        // (including signals the parent ignores, SIGPIPE above all) and an empty mask.
-        // The raw syscall, not glibc's sigaction: glibc refuses to touch its internal signals
-        // 32 and 33 (EINVAL), so one the parent inherited as ignored would stay ignored in
-        // the new program. An all-zero kernel sigaction is SIG_DFL, no flags, empty mask, on
-        // every architecture; the buffer is larger than any kernel's struct.
-        let dfl = [0u64; 8];
-        for sig in 1..65 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    sig,
-                    dfl.as_ptr(),
-                    std::ptr::null_mut::<c_void>(),
-                    KERNEL_SIGSET_BYTES,
-                );
+        // (including signals the parent ignores, SIGPIPE above all, unless the caller asked
+        // to keep those) and an empty mask. A kept signal is set to SIG_IGN again rather than
+        // skipped: a handler installed by another thread since the parent looked must not
+        // survive here. The raw syscall, not glibc's sigaction: glibc refuses to touch its
+        // internal signals 32 and 33 (EINVAL), so one the parent inherited as ignored would
+        // stay ignored in the new program.
+        let dfl = KernelSigaction::with_handler(libc::SIG_DFL);
+        let ign = KernelSigaction::with_handler(libc::SIG_IGN);
+        for bit in 0..64u32 {
+            let sig = bit.wrapping_add(1) as c_int;
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
             }
+            let action = if program.keep_ignored.wrapping_shr(bit) & 1 == 1 {
+                &ign
+            } else {
+                &dfl
+            };
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                action as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                KERNEL_SIGSET_BYTES,
+            );
         }
         let mut empty = MaybeUninit::<libc::sigset_t>::uninit();
         libc::sigemptyset(empty.as_mut_ptr());
@@ -282,10 +318,20 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         // Raw syscalls: glibc's wrappers would broadcast the change to the parent's threads,
         // which share our memory.
         let creds = program.credentials;
-        if creds.clear_groups
-            && libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) == -1
-        {
-            return fail(7);
+        match creds.groups {
+            Groups::Inherit => {}
+            Groups::ClearIfPermitted => {
+                if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) == -1
+                    && *libc::__errno_location() != libc::EPERM
+                {
+                    return fail(7);
+                }
+            }
+            Groups::Set(list) => {
+                if libc::syscall(libc::SYS_setgroups, list.len(), list.as_ptr()) == -1 {
+                    return fail(7);
+                }
+            }
         }
         if let Some(gid) = creds.gid
             && libc::syscall(libc::SYS_setgid, gid) == -1
@@ -339,6 +385,53 @@ const KERNEL_SIGSET_BYTES: usize = if cfg!(any(target_arch = "mips", target_arch
 } else {
     8
 };
+
+/// The kernel's `struct sigaction` as `rt_sigaction` reads and writes it. Only the handler is
+/// ever looked at; it comes first except on MIPS, where the flags lead. The zeroed tail (no
+/// flags, empty mask, no restorer) is larger than the rest of any kernel's struct, so the
+/// kernel never writes past it.
+#[repr(C)]
+struct KernelSigaction {
+    #[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+    flags: libc::c_uint,
+    handler: libc::sighandler_t,
+    tail: [u64; 6],
+}
+
+impl KernelSigaction {
+    const fn with_handler(handler: libc::sighandler_t) -> Self {
+        KernelSigaction {
+            #[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+            flags: 0,
+            handler,
+            tail: [0; 6],
+        }
+    }
+}
+
+/// The signals this process ignores right now, as a mask with bit `n - 1` for signal `n`
+/// (1 to 64). One `rt_sigaction` query per signal: the raw syscall, because glibc refuses to
+/// report its internal signals 32 and 33.
+pub(crate) fn ignored_signals() -> u64 {
+    let mut mask = 0u64;
+    for sig in 1..=64 {
+        let mut old = KernelSigaction::with_handler(libc::SIG_DFL);
+        // SAFETY: a query only (act = NULL); `old` is larger than the kernel's struct.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                std::ptr::null::<KernelSigaction>(),
+                &mut old as *mut KernelSigaction,
+                KERNEL_SIGSET_BYTES,
+            )
+        };
+        if ret == 0 && old.handler == libc::SIG_IGN {
+            mask |= 1 << (sig - 1);
+        }
+    }
+    mask
+}
 
 /// `close_range(first, last)`, or a loop of `close` up to the fd limit on kernels before 5.9.
 ///

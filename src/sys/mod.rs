@@ -27,9 +27,3 @@ pub(crate) fn cvt_retry<T: PartialEq + From<i8>>(mut f: impl FnMut() -> T) -> io
         }
     }
 }
-
-/// The effective user id of this process.
-pub(crate) fn effective_uid() -> libc::uid_t {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
