@@ -5,8 +5,9 @@ mod common;
 
 use std::error::Error as StdError;
 use std::io;
+use std::sync::Arc;
 
-use process_transport::{Command, Error, SpawnStep, WaitError};
+use process_transport::{ChildFd, CloseReason, Command, Error, Event, SpawnStep, WaitError};
 
 /// Prints `error` the way anyhow's `{:#}` does: its Display text, then `: ` and the Display
 /// text of each source in turn.
@@ -90,4 +91,82 @@ fn no_error_variant_prints_its_errno_twice() {
         let needle = format!("(os error {errno})");
         assert_eq!(printed.matches(&needle).count(), 1, "{printed:?}");
     }
+}
+
+// ----- comparable, clonable events ---------------------------------------------------------------
+
+#[tokio::test]
+async fn events_clone_and_compare_equal() {
+    let mut child = Command::new("sh")
+        .args(["-c", "printf hello"])
+        .stdin(ChildFd::Null)
+        .stderr(ChildFd::Null)
+        .spawn()
+        .unwrap();
+    let events = common::all_events(&mut child, common::LIMIT).await;
+    for event in &events {
+        assert_eq!(&event.clone(), event);
+    }
+    // Events compare with ones built by hand.
+    let out: Vec<u8> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Data { fd: 1, data } => Some(data.to_vec()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(out, b"hello");
+    assert!(
+        events.contains(&Event::Closed {
+            fd: 1,
+            reason: CloseReason::Eof
+        }),
+        "{events:?}"
+    );
+    assert!(!events.contains(&Event::Closed {
+        fd: 1,
+        reason: CloseReason::Closed
+    }));
+    // `Exited` and `Ended` carry the same status, and compare so.
+    let Some(Event::Ended(status)) = events.last().cloned() else {
+        panic!("the last event is not Ended: {events:?}");
+    };
+    assert!(status.is_ok_and(|s| s.success()), "{status:?}");
+    assert!(events.contains(&Event::Exited(status)), "{events:?}");
+    assert_ne!(Event::Exited(status), Event::Ended(status));
+}
+
+#[tokio::test]
+async fn an_error_close_reason_clones_and_compares_by_kind_and_errno() {
+    let (_child, reason) = common::write_past_a_closed_stdin(b"line\n", common::LIMIT).await;
+    assert!(reason.is_error(), "{reason:?}");
+    let copy = reason.clone();
+    assert_eq!(copy, reason);
+    assert_eq!(
+        reason,
+        CloseReason::Error(Arc::new(io::Error::from_raw_os_error(libc::EPIPE)))
+    );
+    let event = Event::Closed { fd: 0, reason };
+    assert_eq!(event.clone(), event);
+}
+
+#[test]
+fn close_reasons_compare_by_what_matters() {
+    let os = |errno| CloseReason::Error(Arc::new(io::Error::from_raw_os_error(errno)));
+    assert_eq!(os(libc::EIO), os(libc::EIO));
+    assert_ne!(os(libc::EIO), os(libc::EPIPE));
+    // Same kind, but one has an errno and the other not.
+    assert_ne!(
+        os(libc::EPIPE),
+        CloseReason::Error(Arc::new(io::Error::from(io::ErrorKind::BrokenPipe)))
+    );
+    // Without an errno, the kind decides and the message does not matter.
+    assert_eq!(
+        CloseReason::Error(Arc::new(io::Error::other("one"))),
+        CloseReason::Error(Arc::new(io::Error::other("two")))
+    );
+    assert_ne!(os(libc::EIO), CloseReason::Eof);
+    assert_eq!(CloseReason::WaitDelay, CloseReason::WaitDelay);
+    assert_ne!(CloseReason::Eof, CloseReason::Closed);
 }
