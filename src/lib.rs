@@ -129,7 +129,7 @@ pub use event::{CloseReason, Event};
 pub use exit_status::{ExitStatus, ResourceUsage};
 pub use io::{PipeReader, PipeWriter};
 pub use pipe::WriteFlow;
-pub use protocol::ProcessProtocol;
+pub use protocol::{ProcessProtocol, route_child_connection_lost, route_child_data};
 pub use signal::Signal;
 pub use spawn::spawn_process;
 pub use transport::ProcessTransport;

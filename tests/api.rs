@@ -7,7 +7,11 @@ use std::error::Error as StdError;
 use std::io;
 use std::sync::Arc;
 
-use process_transport::{ChildFd, CloseReason, Command, Error, Event, SpawnStep, WaitError};
+use bytes::Bytes;
+use process_transport::{
+    ChildFd, CloseReason, Command, Error, Event, ProcessProtocol, ProcessTransport, SpawnStep,
+    WaitError, route_child_connection_lost, route_child_data,
+};
 
 /// Prints `error` the way anyhow's `{:#}` does: its Display text, then `: ` and the Display
 /// text of each source in turn.
@@ -169,4 +173,75 @@ fn close_reasons_compare_by_what_matters() {
     assert_ne!(os(libc::EIO), CloseReason::Eof);
     assert_eq!(CloseReason::WaitDelay, CloseReason::WaitDelay);
     assert_ne!(CloseReason::Eof, CloseReason::Closed);
+}
+
+// ----- reusable protocol routing -----------------------------------------------------------------
+
+/// Handles fd 3 itself and leaves fds 0, 1 and 2 to the default routing.
+#[derive(Default)]
+struct OwnFd3 {
+    out: Vec<u8>,
+    err: Vec<u8>,
+    fd3: Vec<u8>,
+    lost: Vec<&'static str>,
+    fd3_reason: Option<CloseReason>,
+}
+
+impl ProcessProtocol for OwnFd3 {
+    fn child_data_received(&mut self, transport: &mut ProcessTransport, fd: i32, data: Bytes) {
+        match fd {
+            3 => self.fd3.extend_from_slice(&data),
+            _ => route_child_data(self, transport, fd, data),
+        }
+    }
+
+    fn out_received(&mut self, _: &mut ProcessTransport, data: Bytes) {
+        self.out.extend_from_slice(&data);
+    }
+
+    fn err_received(&mut self, _: &mut ProcessTransport, data: Bytes) {
+        self.err.extend_from_slice(&data);
+    }
+
+    fn child_connection_lost(
+        &mut self,
+        transport: &mut ProcessTransport,
+        fd: i32,
+        reason: CloseReason,
+    ) {
+        match fd {
+            3 => self.fd3_reason = Some(reason),
+            _ => route_child_connection_lost(self, transport, fd, reason),
+        }
+    }
+
+    fn in_connection_lost(&mut self, _: &mut ProcessTransport) {
+        self.lost.push("in");
+    }
+
+    fn out_connection_lost(&mut self, _: &mut ProcessTransport) {
+        self.lost.push("out");
+    }
+
+    fn err_connection_lost(&mut self, _: &mut ProcessTransport) {
+        self.lost.push("err");
+    }
+}
+
+#[tokio::test]
+async fn the_routing_helpers_route_the_fds_an_override_leaves_alone() {
+    let child = Command::new("sh")
+        .args(["-c", "exec 0<&-; printf out; printf err >&2; printf three >&3"])
+        .fd(3, ChildFd::ParentReads)
+        .spawn()
+        .unwrap();
+    let (protocol, status) = common::within("run", child.run(OwnFd3::default())).await;
+    assert!(status.unwrap().success());
+    assert_eq!(protocol.out, b"out");
+    assert_eq!(protocol.err, b"err");
+    assert_eq!(protocol.fd3, b"three");
+    let mut lost = protocol.lost.clone();
+    lost.sort_unstable();
+    assert_eq!(lost, ["err", "in", "out"]);
+    assert_eq!(protocol.fd3_reason, Some(CloseReason::Eof));
 }
