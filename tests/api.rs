@@ -4,13 +4,16 @@
 mod common;
 
 use std::error::Error as StdError;
+use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use process_transport::{
-    ChildFd, CloseReason, Command, Error, Event, ProcessProtocol, ProcessTransport, SpawnStep,
-    WaitError, route_child_connection_lost, route_child_data,
+    ChildFd, CloseReason, Command, Error, Event, ProcessProtocol, ProcessTransport, Signal,
+    SpawnStep, WaitError, route_child_connection_lost, route_child_data,
 };
 
 /// Prints `error` the way anyhow's `{:#}` does: its Display text, then `: ` and the Display
@@ -244,4 +247,179 @@ async fn the_routing_helpers_route_the_fds_an_override_leaves_alone() {
     lost.sort_unstable();
     assert_eq!(lost, ["err", "in", "out"]);
     assert_eq!(protocol.fd3_reason, Some(CloseReason::Eof));
+}
+
+// ----- std interop and getters -------------------------------------------------------------------
+
+/// A std command that sets every field std can read back: program, arguments (one not UTF-8),
+/// a variable set, a variable of the parent's removed, the working directory.
+fn std_command_with_every_readable_field() -> (std::process::Command, OsString) {
+    let removed = std::env::vars_os()
+        .map(|(key, _)| key)
+        .find(|key| key != "PATH")
+        .expect("the test process has an environment variable besides PATH");
+    let mut std_command = std::process::Command::new("sh");
+    std_command
+        .args(["-c", "printf '%s\\n' \"$0\" \"$@\"; pwd; env | sort", "name"])
+        .arg(OsStr::from_bytes(b"not-utf8-\xff"))
+        .env("PROCESS_TRANSPORT_API_TEST", "set")
+        .env_remove(&removed)
+        .current_dir("/usr");
+    (std_command, removed)
+}
+
+#[test]
+fn from_std_command_carries_every_field_std_exposes() {
+    let (std_command, removed) = std_command_with_every_readable_field();
+    let command = Command::from(&std_command);
+    assert_eq!(command.get_program(), std_command.get_program());
+    assert_eq!(
+        command.get_args().collect::<Vec<_>>(),
+        std_command.get_args().collect::<Vec<_>>()
+    );
+    let mut std_envs: Vec<_> = std_command.get_envs().collect();
+    std_envs.sort();
+    assert_eq!(command.get_envs().collect::<Vec<_>>(), std_envs);
+    assert!(std_envs.contains(&(removed.as_os_str(), None)));
+    assert_eq!(command.get_current_dir(), std_command.get_current_dir());
+    assert_eq!(command.get_current_dir(), Some(Path::new("/usr")));
+    // The rest is the default.
+    assert_eq!(command.get_arg0(), None);
+    assert!(!command.get_env_clear());
+    assert_eq!(command.get_uid(), None);
+    assert_eq!(command.get_process_group(), None);
+    assert_eq!(
+        command.get_fds().collect::<Vec<_>>(),
+        [
+            (0, ChildFd::ParentWrites),
+            (1, ChildFd::ParentReads),
+            (2, ChildFd::ParentReads)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_command_from_std_runs_as_the_std_one_does() {
+    let (mut std_command, removed) = std_command_with_every_readable_field();
+    let ours = Command::from(&std_command)
+        .stdin(ChildFd::Null)
+        .spawn()
+        .unwrap();
+    let theirs = std_command.output().unwrap();
+    assert!(theirs.status.success(), "{theirs:?}");
+    let mut ours = ours;
+    let events = common::all_events(&mut ours, common::LIMIT).await;
+    let mut out = Vec::new();
+    for event in events {
+        match event {
+            Event::Data { fd: 1, data } => out.extend_from_slice(&data),
+            Event::Ended(status) => assert!(status.unwrap().success()),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        String::from_utf8_lossy(&theirs.stdout)
+    );
+    // And the output shows each field did something.
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("name\nnot-utf8-"), "{text}");
+    assert!(text.contains("\n/usr\n"), "{text}");
+    assert!(text.contains("PROCESS_TRANSPORT_API_TEST=set\n"), "{text}");
+    let removed = format!("\n{}=", removed.to_string_lossy());
+    assert!(!text.contains(&removed), "{text}");
+}
+
+#[test]
+fn getters_read_back_what_was_set() {
+    let mut command = Command::new("prog");
+    command
+        .arg0("zero")
+        .args(["a", "b"])
+        .env("K", "v")
+        .env_remove("GONE")
+        .current_dir("/tmp")
+        .uid(1)
+        .gid(2)
+        .process_group(0)
+        .parent_death_signal(libc::SIGTERM)
+        .fd(3, ChildFd::Null);
+    assert_eq!(command.get_arg0(), Some(OsStr::new("zero")));
+    assert_eq!(command.get_args().len(), 2);
+    assert_eq!(command.get_args().rev().next(), Some(OsStr::new("b")));
+    assert_eq!(
+        command.get_envs().collect::<Vec<_>>(),
+        [
+            (OsStr::new("GONE"), None),
+            (OsStr::new("K"), Some(OsStr::new("v")))
+        ]
+    );
+    assert_eq!(command.get_current_dir(), Some(Path::new("/tmp")));
+    assert_eq!((command.get_uid(), command.get_gid()), (Some(1), Some(2)));
+    assert_eq!(command.get_process_group(), Some(0));
+    assert!(!command.get_new_session());
+    assert_eq!(
+        command.get_parent_death_signal(),
+        Some(Signal::from(libc::SIGTERM))
+    );
+    // `fd` adds to the default map.
+    assert_eq!(
+        command.get_fds().map(|(fd, _)| fd).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
+
+    command.new_session().env_clear();
+    assert_eq!(command.get_process_group(), None);
+    assert!(command.get_new_session());
+    assert!(command.get_env_clear());
+    assert_eq!(command.get_envs().len(), 0);
+    // `fds` replaces it.
+    command.fds([(5, ChildFd::ParentReads)]);
+    assert_eq!(
+        command.get_fds().collect::<Vec<_>>(),
+        [(5, ChildFd::ParentReads)]
+    );
+}
+
+// ----- signal arguments --------------------------------------------------------------------------
+
+/// Spawns a sleeper with `configure` applied from a thread that then exits, so that a
+/// parent-death signal fires (Linux ties it to the spawning thread). The child has no pipes,
+/// so the transport can be awaited from another runtime.
+fn spawn_from_a_thread_that_exits(
+    configure: impl FnOnce(&mut Command) + Send + 'static,
+) -> ProcessTransport {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut command = Command::new("sleep");
+            command
+                .arg("30")
+                .fds([(0, ChildFd::Null), (1, ChildFd::Null), (2, ChildFd::Null)])
+                .kill_on_drop(true);
+            configure(&mut command);
+            command.spawn().unwrap()
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+#[tokio::test]
+async fn parent_death_signal_takes_a_signal_or_a_plain_number() {
+    let from_signal = spawn_from_a_thread_that_exits(|c| {
+        c.parent_death_signal(Signal::from(libc::SIGUSR1));
+    });
+    let from_literal = spawn_from_a_thread_that_exits(|c| {
+        c.parent_death_signal(12); // SIGUSR2 on Linux
+    });
+    for (mut child, expected) in [(from_signal, libc::SIGUSR1), (from_literal, libc::SIGUSR2)] {
+        let status = common::within("the parent-death signal", child.wait())
+            .await
+            .unwrap();
+        assert_eq!(status.signal(), Some(expected), "{status:?}");
+    }
 }
