@@ -158,11 +158,9 @@ impl fmt::Display for Error {
         match self {
             Error::InvalidInput(e) => write!(f, "invalid command: {e}"),
             // The OS error is the source; printing it here too would show it twice in a chain.
-            Error::Spawn { program, step, .. } => write!(
-                f,
-                "spawning {} failed at {step}",
-                program.to_string_lossy()
-            ),
+            Error::Spawn { program, step, .. } => {
+                write!(f, "spawning {} failed at {step}", program.to_string_lossy())
+            }
             Error::NoRuntime => f.write_str("spawn_process must be called inside a Tokio runtime"),
             Error::AlreadyExited => f.write_str("the child has already exited and been reaped"),
             Error::NoSuchPipe(fd) => write!(f, "child fd {fd} is not a pipe of this transport"),

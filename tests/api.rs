@@ -85,7 +85,10 @@ fn no_error_variant_prints_its_errno_twice() {
             },
             libc::EACCES,
         ),
-        (Error::Io(io::Error::from_raw_os_error(libc::EPERM)), libc::EPERM),
+        (
+            Error::Io(io::Error::from_raw_os_error(libc::EPERM)),
+            libc::EPERM,
+        ),
         (Error::Wait(WaitError::Os(libc::EIO)), libc::EIO),
     ];
     for (err, errno) in &variants {
@@ -234,7 +237,10 @@ impl ProcessProtocol for OwnFd3 {
 #[tokio::test]
 async fn the_routing_helpers_route_the_fds_an_override_leaves_alone() {
     let child = Command::new("sh")
-        .args(["-c", "exec 0<&-; printf out; printf err >&2; printf three >&3"])
+        .args([
+            "-c",
+            "exec 0<&-; printf out; printf err >&2; printf three >&3",
+        ])
         .fd(3, ChildFd::ParentReads)
         .spawn()
         .unwrap();
@@ -260,7 +266,11 @@ fn std_command_with_every_readable_field() -> (std::process::Command, OsString) 
         .expect("the test process has an environment variable besides PATH");
     let mut std_command = std::process::Command::new("sh");
     std_command
-        .args(["-c", "printf '%s\\n' \"$0\" \"$@\"; pwd; env | sort", "name"])
+        .args([
+            "-c",
+            "printf '%s\\n' \"$0\" \"$@\"; pwd; env | sort",
+            "name",
+        ])
         .arg(OsStr::from_bytes(b"not-utf8-\xff"))
         .env("PROCESS_TRANSPORT_API_TEST", "set")
         .env_remove(&removed)

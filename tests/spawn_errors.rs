@@ -202,7 +202,9 @@ async fn spawn_error_names_the_step_and_the_os_error() {
     assert!(text.contains("chdir"), "{text}");
     let source = std::error::Error::source(&err).map(ToString::to_string);
     assert!(
-        source.as_deref().is_some_and(|s| s.contains("No such file")),
+        source
+            .as_deref()
+            .is_some_and(|s| s.contains("No such file")),
         "{source:?}"
     );
     let io_err: io::Error = err.into();
