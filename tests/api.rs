@@ -356,7 +356,7 @@ fn getters_read_back_what_was_set() {
         .fd(3, ChildFd::Null);
     assert_eq!(command.get_arg0(), Some(OsStr::new("zero")));
     assert_eq!(command.get_args().len(), 2);
-    assert_eq!(command.get_args().rev().next(), Some(OsStr::new("b")));
+    assert_eq!(command.get_args().next_back(), Some(OsStr::new("b")));
     assert_eq!(
         command.get_envs().collect::<Vec<_>>(),
         [
