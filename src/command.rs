@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::InvalidInput;
+use crate::signal::Signal;
 
 /// What a child fd is connected to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +53,8 @@ impl Default for PtySize {
 ///
 /// The default map is fd 0 written by the parent and fds 1 and 2 read by the parent. Only the
 /// fds in the map exist in the child: every other fd is closed there, including fds opened
-/// without `O_CLOEXEC` and 0, 1 or 2 when unmapped.
+/// without `O_CLOEXEC` and 0, 1 or 2 when unmapped. [`fd`](Command::fd) adds to the map (the
+/// defaults stay); [`fds`](Command::fds) replaces it (the defaults go unless listed).
 ///
 /// The environment is inherited, with [`env`](Command::env),
 /// [`env_remove`](Command::env_remove) and [`env_clear`](Command::env_clear) applied on top.
@@ -217,7 +219,8 @@ impl Command {
         self
     }
 
-    /// Maps child fd `child_fd` to `what`, replacing any earlier mapping of that fd.
+    /// Maps child fd `child_fd` to `what`, keeping the rest of the map (the default fds 0, 1
+    /// and 2 included); only an earlier mapping of `child_fd` itself is replaced.
     pub fn fd(&mut self, child_fd: RawFd, what: ChildFd) -> &mut Self {
         if child_fd < 0 {
             self.fd_error
@@ -228,9 +231,21 @@ impl Command {
         self
     }
 
-    /// Replaces the whole fd map (the defaults included): the child gets exactly these fds.
+    /// Replaces the whole fd map, dropping the default fds 0, 1 and 2 unless `map` lists them:
+    /// the child gets exactly these fds. To add fds to the map instead, call
+    /// [`fd`](Command::fd) for each.
+    ///
     /// An empty map gives a child with no fds at all. A child fd listed twice is an error at
     /// spawn.
+    ///
+    /// ```
+    /// use process_transport::{ChildFd, Command};
+    ///
+    /// let mut command = Command::new("prog");
+    /// command.fds([(3, ChildFd::ParentReads)]);
+    /// // No stdin, stdout or stderr any more: only fd 3.
+    /// assert_eq!(command.get_fds().collect::<Vec<_>>(), [(3, ChildFd::ParentReads)]);
+    /// ```
     pub fn fds<I>(&mut self, map: I) -> &mut Self
     where
         I: IntoIterator<Item = (RawFd, ChildFd)>,
@@ -298,8 +313,10 @@ impl Command {
     /// (Tokio's `spawn_blocking` threads retire when idle). It is set after [`uid`](Command::uid)
     /// and [`gid`](Command::gid) take effect, so it survives them, but the kernel still
     /// clears it when the child execs a set-user-ID or set-group-ID program.
-    pub fn parent_death_signal(&mut self, signal: i32) -> &mut Self {
-        self.parent_death_signal = Some(signal);
+    ///
+    /// Takes a number or, with the `nix` feature, a `nix::sys::signal::Signal` (see [`Signal`]).
+    pub fn parent_death_signal(&mut self, signal: impl Into<Signal>) -> &mut Self {
+        self.parent_death_signal = Some(signal.into().number());
         self
     }
 
@@ -370,8 +387,108 @@ impl Command {
         &self.program
     }
 
+    /// argv\[0\], if set with [`arg0`](Command::arg0) (otherwise the child gets the program).
+    pub fn get_arg0(&self) -> Option<&OsStr> {
+        self.arg0.as_deref()
+    }
+
+    /// The arguments after argv\[0\], in order, as std's `Command::get_args`.
+    pub fn get_args(&self) -> impl ExactSizeIterator<Item = &OsStr> + DoubleEndedIterator {
+        self.args.iter().map(OsString::as_os_str)
+    }
+
+    /// The environment changes made on this command, sorted by name: `(name, Some(value))`
+    /// for a variable set, `(name, None)` for one removed. As std's `Command::get_envs`, the
+    /// inherited environment is not included, and after [`env_clear`](Command::env_clear)
+    /// only the variables set since are (see [`get_env_clear`](Command::get_env_clear)).
+    pub fn get_envs(&self) -> impl ExactSizeIterator<Item = (&OsStr, Option<&OsStr>)> {
+        self.env
+            .iter()
+            .map(|(key, value)| (key.as_os_str(), value.as_deref()))
+    }
+
+    /// `true` if [`env_clear`](Command::env_clear) was called: the child starts from an empty
+    /// environment rather than the parent's.
+    pub fn get_env_clear(&self) -> bool {
+        self.env_clear
+    }
+
+    /// The working directory set with [`current_dir`](Command::current_dir), if any.
+    pub fn get_current_dir(&self) -> Option<&Path> {
+        self.cwd.as_deref()
+    }
+
+    /// The user id set with [`uid`](Command::uid), if any.
+    pub fn get_uid(&self) -> Option<u32> {
+        self.uid
+    }
+
+    /// The group id set with [`gid`](Command::gid), if any.
+    pub fn get_gid(&self) -> Option<u32> {
+        self.gid
+    }
+
+    /// The supplementary groups set with [`groups`](Command::groups), if any.
+    pub fn get_groups(&self) -> Option<&[u32]> {
+        self.groups.as_deref()
+    }
+
+    /// The process group set with [`process_group`](Command::process_group), unless
+    /// [`new_session`](Command::new_session) was called after it (each replaces the other).
+    pub fn get_process_group(&self) -> Option<i32> {
+        match self.session {
+            SessionOption::ProcessGroup(pgid) => Some(pgid),
+            SessionOption::Inherit | SessionOption::NewSession => None,
+        }
+    }
+
+    /// `true` if [`new_session`](Command::new_session) was called and no
+    /// [`process_group`](Command::process_group) after it.
+    pub fn get_new_session(&self) -> bool {
+        self.session == SessionOption::NewSession
+    }
+
+    /// The signal set with [`parent_death_signal`](Command::parent_death_signal), if any.
+    pub fn get_parent_death_signal(&self) -> Option<Signal> {
+        self.parent_death_signal.map(Signal::from)
+    }
+
+    /// The fd map, sorted by child fd. In [`pty`](Command::pty) mode the terminal takes fds
+    /// 0, 1 and 2 at spawn whatever the map says about them.
+    pub fn get_fds(&self) -> impl ExactSizeIterator<Item = (RawFd, ChildFd)> {
+        self.fds.iter().map(|(&child_fd, &what)| (child_fd, what))
+    }
+
     /// Spawns the child: shorthand for [`spawn_process(self)`](crate::spawn_process).
     pub fn spawn(&self) -> Result<crate::ProcessTransport, crate::Error> {
         crate::spawn_process(self)
+    }
+}
+
+impl From<&std::process::Command> for Command {
+    /// A command with everything std's `Command` lets one read back: the program, the
+    /// arguments, the environment changes (variables set and removed) and the working
+    /// directory. The fd map is the default one.
+    ///
+    /// **Not carried**, because std has no stable getter for them: [`env_clear`](Command::env_clear)
+    /// (a std command that cleared its environment gives one that inherits the parent's, plus
+    /// the variables it set: call `env_clear` again and set them back if that matters), and
+    /// from `std::os::unix::process::CommandExt` the `arg0`, `uid`, `gid`, `groups`,
+    /// `process_group` and `pre_exec` settings; nor std's `stdin`/`stdout`/`stderr`.
+    ///
+    /// For a `tokio::process::Command`, convert its `as_std()`.
+    fn from(std_command: &std::process::Command) -> Self {
+        let mut command = Command::new(std_command.get_program());
+        command.args(std_command.get_args());
+        for (key, value) in std_command.get_envs() {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        if let Some(dir) = std_command.get_current_dir() {
+            command.current_dir(dir);
+        }
+        command
     }
 }

@@ -4,6 +4,12 @@ use std::fmt;
 use std::io;
 
 /// Everything that can go wrong in this crate.
+///
+/// Display and [`source`](std::error::Error::source) never say the same thing twice, so a
+/// reporter that prints the whole chain (anyhow's `{:#}`, `tracing`'s error fields) shows each
+/// OS error once: [`Spawn`](Error::Spawn) displays the program and the step and returns the OS
+/// error as its source; [`Io`](Error::Io) is transparent (it displays the OS error and has no
+/// source of its own); the other variants have no source.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -16,7 +22,8 @@ pub enum Error {
         program: std::ffi::OsString,
         /// The step that failed.
         step: SpawnStep,
-        /// The OS error of that step.
+        /// The OS error of that step, returned by [`source`](std::error::Error::source) and
+        /// not repeated in the `Display` text.
         source: io::Error,
     },
     /// `spawn_process` was called outside a Tokio runtime with I/O enabled.
@@ -40,7 +47,8 @@ pub enum Error {
     NoProcessGroup,
     /// Waiting for the child failed.
     Wait(WaitError),
-    /// Any other OS error (e.g. from `kill`).
+    /// Any other OS error (e.g. from `kill`). Displayed as the OS error itself, which is
+    /// therefore not also returned by [`source`](std::error::Error::source).
     Io(io::Error),
 }
 
@@ -151,15 +159,10 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::InvalidInput(e) => write!(f, "invalid command: {e}"),
-            Error::Spawn {
-                program,
-                step,
-                source,
-            } => write!(
-                f,
-                "spawning {} failed at {step}: {source}",
-                program.to_string_lossy()
-            ),
+            // The OS error is the source; printing it here too would show it twice in a chain.
+            Error::Spawn { program, step, .. } => {
+                write!(f, "spawning {} failed at {step}", program.to_string_lossy())
+            }
             Error::NoRuntime => f.write_str("spawn_process must be called inside a Tokio runtime"),
             Error::AlreadyExited => f.write_str("the child has already exited and been reaped"),
             Error::NoSuchPipe(fd) => write!(f, "child fd {fd} is not a pipe of this transport"),
@@ -182,7 +185,10 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Spawn { source, .. } | Error::Io(source) => Some(source),
+            Error::Spawn { source, .. } => Some(source),
+            // Transparent: the Display text already is this error, so only what lies below it
+            // is the source.
+            Error::Io(e) => std::error::Error::source(e),
             _ => None,
         }
     }

@@ -1,6 +1,7 @@
 //! What a transport reports: data and closes per child fd, the exit, and the end.
 
 use std::io;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -14,7 +15,10 @@ use crate::exit_status::ExitStatus;
 /// come before or after it); [`Ended`](Event::Ended) comes exactly once and last, after
 /// `Exited` and after every pipe has closed. Fds of different pipes are not ordered among
 /// themselves.
-#[derive(Debug)]
+///
+/// Events are cheap to clone (the data is a shared [`Bytes`], an error a shared
+/// `io::Error`) and compare by value; see [`CloseReason`] for how errors compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
     /// Bytes the child wrote to child fd `fd`.
@@ -49,7 +53,11 @@ pub enum Event {
 }
 
 /// Why a pipe closed.
-#[derive(Debug)]
+///
+/// Two reasons are equal when they are the same variant and, for [`Error`](CloseReason::Error),
+/// when the errors have the same [`ErrorKind`](io::ErrorKind) and the same raw OS error (or
+/// both have none); the message of a non-OS error is not compared.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum CloseReason {
     /// The child's side is gone: end of file on a pipe the parent reads, or the child closed
@@ -61,13 +69,39 @@ pub enum CloseReason {
     /// closed it.
     WaitDelay,
     /// A read or write failed, for example with `EPIPE` when the child closed its read end
-    /// while the parent was writing.
-    Error(io::Error),
+    /// while the parent was writing. Shared, so that the reason can be cloned.
+    Error(Arc<io::Error>),
 }
+
+impl PartialEq for CloseReason {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (CloseReason::Eof, CloseReason::Eof)
+            | (CloseReason::Closed, CloseReason::Closed)
+            | (CloseReason::WaitDelay, CloseReason::WaitDelay) => true,
+            // `io::Error` is not comparable; its kind and errno are what callers match on.
+            (CloseReason::Error(a), CloseReason::Error(b)) => {
+                a.kind() == b.kind() && a.raw_os_error() == b.raw_os_error()
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Eq for CloseReason {}
 
 impl CloseReason {
     /// `true` for [`CloseReason::Error`].
     pub fn is_error(&self) -> bool {
         matches!(self, CloseReason::Error(_))
     }
+}
+
+/// Takes the error out of a close reason's `Arc`: the error itself when nobody else holds it
+/// (a fresh reason), otherwise one rebuilt from its errno, or from its kind and message.
+pub(crate) fn unshare_error(error: Arc<io::Error>) -> io::Error {
+    Arc::try_unwrap(error).unwrap_or_else(|shared| match shared.raw_os_error() {
+        Some(errno) => io::Error::from_raw_os_error(errno),
+        None => io::Error::new(shared.kind(), shared.to_string()),
+    })
 }

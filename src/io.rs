@@ -60,7 +60,9 @@ impl Stream for PipeReader {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match ready!(self.get_mut().reader.poll_read(cx)) {
             ReadOutcome::Data(data) => Poll::Ready(Some(Ok(data))),
-            ReadOutcome::Closed(CloseReason::Error(e)) => Poll::Ready(Some(Err(e))),
+            ReadOutcome::Closed(CloseReason::Error(e)) => {
+                Poll::Ready(Some(Err(crate::event::unshare_error(e))))
+            }
             ReadOutcome::Closed(_) => Poll::Ready(None),
         }
     }

@@ -1,6 +1,9 @@
-//! A Tokio-native subprocess transport: spawn a child with **any** file descriptors wired to
-//! pipes, and consume its output as a stream of events, through Twisted-style callbacks, or by
-//! awaiting its exit status.
+//! A Tokio-native subprocess transport for **Linux**: spawn a child with **any** file
+//! descriptors wired to pipes, and consume its output as a stream of events, through
+//! Twisted-style callbacks, or by awaiting its exit status.
+//!
+//! **Linux only.** Spawning relies on `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)`, pidfds,
+//! `prctl` and `/proc`; building for any other target stops with a single compile error.
 //!
 //! ```
 //! use futures::StreamExt;
@@ -108,28 +111,52 @@
 
 #![warn(missing_docs)]
 
+// Everything below is gated on Linux, so another target gets this one error and nothing else.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "process-transport supports Linux only: it spawns children with clone(CLONE_PIDFD), \
+     signals them through pidfds and inspects them through /proc, which this target lacks"
+);
+
+#[cfg(target_os = "linux")]
 mod command;
+#[cfg(target_os = "linux")]
 mod error;
+#[cfg(target_os = "linux")]
 mod event;
+#[cfg(target_os = "linux")]
 mod exit_status;
+#[cfg(target_os = "linux")]
 pub mod fd_plan;
+#[cfg(target_os = "linux")]
 mod io;
+#[cfg(target_os = "linux")]
 mod pipe;
+#[cfg(target_os = "linux")]
 mod protocol;
+#[cfg(target_os = "linux")]
 mod reaper;
+#[cfg(target_os = "linux")]
 mod signal;
+#[cfg(target_os = "linux")]
 mod spawn;
+#[cfg(target_os = "linux")]
 mod sys;
+#[cfg(target_os = "linux")]
 mod transport;
+#[cfg(target_os = "linux")]
 mod tree;
 
-pub use command::{ChildFd, Command, PtySize};
-pub use error::{Error, Field, InvalidInput, SpawnStep, WaitError};
-pub use event::{CloseReason, Event};
-pub use exit_status::{ExitStatus, ResourceUsage};
-pub use io::{PipeReader, PipeWriter};
-pub use pipe::WriteFlow;
-pub use protocol::ProcessProtocol;
-pub use signal::Signal;
-pub use spawn::spawn_process;
-pub use transport::ProcessTransport;
+#[cfg(target_os = "linux")]
+pub use self::{
+    command::{ChildFd, Command, PtySize},
+    error::{Error, Field, InvalidInput, SpawnStep, WaitError},
+    event::{CloseReason, Event},
+    exit_status::{ExitStatus, ResourceUsage},
+    io::{PipeReader, PipeWriter},
+    pipe::WriteFlow,
+    protocol::{ProcessProtocol, route_child_connection_lost, route_child_data},
+    signal::Signal,
+    spawn::spawn_process,
+    transport::ProcessTransport,
+};

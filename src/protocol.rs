@@ -16,7 +16,34 @@ use crate::transport::ProcessTransport;
 /// [`out_received`](ProcessProtocol::out_received) and fd 2 to
 /// [`err_received`](ProcessProtocol::err_received) and drops other fds; the default
 /// [`child_connection_lost`](ProcessProtocol::child_connection_lost) routes fds 0, 1 and 2 to
-/// the `in_`/`out_`/`err_connection_lost` methods.
+/// the `in_`/`out_`/`err_connection_lost` methods. An implementation that overrides either
+/// to handle other fds keeps that routing by passing the fds it does not handle to
+/// [`route_child_data`] or [`route_child_connection_lost`]:
+///
+/// ```
+/// use bytes::Bytes;
+/// use process_transport::{route_child_data, ProcessProtocol, ProcessTransport};
+///
+/// #[derive(Default)]
+/// struct WithStatus {
+///     output: Vec<u8>,
+///     status: Vec<u8>,
+/// }
+///
+/// impl ProcessProtocol for WithStatus {
+///     fn child_data_received(&mut self, transport: &mut ProcessTransport, fd: i32, data: Bytes) {
+///         match fd {
+///             3 => self.status.extend_from_slice(&data),
+///             // Still reaches `out_received` and `err_received`.
+///             _ => route_child_data(self, transport, fd, data),
+///         }
+///     }
+///
+///     fn out_received(&mut self, _: &mut ProcessTransport, data: Bytes) {
+///         self.output.extend_from_slice(&data);
+///     }
+/// }
+/// ```
 ///
 /// Order: `connection_made` first; per fd, data before its connection-lost;
 /// `process_exited` once, when the child is reaped; `process_ended` once and last.
@@ -26,13 +53,9 @@ pub trait ProcessProtocol {
         let _ = transport;
     }
 
-    /// The child wrote `data` to child fd `fd`.
+    /// The child wrote `data` to child fd `fd`. By default: [`route_child_data`].
     fn child_data_received(&mut self, transport: &mut ProcessTransport, fd: i32, data: Bytes) {
-        match fd {
-            1 => self.out_received(transport, data),
-            2 => self.err_received(transport, data),
-            _ => {}
-        }
+        route_child_data(self, transport, fd, data);
     }
 
     /// The child wrote `data` to its stdout (fd 1).
@@ -45,20 +68,14 @@ pub trait ProcessProtocol {
         let _ = (transport, data);
     }
 
-    /// The pipe at child fd `fd` closed.
+    /// The pipe at child fd `fd` closed. By default: [`route_child_connection_lost`].
     fn child_connection_lost(
         &mut self,
         transport: &mut ProcessTransport,
         fd: i32,
         reason: CloseReason,
     ) {
-        let _ = reason;
-        match fd {
-            0 => self.in_connection_lost(transport),
-            1 => self.out_connection_lost(transport),
-            2 => self.err_connection_lost(transport),
-            _ => {}
-        }
+        route_child_connection_lost(self, transport, fd, reason);
     }
 
     /// The child's stdin pipe closed.
@@ -98,6 +115,46 @@ pub trait ProcessProtocol {
     /// The child has been reaped and every pipe is closed. The last callback.
     fn process_ended(&mut self, status: Result<ExitStatus, WaitError>) {
         let _ = status;
+    }
+}
+
+/// What the default [`child_data_received`](ProcessProtocol::child_data_received) does: data
+/// on fd 1 goes to [`out_received`](ProcessProtocol::out_received), on fd 2 to
+/// [`err_received`](ProcessProtocol::err_received), and on any other fd is dropped.
+///
+/// Call it from an overriding `child_data_received` for the fds it leaves to the defaults.
+pub fn route_child_data<P: ProcessProtocol + ?Sized>(
+    protocol: &mut P,
+    transport: &mut ProcessTransport,
+    fd: i32,
+    data: Bytes,
+) {
+    match fd {
+        1 => protocol.out_received(transport, data),
+        2 => protocol.err_received(transport, data),
+        _ => {}
+    }
+}
+
+/// What the default [`child_connection_lost`](ProcessProtocol::child_connection_lost) does:
+/// a close of fd 0, 1 or 2 goes to [`in_connection_lost`](ProcessProtocol::in_connection_lost),
+/// [`out_connection_lost`](ProcessProtocol::out_connection_lost) or
+/// [`err_connection_lost`](ProcessProtocol::err_connection_lost) (which do not get the
+/// reason); a close of any other fd is dropped.
+///
+/// Call it from an overriding `child_connection_lost` for the fds it leaves to the defaults.
+pub fn route_child_connection_lost<P: ProcessProtocol + ?Sized>(
+    protocol: &mut P,
+    transport: &mut ProcessTransport,
+    fd: i32,
+    reason: CloseReason,
+) {
+    let _ = reason;
+    match fd {
+        0 => protocol.in_connection_lost(transport),
+        1 => protocol.out_connection_lost(transport),
+        2 => protocol.err_connection_lost(transport),
+        _ => {}
     }
 }
 

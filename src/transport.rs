@@ -181,7 +181,7 @@ impl ProcessTransport {
             self.pending.push_back(Event::WritePaused { fd });
         }
         if let Err(e) = written {
-            self.close_pipe(fd, CloseReason::Error(e));
+            self.close_pipe(fd, CloseReason::Error(e.into()));
         }
         flow
     }
@@ -233,7 +233,7 @@ impl ProcessTransport {
                 }
                 Poll::Ready(Err(e)) => {
                     let err = std::io::Error::new(e.kind(), e.to_string());
-                    self.close_pipe(fd, CloseReason::Error(e));
+                    self.close_pipe(fd, CloseReason::Error(e.into()));
                     Poll::Ready(Err(Error::Io(err)))
                 }
                 Poll::Pending => Poll::Pending,

@@ -21,3 +21,13 @@ async fn a_nix_signal_kills_the_child_and_a_reaped_child_refuses_it() {
         Err(Error::AlreadyExited)
     ));
 }
+
+#[test]
+fn parent_death_signal_takes_a_nix_signal() {
+    let mut command = Command::new("sleep");
+    command.parent_death_signal(Signal::SIGUSR1);
+    assert_eq!(
+        command.get_parent_death_signal().map(|s| s.number()),
+        Some(libc::SIGUSR1)
+    );
+}

@@ -200,7 +200,13 @@ async fn spawn_error_names_the_step_and_the_os_error() {
         .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("chdir"), "{text}");
-    assert!(text.contains("No such file"), "{text}");
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert!(
+        source
+            .as_deref()
+            .is_some_and(|s| s.contains("No such file")),
+        "{source:?}"
+    );
     let io_err: io::Error = err.into();
     assert_eq!(io_err.raw_os_error(), Some(libc::ENOENT));
 }
@@ -394,9 +400,13 @@ async fn a_spawn_error_names_the_program_step_and_errno() {
     }
     let message = err.to_string();
     assert!(
-        message.contains("/nonexistent-dir/named-program")
-            && message.contains("exec")
-            && message.contains("os error 2"),
+        message.contains("/nonexistent-dir/named-program") && message.contains("exec"),
         "{message}"
+    );
+    // The errno is the source, not part of the message (a chain printer shows it once).
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert!(
+        source.as_deref().is_some_and(|s| s.contains("os error 2")),
+        "{source:?}"
     );
 }

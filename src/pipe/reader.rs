@@ -65,7 +65,7 @@ impl Reader {
         loop {
             let mut guard = match ready!(self.fd.poll_read_ready(cx)) {
                 Ok(guard) => guard,
-                Err(e) => return Poll::Ready(ReadOutcome::Closed(CloseReason::Error(e))),
+                Err(e) => return Poll::Ready(ReadOutcome::Closed(CloseReason::Error(e.into()))),
             };
             match sys::fd::read_into(guard.get_inner().as_fd(), &mut self.buf, self.read_size) {
                 Ok(0) => return Poll::Ready(ReadOutcome::Closed(CloseReason::Eof)),
@@ -82,7 +82,7 @@ impl Reader {
                 Err(e) if self.pty && e.raw_os_error() == Some(libc::EIO) => {
                     return Poll::Ready(ReadOutcome::Closed(CloseReason::Eof));
                 }
-                Err(e) => return Poll::Ready(ReadOutcome::Closed(CloseReason::Error(e))),
+                Err(e) => return Poll::Ready(ReadOutcome::Closed(CloseReason::Error(e.into()))),
             }
         }
     }

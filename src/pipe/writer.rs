@@ -200,7 +200,7 @@ impl Writer {
     /// an error condition). Ready with the reason the pipe is done, when it is.
     pub(crate) fn poll_done(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
         if let Err(e) = ready!(self.poll_flush(cx)) {
-            return Poll::Ready(CloseReason::Error(e));
+            return Poll::Ready(CloseReason::Error(e.into()));
         }
         if self.closing {
             return Poll::Ready(CloseReason::Closed);
@@ -208,7 +208,7 @@ impl Writer {
         loop {
             let mut guard = match ready!(self.fd.poll_write_ready(cx)) {
                 Ok(guard) => guard,
-                Err(e) => return Poll::Ready(CloseReason::Error(e)),
+                Err(e) => return Poll::Ready(CloseReason::Error(e.into())),
             };
             if guard.ready().is_write_closed() {
                 return Poll::Ready(CloseReason::Eof);
