@@ -8,6 +8,9 @@
 
 #![allow(dead_code)]
 
+pub mod pidns;
+pub mod rerun;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
 use std::future::IntoFuture;

@@ -1,0 +1,45 @@
+//! Running one test of the current test binary again in a fresh process, optionally under a
+//! wrapper command (`perf stat`, `setpriv`, ...), for tests that change process-wide state
+//! (rlimits, signal dispositions), may abort, or need their process counted from outside.
+
+use std::process::{Command, Output, Stdio};
+
+/// Set to the test's name in the inner run's environment.
+pub const INNER_ENV: &str = "PROCESS_TRANSPORT_RERUN";
+
+/// Whether this process is the re-run of `test`.
+pub fn is_inner(test: &str) -> bool {
+    std::env::var(INNER_ENV).is_ok_and(|v| v == test)
+}
+
+/// Runs `test` (its full path, as `--exact` wants it) of this test binary again under
+/// `wrapper` (a command prefix, may be empty), prints the inner output, and asserts that
+/// exactly that test ran there and passed. Returns the inner run's output.
+pub fn rerun(test: &str, wrapper: &[&str]) -> Output {
+    let exe = std::env::current_exe().expect("the current test binary");
+    let (program, prefix) = match wrapper.split_first() {
+        Some((program, rest)) => (std::ffi::OsString::from(program), rest),
+        None => (exe.clone().into_os_string(), &[][..]),
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(prefix);
+    if !wrapper.is_empty() {
+        cmd.arg(&exe);
+    }
+    let output = cmd
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(INNER_ENV, test)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running the test binary again");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("--- {test} (re-run): stdout ---\n{stdout}");
+    eprintln!("--- {test} (re-run): stderr ---\n{stderr}");
+    assert!(output.status.success(), "{test} failed when re-run: {}", output.status);
+    assert!(
+        stdout.contains(&format!("test {test} ... ok")) && stdout.contains("1 passed"),
+        "{test} did not run when re-run (is the name its full path?)"
+    );
+    output
+}

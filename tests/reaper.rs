@@ -1,0 +1,321 @@
+//! The reaper only ever observes its own children, by identity rather than by number, at a
+//! cost per exit that nothing else in the host process can inflate; and it survives the
+//! process it lives in failing to start it, or forking.
+//!
+//! Several tests run in a fresh process (see `common::rerun`) or a fresh pid namespace (see
+//! `common::pidns`), because they change rlimits, fork, count syscalls from outside, or steer
+//! pid numbers. This binary also runs with `PROCESS_TRANSPORT_REAPER=sigchld` in CI, where the
+//! tests that need pidfds say so and return.
+
+mod common;
+
+use std::time::Duration;
+
+use process_transport::{ChildFd, Command, Error, ProcessTransport, WaitError};
+
+use common::rerun::{is_inner, rerun};
+use common::{LIMIT, pidns, process_state, wait_until};
+
+fn forced_sigchld() -> bool {
+    std::env::var_os("PROCESS_TRANSPORT_REAPER").is_some_and(|v| v == "sigchld")
+}
+
+fn sleeper() -> Command {
+    let mut cmd = Command::new("sleep");
+    cmd.arg("1000")
+        .fds([(0, ChildFd::Null), (1, ChildFd::Null), (2, ChildFd::Null)]);
+    cmd
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A `std::process` child that has exited and is never waited for while `f` runs.
+fn with_foreign_zombie<T>(f: impl FnOnce() -> T) -> T {
+    let mut zombie = std::process::Command::new("true").spawn().unwrap();
+    let pid = zombie.id();
+    assert!(wait_until(LIMIT, || process_state(pid) == Some('Z')));
+    let out = f();
+    assert!(zombie.wait().unwrap().success(), "the foreign status was kept");
+    out
+}
+
+/// Runs `test` again under `perf stat` counting wait-family syscalls; `None` (after a loud
+/// note) where perf or its syscall tracepoints are missing.
+fn wait_syscalls_of(test: &str) -> Option<u64> {
+    let events = "syscalls:sys_enter_wait4,syscalls:sys_enter_waitid";
+    let probe = std::process::Command::new("perf")
+        .args(["stat", "-e", events, "--", "true"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("\n*** SKIPPED {test}: perf with syscall tracepoints is not available ***\n");
+        return None;
+    }
+    let out = rerun(test, &["perf", "stat", "-x,", "-e", events, "--"]);
+    let counts = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains("sys_enter_wait"))
+        .map(|l| l.split(',').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    Some(counts)
+}
+
+const CHILDREN: usize = 300;
+
+#[test]
+fn one_exit_costs_a_few_wait_syscalls_even_beside_a_foreign_zombie() {
+    let name = "one_exit_costs_a_few_wait_syscalls_even_beside_a_foreign_zombie";
+    if is_inner(name) {
+        runtime().block_on(with_foreign_zombie(|| async {
+            let mut children: Vec<ProcessTransport> =
+                (0..CHILDREN).map(|_| sleeper().spawn().unwrap()).collect();
+            for child in &mut children {
+                let status = child.kill().await.unwrap();
+                assert_eq!(status.signal(), Some(libc::SIGKILL));
+            }
+        }));
+        return;
+    }
+    if forced_sigchld() {
+        return; // The fallback is O(children) per exit beside a foreign zombie, by design.
+    }
+    let Some(waits) = wait_syscalls_of(name) else {
+        return;
+    };
+    // One waitid per exit of ours, one wait4 for the foreign zombie; the SIGCHLD design made
+    // hundreds per exit here (every live child scanned on every exit).
+    let per_exit = waits as f64 / CHILDREN as f64;
+    assert!(per_exit <= 4.0, "{waits} wait syscalls for {CHILDREN} exits");
+}
+
+#[test]
+fn foreign_exits_cost_the_reaper_nothing_however_many_children_live() {
+    let name = "foreign_exits_cost_the_reaper_nothing_however_many_children_live";
+    const FOREIGN: usize = 100;
+    if is_inner(name) {
+        runtime().block_on(async {
+            let children: Vec<ProcessTransport> = (0..CHILDREN)
+                .map(|_| {
+                    sleeper()
+                        .parent_death_signal(libc::SIGKILL)
+                        .spawn()
+                        .unwrap()
+                })
+                .collect();
+            for _ in 0..FOREIGN {
+                assert!(std::process::Command::new("true").status().unwrap().success());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(children.iter().all(|c| c.pid().is_some()));
+            // Not awaited: the parent-death signal ends them when this process exits.
+        });
+        return;
+    }
+    if forced_sigchld() {
+        return;
+    }
+    let Some(waits) = wait_syscalls_of(name) else {
+        return;
+    };
+    // std's own waitpid for each foreign child, and nothing from us.
+    assert!(
+        waits <= 2 * FOREIGN as u64,
+        "{waits} wait syscalls for {FOREIGN} foreign exits beside {CHILDREN} children"
+    );
+}
+
+#[test]
+fn signal_group_never_reaches_a_new_group_that_took_the_number() {
+    let name = "signal_group_never_reaches_a_new_group_that_took_the_number";
+    if forced_sigchld() || !pidns::enter(name) {
+        return;
+    }
+    runtime().block_on(async {
+        let mut leader = Command::new("true");
+        leader.process_group(0);
+        let mut leader = leader.spawn().unwrap();
+        let pgid = leader.process_group().unwrap();
+        assert!(leader.wait().await.unwrap().success());
+
+        // Try hard to give a stranger the number, as a group leader of its own.
+        pidns::set_next_pid(pgid);
+        let mut stranger = std::process::Command::new("sleep");
+        std::os::unix::process::CommandExt::process_group(&mut stranger, 0);
+        let mut stranger = stranger.arg("30").spawn().unwrap();
+        assert_ne!(
+            stranger.id() as i32,
+            pgid,
+            "the number was free while the transport lives"
+        );
+
+        // The group is still ours (its zombie leader), so signalling it is allowed, and the
+        // stranger is not in it.
+        leader.signal_group(libc::SIGKILL).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(stranger.try_wait().unwrap().is_none(), "the stranger was hit");
+
+        // Once the transport is gone, the zombie is released and the number is free again.
+        drop(leader);
+        assert!(wait_until(LIMIT, || process_state(pgid).is_none()));
+        stranger.kill().unwrap();
+        stranger.wait().unwrap();
+    });
+}
+
+#[test]
+fn a_child_reaped_elsewhere_never_takes_the_status_of_the_number_s_next_holder() {
+    let name = "a_child_reaped_elsewhere_never_takes_the_status_of_the_number_s_next_holder";
+    if forced_sigchld() || !pidns::enter(name) {
+        return;
+    }
+    runtime().block_on(async {
+        // The foreign reap races the reaper; try until the foreign side wins once.
+        for _attempt in 0..50 {
+            let mut ours = sleeper().spawn().unwrap();
+            let pid = ours.pid().unwrap() as i32;
+            ours.signal(libc::SIGKILL).unwrap();
+            // SAFETY: waitpid on a pid of this process with a valid status pointer.
+            let taken = unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+            if taken != pid {
+                continue; // The reaper got there first: not the case under test.
+            }
+            // The number's next holder is another child of ours that exits with 42.
+            pidns::set_next_pid(pid);
+            let mut next = std::process::Command::new("sh")
+                .args(["-c", "exit 42"])
+                .spawn()
+                .unwrap();
+            let status = tokio::time::timeout(LIMIT, ours.wait()).await.unwrap();
+            match status {
+                Err(Error::Wait(WaitError::ReapedElsewhere)) => {}
+                other => panic!("expected ReapedElsewhere, got {other:?}"),
+            }
+            assert_eq!(next.wait().unwrap().code(), Some(42), "its status was kept");
+            return;
+        }
+        eprintln!("the reaper won every race; nothing to check");
+    });
+}
+
+#[test]
+fn a_process_group_child_keeps_its_zombie_until_the_transport_is_dropped() {
+    runtime().block_on(async {
+        let mut grouped = Command::new("true");
+        grouped.process_group(0);
+        let mut grouped = grouped.spawn().unwrap();
+        let pid = grouped.spawned_pid();
+        assert!(grouped.wait().await.unwrap().success());
+        if !forced_sigchld() {
+            assert_eq!(process_state(pid), Some('Z'), "the group's zombie is kept");
+        }
+        drop(grouped);
+        assert!(wait_until(LIMIT, || process_state(pid).is_none()));
+
+        // Without a process group nothing is kept.
+        let mut plain = Command::new("true").spawn().unwrap();
+        let pid = plain.spawned_pid();
+        assert!(plain.wait().await.unwrap().success());
+        assert!(wait_until(LIMIT, || process_state(pid).is_none()));
+        drop(plain);
+    });
+}
+
+/// Sets RLIMIT_NOFILE's soft limit, returning the old one.
+fn set_nofile(soft: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a valid local struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        let old = lim.rlim_cur;
+        lim.rlim_cur = soft;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        old
+    }
+}
+
+fn sigchld_is_default() -> bool {
+    // SAFETY: queries the action only, into a zeroed struct.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut old);
+        old.sa_sigaction == libc::SIG_DFL
+    }
+}
+
+#[test]
+fn a_reaper_that_could_not_start_is_retried_on_the_next_spawn() {
+    let name = "a_reaper_that_could_not_start_is_retried_on_the_next_spawn";
+    if !is_inner(name) {
+        rerun(name, &[]);
+        return;
+    }
+    runtime().block_on(async {
+        // Every fd taken before the first spawn: the reaper cannot even make its epoll set.
+        let old = set_nofile(64);
+        let mut hogs = Vec::new();
+        while let Ok(f) = std::fs::File::open("/dev/null") {
+            hogs.push(f);
+        }
+        let mut cmd = Command::new("true");
+        cmd.fds([]);
+        let err = cmd.spawn().unwrap_err();
+        let Error::Spawn { source, .. } = &err else {
+            panic!("expected a spawn error, got {err:?}");
+        };
+        assert_eq!(source.raw_os_error(), Some(libc::EMFILE), "{err:?}");
+        if !forced_sigchld() {
+            assert!(sigchld_is_default(), "a failed start left a SIGCHLD handler");
+        }
+        drop(hogs);
+        set_nofile(old);
+        // The next spawn starts the reaper for real.
+        let status = tokio::time::timeout(LIMIT, cmd.spawn().unwrap()).await;
+        assert!(status.unwrap().unwrap().success());
+    });
+}
+
+#[test]
+fn a_forked_process_reaps_the_children_it_spawns() {
+    let name = "a_forked_process_reaps_the_children_it_spawns";
+    if !is_inner(name) {
+        rerun(name, &[]);
+        return;
+    }
+    // The reaper starts here, in the parent.
+    runtime().block_on(async {
+        assert!(Command::new("true").spawn().unwrap().await.unwrap().success());
+    });
+    // SAFETY: fork in a process whose other threads (the reaper, blocking-pool leftovers)
+    // the child never touches; the child only runs the code below and exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let ok = runtime().block_on(async {
+            let child = Command::new("sh").args(["-c", "exit 7"]).spawn();
+            let Ok(child) = child else { return false };
+            let status = tokio::time::timeout(Duration::from_secs(10), child).await;
+            matches!(status, Ok(Ok(s)) if s.code() == Some(7))
+        });
+        // SAFETY: leaves the forked process at once, without running the test harness's
+        // exit path.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the forked process, a child of this one, with a valid pointer.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the forked process could not spawn and reap (status {status:#x})"
+    );
+    // And the parent's reaper still works.
+    runtime().block_on(async {
+        assert!(Command::new("true").spawn().unwrap().await.unwrap().success());
+    });
+}
