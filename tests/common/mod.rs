@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod pidns;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
 use std::future::IntoFuture;
