@@ -46,6 +46,11 @@ fn runs(pid: u32) -> bool {
     is_alive(pid) && process_state(pid) != Some('T')
 }
 
+/// The process group of `pid`, from `/proc`.
+fn pgrp(pid: i32) -> Option<i32> {
+    stat_fields(pid)?.get(2)?.parse().ok()
+}
+
 /// A `sleep` started with std: a child of the test process that `kill_tree` must never touch.
 fn std_sleeper() -> std::process::Child {
     std::process::Command::new("sleep")
@@ -102,7 +107,7 @@ async fn kill_tree_in_the_callers_group_spares_the_caller_and_its_other_children
         // SAFETY: the handler only increments an atomic, which is async-signal-safe.
         unsafe { libc::signal(sig, count_signal as *const () as libc::sighandler_t) };
     }
-    let own_pgid: i32 = stat_fields("self").unwrap()[2].parse().unwrap();
+    let own_pgid = pgrp(std::process::id() as i32).unwrap();
     let mut sibling = std_sleeper();
     let mut child = Command::new("sh")
         .args(["-c", "sleep 100 & echo $!; exec sleep 100"])
@@ -141,6 +146,9 @@ async fn kill_tree_in_a_joined_group_spares_what_descends_from_its_other_members
     )
     .unwrap();
     let leaders_child: i32 = line.trim().parse().unwrap();
+    // Until its `setsid` has run it is still a member of the group (and fair game).
+    let left_the_group = || pgrp(leaders_child) == Some(leaders_child);
+    assert!(common::eventually(common::LIMIT, left_the_group).await);
     let mut child = Command::new("sh")
         .args(["-c", "sleep 100 & echo $!; exec sleep 100"])
         .process_group(leader.id() as i32)
@@ -167,7 +175,8 @@ async fn kill_tree_in_a_joined_group_spares_what_descends_from_its_other_members
     assert_all_die(&[grandchild]).await;
     assert!(
         spared,
-        "a descendant of a foreign group member was signalled"
+        "a descendant of a foreign group member was signalled (state {:?})",
+        process_state(leaders_child)
     );
     assert_eq!(signalled, 2, "the grandchild and the group's leader");
 }
