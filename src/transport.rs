@@ -381,16 +381,33 @@ impl ProcessTransport {
     /// group, and returns how many besides the child were signalled.
     ///
     /// The tree is first frozen with SIGSTOP (until a `/proc` scan finds no new member, so
-    /// nothing forks its way out), then signalled, then sent SIGCONT. Descendants whose
-    /// parent already exited are found only through the process group, so spawn with
-    /// [`Command::process_group`] to be sure to reach them. Works after the child was reaped
-    /// only for group members.
+    /// nothing forks its way out), then signalled, then sent SIGCONT. Each member is held by a
+    /// pidfd and checked again (start time, and its group or its held parent) before the
+    /// first signal, and every signal goes through that pidfd, so a pid reused after the scan
+    /// is never hit. On kernels without `pidfd_open` (before 5.3) members are signalled by
+    /// pid after the same checks, which narrows that window without closing it.
+    ///
+    /// This process is never signalled, nor anything reached only through it. If the child
+    /// joined this process's own group, the group is left out (as
+    /// [`signal_group`](ProcessTransport::signal_group) refuses it) and only the child's
+    /// descendants are signalled. In a group the child joined, the other members are
+    /// signalled (as `signal_group` would) but not their children, and once the child is
+    /// reaped such a group is left out. Descendants whose parent already exited are found only
+    /// through the group, so spawn with [`Command::process_group`]`(0)` (or a new session) to
+    /// be sure to reach them; that works after the child was reaped too, unless a new process
+    /// has taken the group's number.
     pub fn kill_tree(&self, sig: impl Into<Signal>) -> usize {
         let sig = sig.into().number();
-        let root = self.exit.pid().map(|pid| pid as i32);
-        crate::tree::signal_tree(root, self.process_group, sig, |s| {
+        let pid = || self.exit.pid().map(|pid| pid as i32);
+        let signal = |s| {
             let _ = self.exit.signal(s);
-        })
+        };
+        let root = crate::tree::Root {
+            pid: &pid,
+            signal: &signal,
+            spawned: self.spawned_pid as i32,
+        };
+        crate::tree::signal_tree(&root, self.process_group, sig)
     }
 
     /// Changes the window size of the child's terminal (spawned with [`Command::pty`]); the

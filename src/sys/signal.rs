@@ -3,7 +3,7 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use super::cvt;
@@ -29,6 +29,21 @@ pub(crate) fn send(pid: libc::pid_t, pidfd: Option<BorrowedFd<'_>>, sig: i32) ->
     }
     // SAFETY: kill with integer arguments; the caller guarantees `pid` is not yet reaped.
     cvt(unsafe { libc::kill(pid, sig) }).map(drop)
+}
+
+/// Opens a pidfd on process `pid`: signals sent through it reach that process or nobody, even
+/// once the number is reused. `Ok(None)` where the kernel has no `pidfd_open` (before 5.3).
+/// The fd is close-on-exec.
+pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<Option<OwnedFd>> {
+    // SAFETY: pidfd_open with integer arguments (no flags); it only returns a new fd or -1.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    match cvt(ret) {
+        // The syscall returns a long; an fd always fits in an int.
+        // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+        Ok(fd) => Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })),
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Sends `sig` to every process in the group `pgid`.
