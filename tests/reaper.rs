@@ -34,14 +34,12 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// A `std::process` child that has exited and is never waited for while `f` runs.
-fn with_foreign_zombie<T>(f: impl FnOnce() -> T) -> T {
-    let mut zombie = std::process::Command::new("true").spawn().unwrap();
+/// A `std::process` child that has exited and is not waited for until the caller does.
+fn foreign_zombie() -> std::process::Child {
+    let zombie = std::process::Command::new("true").spawn().unwrap();
     let pid = zombie.id();
     assert!(wait_until(LIMIT, || process_state(pid) == Some('Z')));
-    let out = f();
-    assert!(zombie.wait().unwrap().success(), "the foreign status was kept");
-    out
+    zombie
 }
 
 /// Runs `test` again under `perf stat` counting wait-family syscalls; `None` (after a loud
@@ -70,14 +68,17 @@ const CHILDREN: usize = 300;
 fn one_exit_costs_a_few_wait_syscalls_even_beside_a_foreign_zombie() {
     let name = "one_exit_costs_a_few_wait_syscalls_even_beside_a_foreign_zombie";
     if is_inner(name) {
-        runtime().block_on(with_foreign_zombie(|| async {
+        // Older than every child of ours, so it stands first in the kernel's list of children.
+        let mut zombie = foreign_zombie();
+        runtime().block_on(async {
             let mut children: Vec<ProcessTransport> =
                 (0..CHILDREN).map(|_| sleeper().spawn().unwrap()).collect();
             for child in &mut children {
                 let status = child.kill().await.unwrap();
                 assert_eq!(status.signal(), Some(libc::SIGKILL));
             }
-        }));
+        });
+        assert!(zombie.wait().unwrap().success(), "the foreign status was kept");
         return;
     }
     if forced_sigchld() {
@@ -298,7 +299,8 @@ fn a_forked_process_reaps_the_children_it_spawns() {
     assert!(pid >= 0);
     if pid == 0 {
         let ok = runtime().block_on(async {
-            let child = Command::new("sh").args(["-c", "exit 7"]).spawn();
+            // Still running when it is registered, so only a reaper can collect it.
+            let child = Command::new("sh").args(["-c", "sleep 0.2; exit 7"]).spawn();
             let Ok(child) = child else { return false };
             let status = tokio::time::timeout(Duration::from_secs(10), child).await;
             matches!(status, Ok(Ok(s)) if s.code() == Some(7))
