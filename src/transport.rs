@@ -16,7 +16,7 @@ use crate::error::{Error, WaitError};
 use crate::event::{CloseReason, Event};
 use crate::exit_status::ExitStatus;
 use crate::io::{PipeReader, PipeWriter};
-use crate::pipe::{FlowChange, Pipe, PipeState, ReadOutcome, TakenPipe, WriteFlow};
+use crate::pipe::{FlowChange, Pipe, PipeState, ReadOutcome, TakenPipe, WriteFlow, same_os_error};
 use crate::reaper::ExitSlot;
 use crate::signal::Signal;
 use crate::sys;
@@ -134,7 +134,14 @@ impl ProcessTransport {
     ///
     /// Fails with [`Error::NotWritable`] for a pipe the parent reads, [`Error::NoSuchPipe`]
     /// for an fd that is not a pipe, and [`Error::PipeClosed`] once the pipe is closed or
-    /// closing. A broken pipe is reported as a [`Closed`](Event::Closed) event with the error.
+    /// closing.
+    ///
+    /// A write that goes out at once (nothing was queued ahead of it) and finds the pipe
+    /// broken, because the child closed its end, fails with [`Error::Io`] holding the OS
+    /// error (`EPIPE`, kind [`BrokenPipe`](std::io::ErrorKind::BrokenPipe)): nothing stays
+    /// queued, no [`Event::WritePaused`] is queued, and the pipe closes with a
+    /// [`Closed`](Event::Closed) event carrying the same error. A pipe that breaks while
+    /// queued bytes wait for room is reported by that `Closed` event alone.
     pub fn write(&mut self, fd: i32, data: impl Into<Bytes>) -> Result<WriteFlow, Error> {
         let data = data.into();
         self.queue(fd, data.len(), std::iter::once(data))
@@ -165,25 +172,28 @@ impl ProcessTransport {
         }
         let was_idle = writer.queued() == 0;
         chunks.into_iter().for_each(|chunk| writer.enqueue(chunk));
-        Ok(self.after_enqueue(fd, was_idle))
+        self.after_enqueue(fd, was_idle)
     }
 
     /// Writes at once what the pipe takes, if nothing was queued before (otherwise the pipe
     /// is full and the poll loop flushes), and reports the writer's flow state.
-    fn after_enqueue(&mut self, fd: i32, was_idle: bool) -> WriteFlow {
-        let Ok(writer) = self.writer(fd) else {
-            return WriteFlow::Open;
-        };
-        let written = if was_idle { writer.write_now() } else { Ok(()) };
+    ///
+    /// A write that finds the pipe broken fails, and the pipe closes: there is no flow to
+    /// report, and a `WritePaused` would never be followed by a `WriteResumed`.
+    fn after_enqueue(&mut self, fd: i32, was_idle: bool) -> Result<WriteFlow, Error> {
+        let writer = self.writer(fd)?;
+        if was_idle && let Err(e) = writer.write_now() {
+            // Both the caller and the `Closed` event get the OS error, with its errno.
+            let returned = same_os_error(&e);
+            self.close_pipe(fd, CloseReason::Error(e));
+            return Err(Error::Io(returned));
+        }
         let change = writer.check_paused();
         let flow = writer.flow();
         if change == FlowChange::Paused {
             self.pending.push_back(Event::WritePaused { fd });
         }
-        if let Err(e) = written {
-            self.close_pipe(fd, CloseReason::Error(e));
-        }
-        flow
+        Ok(flow)
     }
 
     /// [`write`](ProcessTransport::write) to child fd 0.
@@ -200,7 +210,9 @@ impl ProcessTransport {
         }
     }
 
-    /// Writes `data` to child fd `fd` and returns once all of it is in the pipe.
+    /// Writes `data` to child fd `fd` and returns once all of it is in the pipe. A broken
+    /// pipe fails it with [`Error::Io`] holding the OS error (`EPIPE`), found by the write
+    /// or while flushing.
     ///
     /// While this waits, the transport reads nothing: a child that blocks writing its output
     /// while the parent blocks writing its input would deadlock. To stream both ways at once,
@@ -217,7 +229,9 @@ impl ProcessTransport {
         Ok(())
     }
 
-    /// Returns once everything queued for child fd `fd` is in the pipe.
+    /// Returns once everything queued for child fd `fd` is in the pipe. A broken pipe fails
+    /// it with [`Error::Io`] holding the OS error (`EPIPE`) and closes the pipe, with a
+    /// [`Closed`](Event::Closed) event carrying the same error.
     pub async fn flush(&mut self, fd: i32) -> Result<(), Error> {
         std::future::poll_fn(|cx| {
             let writer = match self.writer(fd) {
@@ -232,9 +246,9 @@ impl ProcessTransport {
                     Poll::Ready(Ok(()))
                 }
                 Poll::Ready(Err(e)) => {
-                    let err = std::io::Error::new(e.kind(), e.to_string());
+                    let returned = same_os_error(&e);
                     self.close_pipe(fd, CloseReason::Error(e));
-                    Poll::Ready(Err(Error::Io(err)))
+                    Poll::Ready(Err(Error::Io(returned)))
                 }
                 Poll::Pending => Poll::Pending,
             }

@@ -637,3 +637,134 @@ async fn a_stdin_pipe_with_a_chosen_capacity_keeps_it() {
         stdin_capacity_after_a_busy_stream(Command::new("python3").pipe_capacity(0, 65536)).await;
     assert_eq!(report, format!("{} 65536", 64 << 20));
 }
+
+// ----- writes to a pipe that is already broken --------------------------------------------
+
+/// The command name of `pid`, or `None` once it is gone.
+fn comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// A child that has closed its stdin (and execs `sleep`, to linger), once it has done so.
+async fn child_with_a_closed_stdin() -> ProcessTransport {
+    let child = Command::new("sh")
+        .args(["-c", "exec 0<&-; exec sleep 30"])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.pid().unwrap();
+    let closed = common::eventually(LIMIT, || comm(pid).as_deref() == Some("sleep")).await;
+    assert!(closed, "the child never got to close its stdin");
+    child
+}
+
+/// Asserts that `e` is the OS's own EPIPE.
+fn assert_epipe(e: &std::io::Error) {
+    assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "got {e:?}");
+    assert_eq!(e.raw_os_error(), Some(libc::EPIPE), "got {e:?}");
+}
+
+/// Kills the child and checks what the stream reports for fd 0 after a write found the pipe
+/// broken: exactly one `Closed` with EPIPE, and no `WritePaused`.
+async fn assert_fd0_closed_with_epipe_and_never_paused(mut child: ProcessTransport) {
+    child.signal(libc::SIGKILL).unwrap();
+    let mut closes = Vec::new();
+    while let Some(event) = timeout(LIMIT, child.next()).await.unwrap() {
+        match event {
+            Event::Closed { fd: 0, reason } => closes.push(reason),
+            Event::WritePaused { fd: 0 } => panic!("WritePaused for a broken pipe"),
+            _ => {}
+        }
+    }
+    match &closes[..] {
+        [CloseReason::Error(e)] => assert_epipe(e),
+        other => panic!("expected one Closed with EPIPE for fd 0, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_write_to_an_already_broken_pipe_fails_with_epipe() {
+    let mut child = child_with_a_closed_stdin().await;
+    // Above the high-water mark, which used to report `Paused`.
+    match child.write(0, vec![b'x'; 200_000]) {
+        Err(Error::Io(e)) => assert_epipe(&e),
+        other => panic!("expected EPIPE, got {other:?}"),
+    }
+    assert!(matches!(child.write(0, "more"), Err(Error::PipeClosed(0))));
+    assert_fd0_closed_with_epipe_and_never_paused(child).await;
+}
+
+#[tokio::test]
+async fn a_small_write_to_an_already_broken_pipe_fails_with_epipe() {
+    let mut child = child_with_a_closed_stdin().await;
+    match child.write_stdin("x") {
+        Err(Error::Io(e)) => assert_epipe(&e),
+        other => panic!("expected EPIPE, got {other:?}"),
+    }
+    assert_fd0_closed_with_epipe_and_never_paused(child).await;
+}
+
+#[tokio::test]
+async fn a_write_sequence_to_an_already_broken_pipe_fails_with_epipe() {
+    let mut child = child_with_a_closed_stdin().await;
+    let chunks = [
+        Bytes::from(vec![1u8; 100_000]),
+        Bytes::from(vec![2u8; 100_000]),
+    ];
+    match child.write_sequence(0, chunks) {
+        Err(Error::Io(e)) => assert_epipe(&e),
+        other => panic!("expected EPIPE, got {other:?}"),
+    }
+    assert_fd0_closed_with_epipe_and_never_paused(child).await;
+}
+
+#[tokio::test]
+async fn write_all_to_an_already_broken_pipe_fails_with_epipe() {
+    let mut child = child_with_a_closed_stdin().await;
+    let written = timeout(LIMIT, child.write_all(0, vec![b'x'; 200_000]))
+        .await
+        .unwrap();
+    match written {
+        Err(Error::Io(e)) => assert_epipe(&e),
+        other => panic!("expected EPIPE, got {other:?}"),
+    }
+    assert_fd0_closed_with_epipe_and_never_paused(child).await;
+}
+
+#[tokio::test]
+async fn write_all_meeting_epipe_while_flushing_keeps_the_os_error() {
+    // The child takes 1000 bytes, then closes its stdin: the rest of the write is queued
+    // when the pipe breaks.
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "dd bs=1000 count=1 of=/dev/null status=none; exec 0<&-; exec sleep 30",
+        ])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let written = timeout(LIMIT, child.write_all(0, vec![b'x'; 1 << 20]))
+        .await
+        .unwrap();
+    match written {
+        Err(Error::Io(e)) => {
+            assert_epipe(&e);
+            // What converts the crate's error into an `io::Error` keeps it as well.
+            assert_epipe(&std::io::Error::from(Error::Io(e)));
+        }
+        other => panic!("expected EPIPE, got {other:?}"),
+    }
+    child.signal(libc::SIGKILL).unwrap();
+    let mut reasons = Vec::new();
+    while let Some(event) = timeout(LIMIT, child.next()).await.unwrap() {
+        if let Event::Closed { fd: 0, reason } = event {
+            reasons.push(reason);
+        }
+    }
+    match &reasons[..] {
+        [CloseReason::Error(e)] => assert_epipe(e),
+        other => panic!("expected one Closed with EPIPE for fd 0, got {other:?}"),
+    }
+}

@@ -4,6 +4,7 @@
 mod reader;
 mod writer;
 
+use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,6 +81,14 @@ impl Pipe {
             PipeState::Closed => false,
         }
     }
+}
+
+/// A second `io::Error` for one that has to be reported twice (to a caller and in a `Closed`
+/// event): rebuilt from its errno, so that `raw_os_error` still gives it; only an error
+/// without one is reduced to its kind.
+pub(crate) fn same_os_error(e: &io::Error) -> io::Error {
+    e.raw_os_error()
+        .map_or_else(|| io::Error::from(e.kind()), io::Error::from_raw_os_error)
 }
 
 /// After this many reads (or writes) in a row find a default pipe full, the child and parent
