@@ -329,23 +329,31 @@ impl ProcessTransport {
 
     /// Stops reading every pipe (Twisted's `pauseProducing`). The child blocks once a pipe is
     /// full; nothing is lost.
+    ///
+    /// From the moment this returns until reading resumes, no [`Data`](Event::Data) or
+    /// [`Closed`](Event::Closed) event comes for a paused pipe, not even for data read before
+    /// the pause and not yet delivered: such events are held back, in order, and come after
+    /// the resume. So does the `Closed` of a paused pipe closed meanwhile (e.g. with
+    /// [`close_child_fd`](ProcessTransport::close_child_fd)), and [`Event::Ended`] waits for
+    /// them. Events of other kinds and of other pipes keep coming.
     pub fn pause_reading(&mut self) {
         self.set_paused(None, true);
     }
 
-    /// Resumes reading every pipe.
+    /// Resumes reading every pipe; events held back by the pause come first.
     pub fn resume_reading(&mut self) {
         self.set_paused(None, false);
     }
 
-    /// Stops reading child fd `fd`.
+    /// Stops reading child fd `fd`, holding back its events as
+    /// [`pause_reading`](ProcessTransport::pause_reading) does.
     pub fn pause_reading_fd(&mut self, fd: i32) -> Result<(), Error> {
         self.reader_exists(fd)?;
         self.set_paused(Some(fd), true);
         Ok(())
     }
 
-    /// Resumes reading child fd `fd`.
+    /// Resumes reading child fd `fd`; its events held back by the pause come first.
     pub fn resume_reading_fd(&mut self, fd: i32) -> Result<(), Error> {
         self.reader_exists(fd)?;
         self.set_paused(Some(fd), false);
@@ -360,14 +368,31 @@ impl ProcessTransport {
         }
     }
 
+    /// Pauses or resumes the pipes the parent reads (one, or all), whatever their state: a
+    /// closed or taken pipe can still have events queued from before.
     fn set_paused(&mut self, fd: Option<i32>, paused: bool) {
         for pipe in &mut self.pipes {
-            if fd.is_none_or(|fd| fd == pipe.child_fd())
-                && let PipeState::Reader(r) = &mut pipe.state
-            {
-                r.paused = paused;
+            if fd.is_none_or(|fd| fd == pipe.child_fd()) && !pipe.parent_writes() {
+                pipe.paused = paused;
             }
         }
+    }
+
+    /// Whether `event` is held back because its pipe is paused.
+    fn is_held(&self, event: &Event) -> bool {
+        match event {
+            Event::Data { fd, .. } | Event::Closed { fd, .. } => {
+                self.pipe(*fd).is_some_and(|p| p.paused)
+            }
+            _ => false,
+        }
+    }
+
+    /// The first queued event that is not held back. Events of one pipe are all held or all
+    /// not, so each pipe's events keep their order.
+    fn next_pending(&mut self) -> Option<Event> {
+        let i = self.pending.iter().position(|e| !self.is_held(e))?;
+        self.pending.remove(i)
     }
 
     // ----- signals and exit ----------------------------------------------------------------
@@ -490,20 +515,23 @@ impl ProcessTransport {
     /// chunk from the next ready reader (round robin), and yields `Ended` last, then `None`.
     pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         loop {
-            if let Some(event) = self.pending.pop_front() {
+            if let Some(event) = self.next_pending() {
                 return Poll::Ready(Some(event));
             }
             if self.ended {
                 return Poll::Ready(None);
             }
+            // Whatever is queued now is held back by a pause.
+            let held = self.pending.len();
             self.poll_writers(cx);
             self.poll_reaped(cx);
             if let Some(event) = self.poll_readers(cx) {
                 self.pending.push_back(event);
             }
             self.poll_wait_delay(cx);
-            if self.pending.is_empty() {
-                if self.exit_seen.is_some() && !self.pipes.iter().any(Pipe::is_open) {
+            if self.pending.len() == held {
+                // Held events keep `Ended` back: it comes last.
+                if held == 0 && self.exit_seen.is_some() && !self.pipes.iter().any(Pipe::is_open) {
                     self.ended = true;
                     let result = self.final_status();
                     tracing::debug!(?result, "process ended");
@@ -592,12 +620,12 @@ impl ProcessTransport {
         for k in 0..count {
             let i = (self.next_reader + k) % count;
             let fd = self.pipes[i].child_fd();
+            if self.pipes[i].paused {
+                continue;
+            }
             let PipeState::Reader(reader) = &mut self.pipes[i].state else {
                 continue;
             };
-            if reader.paused {
-                continue;
-            }
             match reader.poll_read(cx) {
                 Poll::Pending => continue,
                 Poll::Ready(ReadOutcome::Data(data)) => {

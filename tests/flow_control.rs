@@ -768,3 +768,100 @@ async fn write_all_meeting_epipe_while_flushing_keeps_the_os_error() {
         other => panic!("expected one Closed with EPIPE for fd 0, got {other:?}"),
     }
 }
+
+// ----- pausing holds back what was already read --------------------------------------------
+
+/// A child that closes its stdin, writes `out` on fd 1 (and, with `close_stdout`, closes it),
+/// then lingers; returned once it has done all that and the reactor has seen it, so that the
+/// transport's first poll queues `Closed { fd: 0 }` and then reads fd 1.
+async fn child_that_closed_stdin_and_wrote(close_stdout: bool) -> ProcessTransport {
+    let script = if close_stdout {
+        "exec 0<&-; echo out; exec 1>&-; exec sleep 30"
+    } else {
+        "exec 0<&-; echo out; exec sleep 30"
+    };
+    let child = Command::new("sh")
+        .args(["-c", script])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.pid().unwrap();
+    let ready = common::eventually(LIMIT, || comm(pid).as_deref() == Some("sleep")).await;
+    assert!(ready, "the child never got to sleep");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    child
+}
+
+/// The next event, or `None` if none comes within `wait`.
+async fn next_within(child: &mut ProcessTransport, wait: Duration) -> Option<Event> {
+    timeout(wait, child.next()).await.ok().flatten()
+}
+
+#[tokio::test]
+async fn pause_reading_holds_back_a_chunk_already_read() {
+    let mut child = child_that_closed_stdin_and_wrote(false).await;
+    // One poll notices the closed stdin and reads fd 1; the close comes out first.
+    let first = timeout(LIMIT, child.next()).await.unwrap().unwrap();
+    assert!(
+        matches!(first, Event::Closed { fd: 0, .. }),
+        "expected stdin's close first, got {first:?}"
+    );
+    child.pause_reading();
+    let held = next_within(&mut child, Duration::from_millis(500)).await;
+    assert!(held.is_none(), "got {held:?} after pause_reading returned");
+    child.resume_reading();
+    let next = timeout(LIMIT, child.next()).await.unwrap().unwrap();
+    assert!(
+        matches!(&next, Event::Data { fd: 1, data } if &data[..] == b"out\n"),
+        "the held chunk should come first after resuming, got {next:?}"
+    );
+}
+
+#[tokio::test]
+async fn pause_reading_fd_holds_back_a_chunk_and_the_close_behind_it() {
+    let mut child = child_that_closed_stdin_and_wrote(true).await;
+    let first = timeout(LIMIT, child.next()).await.unwrap().unwrap();
+    assert!(
+        matches!(first, Event::Closed { fd: 0, .. }),
+        "expected stdin's close first, got {first:?}"
+    );
+    child.pause_reading_fd(1).unwrap();
+    // Closing the paused fd queues its Closed behind the held chunk.
+    child.close_stdout().unwrap();
+    child.signal(libc::SIGKILL).unwrap();
+    let mut while_paused = Vec::new();
+    while let Some(event) = next_within(&mut child, Duration::from_millis(500)).await {
+        while_paused.push(format!("{event:?}"));
+    }
+    assert!(
+        while_paused.iter().all(|e| !e.contains("fd: 1")),
+        "events for the paused fd 1: {while_paused:?}"
+    );
+    assert!(
+        !while_paused.iter().any(|e| e.starts_with("Ended")),
+        "Ended came while fd 1 still had events held: {while_paused:?}"
+    );
+    child.resume_reading_fd(1).unwrap();
+    let mut after = Vec::new();
+    while let Some(event) = timeout(LIMIT, child.next()).await.unwrap() {
+        after.push(event);
+    }
+    assert!(
+        matches!(&after[0], Event::Data { fd: 1, data } if &data[..] == b"out\n"),
+        "got {after:?}"
+    );
+    assert!(
+        matches!(
+            &after[1],
+            Event::Closed {
+                fd: 1,
+                reason: CloseReason::Closed
+            }
+        ),
+        "got {after:?}"
+    );
+    assert!(
+        matches!(after.last(), Some(Event::Ended(_))),
+        "got {after:?}"
+    );
+}

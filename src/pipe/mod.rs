@@ -33,6 +33,9 @@ pub(crate) struct Pipe {
     child_fd: i32,
     dir: Direction,
     pub(crate) state: PipeState,
+    /// Reading is paused: the pipe is not read, and its events already queued are held back.
+    /// Kept apart from the reader, so that it outlives a close while paused.
+    pub(crate) paused: bool,
 }
 
 pub(crate) enum PipeState {
@@ -61,6 +64,7 @@ impl Pipe {
             child_fd,
             dir,
             state,
+            paused: false,
         }
     }
 

@@ -28,7 +28,6 @@ pub(crate) struct Reader {
     buf: BytesMut,
     capacity: usize,
     read_size: usize,
-    pub(crate) paused: bool,
     pty: bool,
     /// Grows a default pipe that the child keeps filling up.
     growth: Growth,
@@ -52,7 +51,6 @@ impl Reader {
             buf: BytesMut::new(),
             capacity,
             read_size: read_size_for(capacity),
-            paused: false,
             pty,
             growth: Growth::new(may_grow),
         }
