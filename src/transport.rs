@@ -566,7 +566,8 @@ impl ProcessTransport {
 
     /// Takes the pipe the parent reads at child fd `fd` out of the transport, as an
     /// `AsyncRead` + `Stream` handle. Its data no longer appears as events (nor does its
-    /// close), but [`Event::Ended`] still waits until the handle is dropped.
+    /// close), but [`Event::Ended`] still waits until the handle has read to end of file (or
+    /// failed) or is dropped.
     pub fn take_reader(&mut self, fd: i32) -> Result<PipeReader, Error> {
         let (state, taken) = self.take_pipe(fd, false)?;
         match state {
@@ -578,7 +579,7 @@ impl ProcessTransport {
     /// Takes the pipe the parent writes at child fd `fd` out of the transport, as an
     /// `AsyncWrite` + `Sink<Bytes>` handle; bytes still queued are written first. Its close
     /// no longer appears as an event, but [`Event::Ended`] still waits until the handle is
-    /// shut down or dropped.
+    /// shut down, has failed (a broken pipe) or is dropped.
     pub fn take_writer(&mut self, fd: i32) -> Result<PipeWriter, Error> {
         let (state, taken) = self.take_pipe(fd, true)?;
         match state {

@@ -769,6 +769,33 @@ async fn write_all_meeting_epipe_while_flushing_keeps_the_os_error() {
     }
 }
 
+#[tokio::test]
+async fn a_taken_writer_reports_an_already_broken_pipe_and_no_longer_holds_back_ended() {
+    let mut child = child_with_a_closed_stdin().await;
+    let mut writer = child.take_writer(0).unwrap();
+    let err = writer.write_all(&[b'x'; 200_000]).await.unwrap_err();
+    assert_epipe(&err);
+    let err = writer
+        .send(Bytes::from_static(b"as a sink"))
+        .await
+        .unwrap_err();
+    assert_epipe(&err);
+    // The handle is still held, but its pipe is done: the stream ends once the child does.
+    child.signal(libc::SIGKILL).unwrap();
+    let ended = timeout(Duration::from_secs(10), async {
+        while let Some(event) = child.next().await {
+            if let Event::Ended(status) = event {
+                return status;
+            }
+        }
+        panic!("the stream finished without Ended");
+    })
+    .await
+    .expect("Ended held back by a taken writer whose pipe is broken");
+    assert_eq!(ended.unwrap().signal(), Some(libc::SIGKILL));
+    drop(writer);
+}
+
 // ----- pausing holds back what was already read --------------------------------------------
 
 /// A child that closes its stdin, writes `out` on fd 1 (and, with `close_stdout`, closes it),
@@ -864,4 +891,88 @@ async fn pause_reading_fd_holds_back_a_chunk_and_the_close_behind_it() {
         matches!(after.last(), Some(Event::Ended(_))),
         "got {after:?}"
     );
+}
+
+// ----- taken pipes that are done ------------------------------------------------------------
+
+/// The transport's stream, consumed to `Ended` within a few seconds while the caller still
+/// holds a taken handle.
+async fn ended_within_a_few_seconds(child: &mut ProcessTransport, what: &str) -> ExitStatusOf {
+    timeout(Duration::from_secs(10), async {
+        while let Some(event) = child.next().await {
+            if let Event::Ended(status) = event {
+                return status;
+            }
+        }
+        panic!("the stream finished without Ended");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("Ended held back: {what}"))
+}
+
+type ExitStatusOf = Result<process_transport::ExitStatus, process_transport::WaitError>;
+
+#[tokio::test]
+async fn a_taken_reader_read_to_eof_no_longer_holds_back_ended() {
+    let mut child = Command::new("sh")
+        .args(["-c", "echo hello"])
+        .spawn()
+        .unwrap();
+    let mut reader = child.take_reader(1).unwrap();
+    let mut out = Vec::new();
+    timeout(LIMIT, reader.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out, b"hello\n");
+    let status = ended_within_a_few_seconds(&mut child, "reader at EOF still held").await;
+    assert!(status.unwrap().success());
+    drop(reader);
+}
+
+#[tokio::test]
+async fn a_taken_reader_streamed_to_its_end_no_longer_holds_back_ended() {
+    let mut child = Command::new("sh")
+        .args(["-c", "echo hello"])
+        .spawn()
+        .unwrap();
+    let mut reader = child.take_reader(1).unwrap();
+    let mut out = Vec::new();
+    while let Some(chunk) = timeout(LIMIT, reader.next()).await.unwrap() {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(out, b"hello\n");
+    let status =
+        ended_within_a_few_seconds(&mut child, "reader stream at its end still held").await;
+    assert!(status.unwrap().success());
+    drop(reader);
+}
+
+#[tokio::test]
+async fn a_taken_writer_that_was_shut_down_no_longer_holds_back_ended() {
+    let mut child = cat().spawn().unwrap();
+    let mut writer = child.take_writer(0).unwrap();
+    timeout(LIMIT, writer.write_all(b"bye\n"))
+        .await
+        .unwrap()
+        .unwrap();
+    timeout(LIMIT, writer.shutdown()).await.unwrap().unwrap();
+    let out = timeout(Duration::from_secs(10), async {
+        let mut out = Vec::new();
+        while let Some(event) = child.next().await {
+            match event {
+                Event::Data { fd: 1, data } => out.extend_from_slice(&data),
+                Event::Ended(status) => {
+                    assert!(status.unwrap().success());
+                    return out;
+                }
+                _ => {}
+            }
+        }
+        panic!("the stream finished without Ended");
+    })
+    .await
+    .expect("Ended held back by a shut-down writer");
+    assert_eq!(out, b"bye\n");
+    drop(writer);
 }
