@@ -330,22 +330,22 @@ impl ProcessTransport {
     /// Stops reading every pipe (Twisted's `pauseProducing`). The child blocks once a pipe is
     /// full; nothing is lost.
     ///
-    /// From the moment this returns until reading resumes, no [`Data`](Event::Data) or
-    /// [`Closed`](Event::Closed) event comes for a paused pipe, not even for data read before
-    /// the pause and not yet delivered: such events are held back, in order, and come after
-    /// the resume. So does the `Closed` of a paused pipe closed meanwhile (e.g. with
-    /// [`close_child_fd`](ProcessTransport::close_child_fd)), and [`Event::Ended`] waits for
-    /// them. Events of other kinds and of other pipes keep coming.
+    /// From the moment this returns until reading resumes, no [`Data`](Event::Data) event
+    /// comes for a paused pipe, not even for data read before the pause and not yet
+    /// delivered: that is held back, in order, and comes after the resume, and so does the
+    /// pipe's [`Closed`](Event::Closed) if it is queued behind such data (say the pipe was
+    /// closed with [`close_child_fd`](ProcessTransport::close_child_fd) meanwhile).
+    /// [`Event::Ended`] waits for what is held. Other events keep coming.
     pub fn pause_reading(&mut self) {
         self.set_paused(None, true);
     }
 
-    /// Resumes reading every pipe; events held back by the pause come first.
+    /// Resumes reading every pipe; what the pause held back comes before anything newer.
     pub fn resume_reading(&mut self) {
         self.set_paused(None, false);
     }
 
-    /// Stops reading child fd `fd`, holding back its events as
+    /// Stops reading child fd `fd`, holding back its data already read as
     /// [`pause_reading`](ProcessTransport::pause_reading) does.
     pub fn pause_reading_fd(&mut self, fd: i32) -> Result<(), Error> {
         self.reader_exists(fd)?;
@@ -353,7 +353,7 @@ impl ProcessTransport {
         Ok(())
     }
 
-    /// Resumes reading child fd `fd`; its events held back by the pause come first.
+    /// Resumes reading child fd `fd`; what the pause held back comes before anything newer.
     pub fn resume_reading_fd(&mut self, fd: i32) -> Result<(), Error> {
         self.reader_exists(fd)?;
         self.set_paused(Some(fd), false);
@@ -369,7 +369,7 @@ impl ProcessTransport {
     }
 
     /// Pauses or resumes the pipes the parent reads (one, or all), whatever their state: a
-    /// closed or taken pipe can still have events queued from before.
+    /// closed pipe can still have data queued from before.
     fn set_paused(&mut self, fd: Option<i32>, paused: bool) {
         for pipe in &mut self.pipes {
             if fd.is_none_or(|fd| fd == pipe.child_fd()) && !pipe.parent_writes() {
@@ -378,20 +378,27 @@ impl ProcessTransport {
         }
     }
 
-    /// Whether `event` is held back because its pipe is paused.
-    fn is_held(&self, event: &Event) -> bool {
-        match event {
-            Event::Data { fd, .. } | Event::Closed { fd, .. } => {
-                self.pipe(*fd).is_some_and(|p| p.paused)
+    /// Whether the queued event at `i` is held back: data of a paused pipe, and that pipe's
+    /// `Closed` when such data is queued ahead of it (it must stay behind its data).
+    fn is_held(&self, i: usize) -> bool {
+        let paused = |fd: i32| self.pipe(fd).is_some_and(|p| p.paused);
+        match &self.pending[i] {
+            Event::Data { fd, .. } => paused(*fd),
+            Event::Closed { fd, .. } => {
+                paused(*fd)
+                    && self
+                        .pending
+                        .range(..i)
+                        .any(|e| matches!(e, Event::Data { fd: data_fd, .. } if data_fd == fd))
             }
             _ => false,
         }
     }
 
-    /// The first queued event that is not held back. Events of one pipe are all held or all
-    /// not, so each pipe's events keep their order.
+    /// The first queued event that is not held back. What is held of a pipe is its first
+    /// events, so each pipe's events keep their order.
     fn next_pending(&mut self) -> Option<Event> {
-        let i = self.pending.iter().position(|e| !self.is_held(e))?;
+        let i = (0..self.pending.len()).find(|&i| !self.is_held(i))?;
         self.pending.remove(i)
     }
 

@@ -893,6 +893,28 @@ async fn pause_reading_fd_holds_back_a_chunk_and_the_close_behind_it() {
     );
 }
 
+#[tokio::test]
+async fn closing_a_paused_fd_with_nothing_held_reports_the_close_at_once() {
+    let mut child = Command::new("sleep")
+        .arg("30")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    child.pause_reading_fd(1).unwrap();
+    child.close_stdout().unwrap();
+    let event = timeout(LIMIT, child.next()).await.unwrap().unwrap();
+    assert!(
+        matches!(
+            event,
+            Event::Closed {
+                fd: 1,
+                reason: CloseReason::Closed
+            }
+        ),
+        "got {event:?}"
+    );
+}
+
 // ----- taken pipes that are done ------------------------------------------------------------
 
 /// The transport's stream, consumed to `Ended` within a few seconds while the caller still

@@ -33,7 +33,7 @@ pub(crate) struct Pipe {
     child_fd: i32,
     dir: Direction,
     pub(crate) state: PipeState,
-    /// Reading is paused: the pipe is not read, and its events already queued are held back.
+    /// Reading is paused: the pipe is not read, and its data already queued is held back.
     /// Kept apart from the reader, so that it outlives a close while paused.
     pub(crate) paused: bool,
 }
