@@ -3,7 +3,8 @@
 //! tokio-util codecs, `BufReader::lines`, `tokio::io::copy` and the like.
 //!
 //! A taken pipe leaves the transport's event stream (no `Data`/`Closed` events for it), but
-//! the transport's `Ended` still waits until the handle is dropped or shut down.
+//! the transport's `Ended` still waits until the pipe is done: the handle is dropped, a
+//! reader reached end of file or failed, a writer was shut down or failed (a broken pipe).
 
 use std::io;
 use std::pin::Pin;
@@ -23,6 +24,8 @@ use crate::pipe::{ReadOutcome, Reader, TakenPipe, Writer};
 ///
 /// Reads as `AsyncRead` (EOF when the child's side closes; on a pty, the terminal's EIO is
 /// EOF too), or as a `Stream` of `Bytes` chunks without copying. Dropping it closes the pipe.
+/// Once it has reached end of file (or failed), the transport's
+/// [`Ended`](crate::Event::Ended) no longer waits for it, even while it is kept.
 pub struct PipeReader {
     child_fd: i32,
     reader: Reader,
@@ -50,7 +53,15 @@ impl AsyncRead for PipeReader {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.get_mut().reader.poll_read_buf(cx, buf)
+        let this = self.get_mut();
+        let (room, filled) = (buf.remaining(), buf.filled().len());
+        let result = ready!(this.reader.poll_read_buf(cx, buf));
+        // Nothing read into a buffer with room is end of file: the pipe is done, whether or
+        // not the handle is kept, and so is a pipe that failed.
+        if result.is_err() || (room > 0 && buf.filled().len() == filled) {
+            this.taken.close();
+        }
+        Poll::Ready(result)
     }
 }
 
@@ -58,12 +69,15 @@ impl Stream for PipeReader {
     type Item = io::Result<Bytes>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match ready!(self.get_mut().reader.poll_read(cx)) {
-            ReadOutcome::Data(data) => Poll::Ready(Some(Ok(data))),
-            ReadOutcome::Closed(CloseReason::Error(e)) => {
-                Poll::Ready(Some(Err(crate::event::unshare_error(e))))
-            }
-            ReadOutcome::Closed(_) => Poll::Ready(None),
+        let this = self.get_mut();
+        let reason = match ready!(this.reader.poll_read(cx)) {
+            ReadOutcome::Data(data) => return Poll::Ready(Some(Ok(data))),
+            ReadOutcome::Closed(reason) => reason,
+        };
+        this.taken.close();
+        match reason {
+            CloseReason::Error(e) => Poll::Ready(Some(Err(crate::event::unshare_error(e)))),
+            _ => Poll::Ready(None),
         }
     }
 }
@@ -89,6 +103,11 @@ impl std::fmt::Debug for PipeReader {
 /// go straight to the pipe (vectored writes use `writev`); `shutdown` flushes and closes, and
 /// the child sees EOF. As a `Sink<Bytes>` it queues whole buffers without copying, and
 /// `poll_ready` applies backpressure at the transport's high-water mark.
+///
+/// A write to a pipe the child has closed fails with the OS error (`EPIPE`, kind
+/// [`BrokenPipe`](io::ErrorKind::BrokenPipe)). Once shut down, or failed so, the pipe is
+/// done: the transport's [`Ended`](crate::Event::Ended) no longer waits for it, even while
+/// the handle is kept.
 pub struct PipeWriter {
     child_fd: i32,
     writer: Option<Writer>,
@@ -115,6 +134,19 @@ impl PipeWriter {
             .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "the pipe was shut down"))
     }
 
+    /// Runs `op` on the writer. A pipe write fails only when the pipe is broken (or the fd is
+    /// unusable), so an error makes the pipe count as closed for the transport.
+    fn with_writer<T>(
+        &mut self,
+        op: impl FnOnce(&mut Writer) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        let result = ready!(op(self.writer()?));
+        if result.is_err() {
+            self.taken.close();
+        }
+        Poll::Ready(result)
+    }
+
     fn poll_close_pipe(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if let Some(writer) = &mut self.writer {
             let flushed = ready!(writer.poll_flush(cx));
@@ -133,8 +165,7 @@ impl AsyncWrite for PipeWriter {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.get_mut()
-            .writer()?
-            .poll_write_slices(cx, &[io::IoSlice::new(buf)])
+            .with_writer(|w| w.poll_write_slices(cx, &[io::IoSlice::new(buf)]))
     }
 
     fn poll_write_vectored(
@@ -142,7 +173,8 @@ impl AsyncWrite for PipeWriter {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().writer()?.poll_write_slices(cx, bufs)
+        self.get_mut()
+            .with_writer(|w| w.poll_write_slices(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -150,7 +182,7 @@ impl AsyncWrite for PipeWriter {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().writer()?.poll_flush(cx)
+        self.get_mut().with_writer(|w| w.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -162,19 +194,25 @@ impl Sink<Bytes> for PipeWriter {
     type Error = io::Error;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let writer = self.get_mut().writer()?;
-        while writer.queued() > writer.high_water {
-            ready!(writer.poll_flush_some(cx))?;
-        }
-        Poll::Ready(Ok(()))
+        self.get_mut().with_writer(|writer| {
+            while writer.queued() > writer.high_water {
+                ready!(writer.poll_flush_some(cx))?;
+            }
+            Poll::Ready(Ok(()))
+        })
     }
 
     fn start_send(self: Pin<&mut Self>, item: Bytes) -> io::Result<()> {
-        self.get_mut().writer()?.push(item)
+        let this = self.get_mut();
+        let pushed = this.writer()?.push(item);
+        if pushed.is_err() {
+            this.taken.close();
+        }
+        pushed
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().writer()?.poll_flush(cx)
+        self.get_mut().with_writer(|w| w.poll_flush(cx))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -142,6 +142,19 @@ impl ExitSlot {
         }
     }
 
+    /// Whether the child still holds its process group's number: not yet reaped, or its
+    /// zombie kept (see [`Zombie::KeepForGroup`]).
+    pub(crate) fn group_reserved(&self) -> bool {
+        matches!(
+            &*self.lock(),
+            SlotState::Running { .. }
+                | SlotState::Done {
+                    kept_zombie: Some(_),
+                    ..
+                }
+        )
+    }
+
     /// Reaps the child if it has exited; `true` once it is done. Called by the reaper only,
     /// with the table locked. `shared` says whether anyone besides the reaper holds the slot.
     fn try_reap(&self, shared: bool) -> bool {

@@ -16,7 +16,7 @@ use crate::error::{Error, WaitError};
 use crate::event::{CloseReason, Event};
 use crate::exit_status::ExitStatus;
 use crate::io::{PipeReader, PipeWriter};
-use crate::pipe::{FlowChange, Pipe, PipeState, ReadOutcome, TakenPipe, WriteFlow};
+use crate::pipe::{FlowChange, Pipe, PipeState, ReadOutcome, TakenPipe, WriteFlow, same_os_error};
 use crate::reaper::ExitSlot;
 use crate::signal::Signal;
 use crate::sys;
@@ -134,7 +134,14 @@ impl ProcessTransport {
     ///
     /// Fails with [`Error::NotWritable`] for a pipe the parent reads, [`Error::NoSuchPipe`]
     /// for an fd that is not a pipe, and [`Error::PipeClosed`] once the pipe is closed or
-    /// closing. A broken pipe is reported as a [`Closed`](Event::Closed) event with the error.
+    /// closing.
+    ///
+    /// A write that goes out at once (nothing was queued ahead of it) and finds the pipe
+    /// broken, because the child closed its end, fails with [`Error::Io`] holding the OS
+    /// error (`EPIPE`, kind [`BrokenPipe`](std::io::ErrorKind::BrokenPipe)): nothing stays
+    /// queued, no [`Event::WritePaused`] is queued, and the pipe closes with a
+    /// [`Closed`](Event::Closed) event carrying the same error. A pipe that breaks while
+    /// queued bytes wait for room is reported by that `Closed` event alone.
     pub fn write(&mut self, fd: i32, data: impl Into<Bytes>) -> Result<WriteFlow, Error> {
         let data = data.into();
         self.queue(fd, data.len(), std::iter::once(data))
@@ -165,25 +172,28 @@ impl ProcessTransport {
         }
         let was_idle = writer.queued() == 0;
         chunks.into_iter().for_each(|chunk| writer.enqueue(chunk));
-        Ok(self.after_enqueue(fd, was_idle))
+        self.after_enqueue(fd, was_idle)
     }
 
     /// Writes at once what the pipe takes, if nothing was queued before (otherwise the pipe
     /// is full and the poll loop flushes), and reports the writer's flow state.
-    fn after_enqueue(&mut self, fd: i32, was_idle: bool) -> WriteFlow {
-        let Ok(writer) = self.writer(fd) else {
-            return WriteFlow::Open;
-        };
-        let written = if was_idle { writer.write_now() } else { Ok(()) };
+    ///
+    /// A write that finds the pipe broken fails, and the pipe closes: there is no flow to
+    /// report, and a `WritePaused` would never be followed by a `WriteResumed`.
+    fn after_enqueue(&mut self, fd: i32, was_idle: bool) -> Result<WriteFlow, Error> {
+        let writer = self.writer(fd)?;
+        if was_idle && let Err(e) = writer.write_now() {
+            // Both the caller and the `Closed` event get the OS error, with its errno.
+            let returned = same_os_error(&e);
+            self.close_pipe(fd, CloseReason::Error(e.into()));
+            return Err(Error::Io(returned));
+        }
         let change = writer.check_paused();
         let flow = writer.flow();
         if change == FlowChange::Paused {
             self.pending.push_back(Event::WritePaused { fd });
         }
-        if let Err(e) = written {
-            self.close_pipe(fd, CloseReason::Error(e.into()));
-        }
-        flow
+        Ok(flow)
     }
 
     /// [`write`](ProcessTransport::write) to child fd 0.
@@ -200,7 +210,9 @@ impl ProcessTransport {
         }
     }
 
-    /// Writes `data` to child fd `fd` and returns once all of it is in the pipe.
+    /// Writes `data` to child fd `fd` and returns once all of it is in the pipe. A broken
+    /// pipe fails it with [`Error::Io`] holding the OS error (`EPIPE`), found by the write
+    /// or while flushing.
     ///
     /// While this waits, the transport reads nothing: a child that blocks writing its output
     /// while the parent blocks writing its input would deadlock. To stream both ways at once,
@@ -217,7 +229,9 @@ impl ProcessTransport {
         Ok(())
     }
 
-    /// Returns once everything queued for child fd `fd` is in the pipe.
+    /// Returns once everything queued for child fd `fd` is in the pipe. A broken pipe fails
+    /// it with [`Error::Io`] holding the OS error (`EPIPE`) and closes the pipe, with a
+    /// [`Closed`](Event::Closed) event carrying the same error.
     pub async fn flush(&mut self, fd: i32) -> Result<(), Error> {
         std::future::poll_fn(|cx| {
             let writer = match self.writer(fd) {
@@ -232,9 +246,9 @@ impl ProcessTransport {
                     Poll::Ready(Ok(()))
                 }
                 Poll::Ready(Err(e)) => {
-                    let err = std::io::Error::new(e.kind(), e.to_string());
+                    let returned = same_os_error(&e);
                     self.close_pipe(fd, CloseReason::Error(e.into()));
-                    Poll::Ready(Err(Error::Io(err)))
+                    Poll::Ready(Err(Error::Io(returned)))
                 }
                 Poll::Pending => Poll::Pending,
             }
@@ -315,23 +329,31 @@ impl ProcessTransport {
 
     /// Stops reading every pipe (Twisted's `pauseProducing`). The child blocks once a pipe is
     /// full; nothing is lost.
+    ///
+    /// From the moment this returns until reading resumes, no [`Data`](Event::Data) event
+    /// comes for a paused pipe, not even for data read before the pause and not yet
+    /// delivered: that is held back, in order, and comes after the resume, and so does the
+    /// pipe's [`Closed`](Event::Closed) if it is queued behind such data (say the pipe was
+    /// closed with [`close_child_fd`](ProcessTransport::close_child_fd) meanwhile).
+    /// [`Event::Ended`] waits for what is held. Other events keep coming.
     pub fn pause_reading(&mut self) {
         self.set_paused(None, true);
     }
 
-    /// Resumes reading every pipe.
+    /// Resumes reading every pipe; what the pause held back comes before anything newer.
     pub fn resume_reading(&mut self) {
         self.set_paused(None, false);
     }
 
-    /// Stops reading child fd `fd`.
+    /// Stops reading child fd `fd`, holding back its data already read as
+    /// [`pause_reading`](ProcessTransport::pause_reading) does.
     pub fn pause_reading_fd(&mut self, fd: i32) -> Result<(), Error> {
         self.reader_exists(fd)?;
         self.set_paused(Some(fd), true);
         Ok(())
     }
 
-    /// Resumes reading child fd `fd`.
+    /// Resumes reading child fd `fd`; what the pause held back comes before anything newer.
     pub fn resume_reading_fd(&mut self, fd: i32) -> Result<(), Error> {
         self.reader_exists(fd)?;
         self.set_paused(Some(fd), false);
@@ -346,14 +368,38 @@ impl ProcessTransport {
         }
     }
 
+    /// Pauses or resumes the pipes the parent reads (one, or all), whatever their state: a
+    /// closed pipe can still have data queued from before.
     fn set_paused(&mut self, fd: Option<i32>, paused: bool) {
         for pipe in &mut self.pipes {
-            if fd.is_none_or(|fd| fd == pipe.child_fd())
-                && let PipeState::Reader(r) = &mut pipe.state
-            {
-                r.paused = paused;
+            if fd.is_none_or(|fd| fd == pipe.child_fd()) && !pipe.parent_writes() {
+                pipe.paused = paused;
             }
         }
+    }
+
+    /// Whether the queued event at `i` is held back: data of a paused pipe, and that pipe's
+    /// `Closed` when such data is queued ahead of it (it must stay behind its data).
+    fn is_held(&self, i: usize) -> bool {
+        let paused = |fd: i32| self.pipe(fd).is_some_and(|p| p.paused);
+        match &self.pending[i] {
+            Event::Data { fd, .. } => paused(*fd),
+            Event::Closed { fd, .. } => {
+                paused(*fd)
+                    && self
+                        .pending
+                        .range(..i)
+                        .any(|e| matches!(e, Event::Data { fd: data_fd, .. } if data_fd == fd))
+            }
+            _ => false,
+        }
+    }
+
+    /// The first queued event that is not held back. What is held of a pipe is its first
+    /// events, so each pipe's events keep their order.
+    fn next_pending(&mut self) -> Option<Event> {
+        let i = (0..self.pending.len()).find(|&i| !self.is_held(i))?;
+        self.pending.remove(i)
     }
 
     // ----- signals and exit ----------------------------------------------------------------
@@ -406,6 +452,7 @@ impl ProcessTransport {
             pid: &pid,
             signal: &signal,
             spawned: self.spawned_pid as i32,
+            group_reserved: &|| self.exit.group_reserved(),
         };
         crate::tree::signal_tree(&root, self.process_group, sig)
     }
@@ -487,20 +534,23 @@ impl ProcessTransport {
     /// chunk from the next ready reader (round robin), and yields `Ended` last, then `None`.
     pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         loop {
-            if let Some(event) = self.pending.pop_front() {
+            if let Some(event) = self.next_pending() {
                 return Poll::Ready(Some(event));
             }
             if self.ended {
                 return Poll::Ready(None);
             }
+            // Whatever is queued now is held back by a pause.
+            let held = self.pending.len();
             self.poll_writers(cx);
             self.poll_reaped(cx);
             if let Some(event) = self.poll_readers(cx) {
                 self.pending.push_back(event);
             }
             self.poll_wait_delay(cx);
-            if self.pending.is_empty() {
-                if self.exit_seen.is_some() && !self.pipes.iter().any(Pipe::is_open) {
+            if self.pending.len() == held {
+                // Held events keep `Ended` back: it comes last.
+                if held == 0 && self.exit_seen.is_some() && !self.pipes.iter().any(Pipe::is_open) {
                     self.ended = true;
                     let result = self.final_status();
                     tracing::debug!(?result, "process ended");
@@ -535,7 +585,8 @@ impl ProcessTransport {
 
     /// Takes the pipe the parent reads at child fd `fd` out of the transport, as an
     /// `AsyncRead` + `Stream` handle. Its data no longer appears as events (nor does its
-    /// close), but [`Event::Ended`] still waits until the handle is dropped.
+    /// close), but [`Event::Ended`] still waits until the handle has read to end of file (or
+    /// failed) or is dropped.
     pub fn take_reader(&mut self, fd: i32) -> Result<PipeReader, Error> {
         let (state, taken) = self.take_pipe(fd, false)?;
         match state {
@@ -547,7 +598,7 @@ impl ProcessTransport {
     /// Takes the pipe the parent writes at child fd `fd` out of the transport, as an
     /// `AsyncWrite` + `Sink<Bytes>` handle; bytes still queued are written first. Its close
     /// no longer appears as an event, but [`Event::Ended`] still waits until the handle is
-    /// shut down or dropped.
+    /// shut down, has failed (a broken pipe) or is dropped.
     pub fn take_writer(&mut self, fd: i32) -> Result<PipeWriter, Error> {
         let (state, taken) = self.take_pipe(fd, true)?;
         match state {
@@ -589,12 +640,12 @@ impl ProcessTransport {
         for k in 0..count {
             let i = (self.next_reader + k) % count;
             let fd = self.pipes[i].child_fd();
+            if self.pipes[i].paused {
+                continue;
+            }
             let PipeState::Reader(reader) = &mut self.pipes[i].state else {
                 continue;
             };
-            if reader.paused {
-                continue;
-            }
             match reader.poll_read(cx) {
                 Poll::Pending => continue,
                 Poll::Ready(ReadOutcome::Data(data)) => {

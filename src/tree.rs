@@ -139,19 +139,22 @@ fn members(procs: &[Proc], scope: &Scope) -> Vec<Proc> {
 
 /// The group whose members belong to the tree: `group` if it can be shown to be the child's
 /// (see the module doc), else `None`. `root_now` is the child as re-read while held, `None`
-/// once it is reaped; `pid_taken` tells whether a process with a given pid exists now.
+/// once it is reaped; `reserved` says whether the child's zombie is kept (by the reaper, for
+/// its group), which keeps the group's number ours; `pid_taken` tells whether a process with a
+/// given pid exists now.
 fn usable_group(
     group: Option<i32>,
     spawned: i32,
     own_group: i32,
     root_now: Option<&Proc>,
+    reserved: bool,
     pid_taken: impl FnOnce(i32) -> bool,
 ) -> Option<i32> {
     let group = group.filter(|&g| g > 0 && g != own_group)?;
     let founded = group == spawned;
     let usable = match root_now {
         Some(root) => founded || root.pgrp == group,
-        None => founded && !pid_taken(group),
+        None => reserved || (founded && !pid_taken(group)),
     };
     usable.then_some(group)
 }
@@ -240,6 +243,8 @@ pub(crate) struct Root<'a> {
     pub(crate) signal: &'a dyn Fn(i32),
     /// The pid the child was spawned with: the id of the group it founded, if it did.
     pub(crate) spawned: i32,
+    /// Whether the child, alive or a kept zombie, still holds its group's number.
+    pub(crate) group_reserved: &'a dyn Fn() -> bool,
 }
 
 /// Stops the tree under `root` (and `group`), sends `sig` to all of it, and lets it run again.
@@ -269,15 +274,19 @@ pub(crate) fn signal_tree_with(
         let root_now = held_root
             .as_ref()
             .filter(|h| h.alive() && (root.pid)() == Some(h.proc.pid));
+        let reserved = (root.group_reserved)();
         let group = usable_group(
             group,
             root.spawned,
             own_group,
             root_now.map(|h| &h.proc),
+            reserved,
             |pid| read_stat(pid).is_some(),
         );
+        // A kept zombie is still the child: never counted as a member.
+        let kept_zombie = (root_now.is_none() && reserved).then_some(root.spawned);
         let scope = Scope {
-            root: root_now.map(|h| h.proc.pid),
+            root: root_now.map(|h| h.proc.pid).or(kept_zombie),
             group,
             walk_group: group == Some(root.spawned),
             me,
@@ -428,40 +437,64 @@ mod tests {
         let root_in = |pgrp| p(10, ME, pgrp);
         let never = |_| panic!("the pid need not be looked up");
         // Our own group: never, whatever else holds.
-        assert_eq!(usable_group(Some(3), 10, 3, Some(&root_in(3)), never), None);
         assert_eq!(
-            usable_group(Some(10), 10, 10, Some(&root_in(10)), never),
+            usable_group(Some(3), 10, 3, Some(&root_in(3)), false, never),
+            None
+        );
+        assert_eq!(
+            usable_group(Some(10), 10, 10, Some(&root_in(10)), false, never),
             None
         );
         // No group, or a number that is no group.
-        assert_eq!(usable_group(None, 10, 3, Some(&root_in(10)), never), None);
-        assert_eq!(usable_group(Some(0), 10, 3, Some(&root_in(0)), never), None);
         assert_eq!(
-            usable_group(Some(-4), 10, 3, Some(&root_in(-4)), never),
+            usable_group(None, 10, 3, Some(&root_in(10)), false, never),
+            None
+        );
+        assert_eq!(
+            usable_group(Some(0), 10, 3, Some(&root_in(0)), false, never),
+            None
+        );
+        assert_eq!(
+            usable_group(Some(-4), 10, 3, Some(&root_in(-4)), false, never),
             None
         );
         // Founded by the unreaped child: its pid keeps the number, wherever it is now.
         assert_eq!(
-            usable_group(Some(10), 10, 3, Some(&root_in(10)), never),
+            usable_group(Some(10), 10, 3, Some(&root_in(10)), false, never),
             Some(10)
         );
         assert_eq!(
-            usable_group(Some(10), 10, 3, Some(&root_in(44)), never),
+            usable_group(Some(10), 10, 3, Some(&root_in(44)), false, never),
             Some(10)
         );
         // Joined: while the child is in it.
         assert_eq!(
-            usable_group(Some(30), 10, 3, Some(&root_in(30)), never),
+            usable_group(Some(30), 10, 3, Some(&root_in(30)), false, never),
             Some(30)
         );
         assert_eq!(
-            usable_group(Some(30), 10, 3, Some(&root_in(44)), never),
+            usable_group(Some(30), 10, 3, Some(&root_in(44)), false, never),
             None
         );
         // Reaped: a founded group whose number no process has taken, nothing else.
-        assert_eq!(usable_group(Some(10), 10, 3, None, |_| false), Some(10));
-        assert_eq!(usable_group(Some(10), 10, 3, None, |pid| pid == 10), None);
-        assert_eq!(usable_group(Some(30), 10, 3, None, |_| false), None);
+        assert_eq!(
+            usable_group(Some(10), 10, 3, None, false, |_| false),
+            Some(10)
+        );
+        assert_eq!(
+            usable_group(Some(10), 10, 3, None, false, |pid| pid == 10),
+            None
+        );
+        assert_eq!(usable_group(Some(30), 10, 3, None, false, |_| false), None);
+        // A zombie kept for the group keeps either kind of group ours after the reap.
+        assert_eq!(
+            usable_group(Some(10), 10, 3, None, true, |pid| pid == 10),
+            Some(10)
+        );
+        assert_eq!(
+            usable_group(Some(30), 10, 3, None, true, |_| true),
+            Some(30)
+        );
     }
 
     #[test]
@@ -604,6 +637,7 @@ mod tests {
                 let _ = sys::signal::send(root_pid, None, sig);
             },
             spawned: root_pid,
+            group_reserved: &|| false,
         };
         let signalled = signal_tree_with(&mut stale_then_live(stale), &root, None, libc::SIGKILL);
 

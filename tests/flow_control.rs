@@ -637,3 +637,364 @@ async fn a_stdin_pipe_with_a_chosen_capacity_keeps_it() {
         stdin_capacity_after_a_busy_stream(Command::new("python3").pipe_capacity(0, 65536)).await;
     assert_eq!(report, format!("{} 65536", 64 << 20));
 }
+
+// ----- writes to a pipe that is already broken --------------------------------------------
+
+/// The command name of `pid`, or `None` once it is gone.
+fn comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// A child that has closed its stdin (and execs `sleep`, to linger), once it has done so.
+async fn child_with_a_closed_stdin() -> ProcessTransport {
+    let child = Command::new("sh")
+        .args(["-c", "exec 0<&-; exec sleep 30"])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.pid().unwrap();
+    let closed = common::eventually(LIMIT, || comm(pid).as_deref() == Some("sleep")).await;
+    assert!(closed, "the child never got to close its stdin");
+    child
+}
+
+/// Asserts that `e` is the OS's own EPIPE.
+fn assert_epipe(e: &std::io::Error) {
+    assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "got {e:?}");
+    assert_eq!(e.raw_os_error(), Some(libc::EPIPE), "got {e:?}");
+}
+
+/// Kills the child and checks what the stream reports for fd 0 after a write found the pipe
+/// broken: exactly one `Closed` with EPIPE, and no `WritePaused`.
+async fn assert_fd0_closed_with_epipe_and_never_paused(mut child: ProcessTransport) {
+    child.signal(libc::SIGKILL).unwrap();
+    let mut closes = Vec::new();
+    while let Some(event) = timeout(LIMIT, child.next()).await.unwrap() {
+        match event {
+            Event::Closed { fd: 0, reason } => closes.push(reason),
+            Event::WritePaused { fd: 0 } => panic!("WritePaused for a broken pipe"),
+            _ => {}
+        }
+    }
+    match &closes[..] {
+        [CloseReason::Error(e)] => assert_epipe(e),
+        other => panic!("expected one Closed with EPIPE for fd 0, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_write_to_an_already_broken_pipe_fails_with_epipe() {
+    let mut child = child_with_a_closed_stdin().await;
+    // Above the high-water mark, which used to report `Paused`.
+    match child.write(0, vec![b'x'; 200_000]) {
+        Err(Error::Io(e)) => assert_epipe(&e),
+        other => panic!("expected EPIPE, got {other:?}"),
+    }
+    assert!(matches!(child.write(0, "more"), Err(Error::PipeClosed(0))));
+    assert_fd0_closed_with_epipe_and_never_paused(child).await;
+}
+
+#[tokio::test]
+async fn a_small_write_to_an_already_broken_pipe_fails_with_epipe() {
+    let mut child = child_with_a_closed_stdin().await;
+    match child.write_stdin("x") {
+        Err(Error::Io(e)) => assert_epipe(&e),
+        other => panic!("expected EPIPE, got {other:?}"),
+    }
+    assert_fd0_closed_with_epipe_and_never_paused(child).await;
+}
+
+#[tokio::test]
+async fn a_write_sequence_to_an_already_broken_pipe_fails_with_epipe() {
+    let mut child = child_with_a_closed_stdin().await;
+    let chunks = [
+        Bytes::from(vec![1u8; 100_000]),
+        Bytes::from(vec![2u8; 100_000]),
+    ];
+    match child.write_sequence(0, chunks) {
+        Err(Error::Io(e)) => assert_epipe(&e),
+        other => panic!("expected EPIPE, got {other:?}"),
+    }
+    assert_fd0_closed_with_epipe_and_never_paused(child).await;
+}
+
+#[tokio::test]
+async fn write_all_to_an_already_broken_pipe_fails_with_epipe() {
+    let mut child = child_with_a_closed_stdin().await;
+    let written = timeout(LIMIT, child.write_all(0, vec![b'x'; 200_000]))
+        .await
+        .unwrap();
+    match written {
+        Err(Error::Io(e)) => assert_epipe(&e),
+        other => panic!("expected EPIPE, got {other:?}"),
+    }
+    assert_fd0_closed_with_epipe_and_never_paused(child).await;
+}
+
+#[tokio::test]
+async fn write_all_meeting_epipe_while_flushing_keeps_the_os_error() {
+    // The child takes 1000 bytes, then closes its stdin: the rest of the write is queued
+    // when the pipe breaks.
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "dd bs=1000 count=1 of=/dev/null status=none; exec 0<&-; exec sleep 30",
+        ])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let written = timeout(LIMIT, child.write_all(0, vec![b'x'; 1 << 20]))
+        .await
+        .unwrap();
+    match written {
+        Err(Error::Io(e)) => {
+            assert_epipe(&e);
+            // What converts the crate's error into an `io::Error` keeps it as well.
+            assert_epipe(&std::io::Error::from(Error::Io(e)));
+        }
+        other => panic!("expected EPIPE, got {other:?}"),
+    }
+    child.signal(libc::SIGKILL).unwrap();
+    let mut reasons = Vec::new();
+    while let Some(event) = timeout(LIMIT, child.next()).await.unwrap() {
+        if let Event::Closed { fd: 0, reason } = event {
+            reasons.push(reason);
+        }
+    }
+    match &reasons[..] {
+        [CloseReason::Error(e)] => assert_epipe(e),
+        other => panic!("expected one Closed with EPIPE for fd 0, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_taken_writer_reports_an_already_broken_pipe_and_no_longer_holds_back_ended() {
+    let mut child = child_with_a_closed_stdin().await;
+    let mut writer = child.take_writer(0).unwrap();
+    let err = writer.write_all(&[b'x'; 200_000]).await.unwrap_err();
+    assert_epipe(&err);
+    let err = writer
+        .send(Bytes::from_static(b"as a sink"))
+        .await
+        .unwrap_err();
+    assert_epipe(&err);
+    // The handle is still held, but its pipe is done: the stream ends once the child does.
+    child.signal(libc::SIGKILL).unwrap();
+    let ended = timeout(Duration::from_secs(10), async {
+        while let Some(event) = child.next().await {
+            if let Event::Ended(status) = event {
+                return status;
+            }
+        }
+        panic!("the stream finished without Ended");
+    })
+    .await
+    .expect("Ended held back by a taken writer whose pipe is broken");
+    assert_eq!(ended.unwrap().signal(), Some(libc::SIGKILL));
+    drop(writer);
+}
+
+// ----- pausing holds back what was already read --------------------------------------------
+
+/// A child that closes its stdin, writes `out` on fd 1 (and, with `close_stdout`, closes it),
+/// then lingers; returned once it has done all that and the reactor has seen it, so that the
+/// transport's first poll queues `Closed { fd: 0 }` and then reads fd 1.
+async fn child_that_closed_stdin_and_wrote(close_stdout: bool) -> ProcessTransport {
+    let script = if close_stdout {
+        "exec 0<&-; echo out; exec 1>&-; exec sleep 30"
+    } else {
+        "exec 0<&-; echo out; exec sleep 30"
+    };
+    let child = Command::new("sh")
+        .args(["-c", script])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.pid().unwrap();
+    let ready = common::eventually(LIMIT, || comm(pid).as_deref() == Some("sleep")).await;
+    assert!(ready, "the child never got to sleep");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    child
+}
+
+/// The next event, or `None` if none comes within `wait`.
+async fn next_within(child: &mut ProcessTransport, wait: Duration) -> Option<Event> {
+    timeout(wait, child.next()).await.ok().flatten()
+}
+
+#[tokio::test]
+async fn pause_reading_holds_back_a_chunk_already_read() {
+    let mut child = child_that_closed_stdin_and_wrote(false).await;
+    // One poll notices the closed stdin and reads fd 1; the close comes out first.
+    let first = timeout(LIMIT, child.next()).await.unwrap().unwrap();
+    assert!(
+        matches!(first, Event::Closed { fd: 0, .. }),
+        "expected stdin's close first, got {first:?}"
+    );
+    child.pause_reading();
+    let held = next_within(&mut child, Duration::from_millis(500)).await;
+    assert!(held.is_none(), "got {held:?} after pause_reading returned");
+    child.resume_reading();
+    let next = timeout(LIMIT, child.next()).await.unwrap().unwrap();
+    assert!(
+        matches!(&next, Event::Data { fd: 1, data } if &data[..] == b"out\n"),
+        "the held chunk should come first after resuming, got {next:?}"
+    );
+}
+
+#[tokio::test]
+async fn pause_reading_fd_holds_back_a_chunk_and_the_close_behind_it() {
+    let mut child = child_that_closed_stdin_and_wrote(true).await;
+    let first = timeout(LIMIT, child.next()).await.unwrap().unwrap();
+    assert!(
+        matches!(first, Event::Closed { fd: 0, .. }),
+        "expected stdin's close first, got {first:?}"
+    );
+    child.pause_reading_fd(1).unwrap();
+    // Closing the paused fd queues its Closed behind the held chunk.
+    child.close_stdout().unwrap();
+    child.signal(libc::SIGKILL).unwrap();
+    let mut while_paused = Vec::new();
+    while let Some(event) = next_within(&mut child, Duration::from_millis(500)).await {
+        while_paused.push(format!("{event:?}"));
+    }
+    assert!(
+        while_paused.iter().all(|e| !e.contains("fd: 1")),
+        "events for the paused fd 1: {while_paused:?}"
+    );
+    assert!(
+        !while_paused.iter().any(|e| e.starts_with("Ended")),
+        "Ended came while fd 1 still had events held: {while_paused:?}"
+    );
+    child.resume_reading_fd(1).unwrap();
+    let mut after = Vec::new();
+    while let Some(event) = timeout(LIMIT, child.next()).await.unwrap() {
+        after.push(event);
+    }
+    assert!(
+        matches!(&after[0], Event::Data { fd: 1, data } if &data[..] == b"out\n"),
+        "got {after:?}"
+    );
+    assert!(
+        matches!(
+            &after[1],
+            Event::Closed {
+                fd: 1,
+                reason: CloseReason::Closed
+            }
+        ),
+        "got {after:?}"
+    );
+    assert!(
+        matches!(after.last(), Some(Event::Ended(_))),
+        "got {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn closing_a_paused_fd_with_nothing_held_reports_the_close_at_once() {
+    let mut child = Command::new("sleep")
+        .arg("30")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    child.pause_reading_fd(1).unwrap();
+    child.close_stdout().unwrap();
+    let event = timeout(LIMIT, child.next()).await.unwrap().unwrap();
+    assert!(
+        matches!(
+            event,
+            Event::Closed {
+                fd: 1,
+                reason: CloseReason::Closed
+            }
+        ),
+        "got {event:?}"
+    );
+}
+
+// ----- taken pipes that are done ------------------------------------------------------------
+
+/// The transport's stream, consumed to `Ended` within a few seconds while the caller still
+/// holds a taken handle.
+async fn ended_within_a_few_seconds(child: &mut ProcessTransport, what: &str) -> ExitStatusOf {
+    timeout(Duration::from_secs(10), async {
+        while let Some(event) = child.next().await {
+            if let Event::Ended(status) = event {
+                return status;
+            }
+        }
+        panic!("the stream finished without Ended");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("Ended held back: {what}"))
+}
+
+type ExitStatusOf = Result<process_transport::ExitStatus, process_transport::WaitError>;
+
+#[tokio::test]
+async fn a_taken_reader_read_to_eof_no_longer_holds_back_ended() {
+    let mut child = Command::new("sh")
+        .args(["-c", "echo hello"])
+        .spawn()
+        .unwrap();
+    let mut reader = child.take_reader(1).unwrap();
+    let mut out = Vec::new();
+    timeout(LIMIT, reader.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out, b"hello\n");
+    let status = ended_within_a_few_seconds(&mut child, "reader at EOF still held").await;
+    assert!(status.unwrap().success());
+    drop(reader);
+}
+
+#[tokio::test]
+async fn a_taken_reader_streamed_to_its_end_no_longer_holds_back_ended() {
+    let mut child = Command::new("sh")
+        .args(["-c", "echo hello"])
+        .spawn()
+        .unwrap();
+    let mut reader = child.take_reader(1).unwrap();
+    let mut out = Vec::new();
+    while let Some(chunk) = timeout(LIMIT, reader.next()).await.unwrap() {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(out, b"hello\n");
+    let status =
+        ended_within_a_few_seconds(&mut child, "reader stream at its end still held").await;
+    assert!(status.unwrap().success());
+    drop(reader);
+}
+
+#[tokio::test]
+async fn a_taken_writer_that_was_shut_down_no_longer_holds_back_ended() {
+    let mut child = cat().spawn().unwrap();
+    let mut writer = child.take_writer(0).unwrap();
+    timeout(LIMIT, writer.write_all(b"bye\n"))
+        .await
+        .unwrap()
+        .unwrap();
+    timeout(LIMIT, writer.shutdown()).await.unwrap().unwrap();
+    let out = timeout(Duration::from_secs(10), async {
+        let mut out = Vec::new();
+        while let Some(event) = child.next().await {
+            match event {
+                Event::Data { fd: 1, data } => out.extend_from_slice(&data),
+                Event::Ended(status) => {
+                    assert!(status.unwrap().success());
+                    return out;
+                }
+                _ => {}
+            }
+        }
+        panic!("the stream finished without Ended");
+    })
+    .await
+    .expect("Ended held back by a shut-down writer");
+    assert_eq!(out, b"bye\n");
+    drop(writer);
+}

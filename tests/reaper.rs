@@ -78,7 +78,10 @@ fn one_exit_costs_a_few_wait_syscalls_even_beside_a_foreign_zombie() {
                 assert_eq!(status.signal(), Some(libc::SIGKILL));
             }
         });
-        assert!(zombie.wait().unwrap().success(), "the foreign status was kept");
+        assert!(
+            zombie.wait().unwrap().success(),
+            "the foreign status was kept"
+        );
         return;
     }
     if forced_sigchld() {
@@ -90,7 +93,10 @@ fn one_exit_costs_a_few_wait_syscalls_even_beside_a_foreign_zombie() {
     // One waitid per exit of ours, one wait4 for the foreign zombie; the SIGCHLD design made
     // hundreds per exit here (every live child scanned on every exit).
     let per_exit = waits as f64 / CHILDREN as f64;
-    assert!(per_exit <= 4.0, "{waits} wait syscalls for {CHILDREN} exits");
+    assert!(
+        per_exit <= 4.0,
+        "{waits} wait syscalls for {CHILDREN} exits"
+    );
 }
 
 #[test]
@@ -108,7 +114,12 @@ fn foreign_exits_cost_the_reaper_nothing_however_many_children_live() {
                 })
                 .collect();
             for _ in 0..FOREIGN {
-                assert!(std::process::Command::new("true").status().unwrap().success());
+                assert!(
+                    std::process::Command::new("true")
+                        .status()
+                        .unwrap()
+                        .success()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
             assert!(children.iter().all(|c| c.pid().is_some()));
@@ -157,7 +168,10 @@ fn signal_group_never_reaches_a_new_group_that_took_the_number() {
         // stranger is not in it.
         leader.signal_group(libc::SIGKILL).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(stranger.try_wait().unwrap().is_none(), "the stranger was hit");
+        assert!(
+            stranger.try_wait().unwrap().is_none(),
+            "the stranger was hit"
+        );
 
         // Once the transport is gone, the zombie is released and the number is free again.
         drop(leader);
@@ -272,7 +286,10 @@ fn a_reaper_that_could_not_start_is_retried_on_the_next_spawn() {
         };
         assert_eq!(source.raw_os_error(), Some(libc::EMFILE), "{err:?}");
         if !forced_sigchld() {
-            assert!(sigchld_is_default(), "a failed start left a SIGCHLD handler");
+            assert!(
+                sigchld_is_default(),
+                "a failed start left a SIGCHLD handler"
+            );
         }
         drop(hogs);
         set_nofile(old);
@@ -291,7 +308,14 @@ fn a_forked_process_reaps_the_children_it_spawns() {
     }
     // The reaper starts here, in the parent.
     runtime().block_on(async {
-        assert!(Command::new("true").spawn().unwrap().await.unwrap().success());
+        assert!(
+            Command::new("true")
+                .spawn()
+                .unwrap()
+                .await
+                .unwrap()
+                .success()
+        );
     });
     // SAFETY: fork in a process whose other threads (the reaper, blocking-pool leftovers)
     // the child never touches; the child only runs the code below and exits.
@@ -318,6 +342,13 @@ fn a_forked_process_reaps_the_children_it_spawns() {
     );
     // And the parent's reaper still works.
     runtime().block_on(async {
-        assert!(Command::new("true").spawn().unwrap().await.unwrap().success());
+        assert!(
+            Command::new("true")
+                .spawn()
+                .unwrap()
+                .await
+                .unwrap()
+                .success()
+        );
     });
 }

@@ -4,6 +4,7 @@
 mod reader;
 mod writer;
 
+use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +33,9 @@ pub(crate) struct Pipe {
     child_fd: i32,
     dir: Direction,
     pub(crate) state: PipeState,
+    /// Reading is paused: the pipe is not read, and its data already queued is held back.
+    /// Kept apart from the reader, so that it outlives a close while paused.
+    pub(crate) paused: bool,
 }
 
 pub(crate) enum PipeState {
@@ -60,6 +64,7 @@ impl Pipe {
             child_fd,
             dir,
             state,
+            paused: false,
         }
     }
 
@@ -80,6 +85,14 @@ impl Pipe {
             PipeState::Closed => false,
         }
     }
+}
+
+/// A second `io::Error` for one that has to be reported twice (to a caller and in a `Closed`
+/// event): rebuilt from its errno, so that `raw_os_error` still gives it; only an error
+/// without one is reduced to its kind.
+pub(crate) fn same_os_error(e: &io::Error) -> io::Error {
+    e.raw_os_error()
+        .map_or_else(|| io::Error::from(e.kind()), io::Error::from_raw_os_error)
 }
 
 /// After this many reads (or writes) in a row find a default pipe full, the child and parent

@@ -1,5 +1,5 @@
 //! The reading end: each read becomes one `Bytes`, with no copy after the kernel's for
-//! large reads.
+//! reads that fill at least half of their buffer.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -23,10 +23,11 @@ pub(crate) enum ReadOutcome {
 
 pub(crate) struct Reader {
     fd: AsyncFd<OwnedFd>,
+    /// The buffer of the next read: empty, and never split, so that its capacity is all of
+    /// the allocation a chunk handed over from it would hold on to.
     buf: BytesMut,
     capacity: usize,
     read_size: usize,
-    pub(crate) paused: bool,
     pty: bool,
     /// Grows a default pipe that the child keeps filling up.
     growth: Growth,
@@ -35,9 +36,6 @@ pub(crate) struct Reader {
 /// The largest read: bigger reads into a fresh buffer run out of cache and are slower than
 /// several of this size (measured with the `compare` bench on a 1 MiB pipe).
 const MAX_READ: usize = 256 * 1024;
-
-/// Reads below this fraction of the read size are copied out (see [`Reader::take_chunk`]).
-const SMALL_READ_FRACTION: usize = 16;
 
 /// The size of one read: more than a pipe of `capacity` holds, so that a read that drained
 /// the pipe is short (and the `EAGAIN` read after it is skipped), but at most [`MAX_READ`].
@@ -53,7 +51,6 @@ impl Reader {
             buf: BytesMut::new(),
             capacity,
             read_size: read_size_for(capacity),
-            paused: false,
             pty,
             growth: Growth::new(may_grow),
         }
@@ -87,16 +84,22 @@ impl Reader {
         }
     }
 
-    /// The `n` bytes just read, as `Bytes`. Large reads are handed over as they are, sharing
-    /// the read buffer (no copy); small ones are copied into a buffer of their own, so that a
-    /// chunk the consumer keeps does not pin a whole read buffer (64 KiB and up).
+    /// The `n` bytes just read, as `Bytes`.
+    ///
+    /// A chunk the consumer keeps holds on to the whole allocation it points into, so it is
+    /// handed over without a copy only when it fills at least half of the read buffer: then
+    /// the chunk takes the buffer along (the next read gets a fresh one), and never pins more
+    /// than twice its size. A shorter chunk is copied into an allocation of its own size and
+    /// the buffer stays for the next read. Full reads of a busy pipe are the large ones, so
+    /// bulk transfers stay zero-copy.
     fn take_chunk(&mut self, n: usize) -> Bytes {
-        if n < self.read_size / SMALL_READ_FRACTION {
+        debug_assert_eq!(self.buf.len(), n);
+        if n.saturating_mul(2) >= self.buf.capacity() {
+            std::mem::take(&mut self.buf).freeze()
+        } else {
             let chunk = Bytes::copy_from_slice(&self.buf);
             self.buf.clear();
             chunk
-        } else {
-            self.buf.split().freeze()
         }
     }
 

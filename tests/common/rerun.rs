@@ -36,7 +36,11 @@ pub fn rerun(test: &str, wrapper: &[&str]) -> Output {
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("--- {test} (re-run): stdout ---\n{stdout}");
     eprintln!("--- {test} (re-run): stderr ---\n{stderr}");
-    assert!(output.status.success(), "{test} failed when re-run: {}", output.status);
+    assert!(
+        output.status.success(),
+        "{test} failed when re-run: {}",
+        output.status
+    );
     assert!(
         stdout.contains(&format!("test {test} ... ok")) && stdout.contains("1 passed"),
         "{test} did not run when re-run (is the name its full path?)"
