@@ -400,11 +400,16 @@ pub fn check_command(input: &CommandInput) {
                 "got {e:?}, but the input breaks only {violations:?}"
             );
         }
-        Error::Spawn { step, source } => {
+        Error::Spawn {
+            program: failed,
+            step,
+            source,
+        } => {
             assert!(
                 violations.is_empty(),
                 "spawn went ahead ({step:?}: {source}) despite {violations:?}"
             );
+            assert_eq!(failed, program, "the error names another program");
             // Which step fails depends on the input (a huge child fd, a bad cwd, a refused
             // uid...), but every failure must carry an OS error.
             assert!(source.raw_os_error().is_some(), "{step:?} without errno");
