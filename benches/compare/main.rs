@@ -2,7 +2,7 @@
 //! `posix_spawn` + `waitpid` floor, all in one run.
 //!
 //! ```text
-//! cargo bench --bench compare -- [--quick] [--json PATH] [--only spawn|read|write|reap|memory]
+//! cargo bench --bench compare -- [--quick] [--json PATH] [--only SECTION]
 //! ```
 //!
 //! Sections, in the order they run (`--only` takes the name):
@@ -12,7 +12,10 @@
 //! 4. `write`: write throughput to `cat` (stdout on /dev/null);
 //! 5. `reap`: reaping N sleeping children killed at once, and syscalls per exit;
 //! 6. `memory`: parent RSS per live idle child (each implementation in a fresh copy of this
-//!    binary).
+//!    binary);
+//! 7. `roundtrip`: 64-byte lines written to `cat` and read back, one at a time;
+//! 8. `exit_latency`: from closing `cat`'s stdin to the awaited status;
+//! 9. `many_fds`: spawn + wait with a few and with 16,000 parent fds open.
 //!
 //! Like-for-like stdio: `ChildFd::Null` against `Stdio::null()` and a `/dev/null` dup in the
 //! floor; three pipes against `Stdio::piped()` and three `pipe2`s in the floor.
@@ -44,7 +47,7 @@ use tokio::runtime::Runtime;
 pub struct Config {
     quick: bool,
     json: Option<String>,
-    /// `--only spawn|read|write|reap|memory`: run one section (all when absent).
+    /// `--only SECTION`: run one section (all when absent).
     only: Option<String>,
     /// Spawn scenarios: one sample is one spawn (sequential) or one round of 16 tasks.
     pub spawn: Budget,
@@ -56,6 +59,11 @@ pub struct Config {
     pub memory_n: usize,
     /// Touching memory is slow on this VM (about 5 s per GiB), so `--quick` uses 1 GiB.
     pub big_parent_gib: usize,
+    /// Round trips of a small line per sample, and samples (alternating contenders).
+    pub roundtrips: usize,
+    pub rounds: usize,
+    /// Extra fds the parent holds in the many-fds section.
+    pub many_fds: usize,
 }
 
 impl Config {
@@ -93,6 +101,9 @@ impl Config {
                 reap_ns: vec![100, 1000],
                 memory_n: 1000,
                 big_parent_gib: 1,
+                roundtrips: 2000,
+                rounds: 3,
+                many_fds: 16_000,
             }
         } else {
             Config {
@@ -116,6 +127,9 @@ impl Config {
                 reap_ns: vec![100, 1000, 3000],
                 memory_n: 3000,
                 big_parent_gib: 4,
+                roundtrips: 20_000,
+                rounds: 5,
+                many_fds: 16_000,
             }
         }
     }

@@ -35,4 +35,13 @@ macro_rules! sections {
     };
 }
 
-sections![spawn, read, write, reap, memory];
+sections![
+    spawn,
+    read,
+    write,
+    reap,
+    memory,
+    roundtrip,
+    exit_latency,
+    many_fds
+];

@@ -1,0 +1,109 @@
+//! Exit latency: from the moment the parent closes `cat`'s stdin (so `cat` exits) to the
+//! moment the awaited status is in hand, one child at a time. Each `cat` first echoes a line,
+//! so it is running (not still loading) when the clock starts. The floor is a blocking
+//! `waitpid` on the spawning thread.
+
+use std::ffi::CStr;
+use std::io::{Read, Write};
+use std::process::Stdio;
+
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::Instant;
+
+use tokio::runtime::Runtime;
+
+use crate::Config;
+use crate::harness::{Role, contender};
+use crate::raw;
+use crate::report::Report;
+
+const CAT: [&CStr; 1] = [c"/bin/cat"];
+
+pub fn run(rt: &Runtime, cfg: &Config, report: &mut Report) {
+    eprintln!("== exit latency");
+    let contenders = vec![
+        contender(Role::Ours, "process-transport", || rt.block_on(ours())),
+        contender(Role::Tokio, "tokio::process", || rt.block_on(tokio())),
+        contender(Role::Std, "std::process", std),
+        contender(Role::Floor, "posix_spawn + waitpid", floor),
+    ];
+    report.race(
+        "exit latency: close cat's stdin -> status in hand",
+        "µs",
+        false,
+        cfg.spawn,
+        contenders,
+    );
+}
+
+fn since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e6
+}
+
+async fn ours() -> f64 {
+    let mut child = process_transport::Command::new("/bin/cat")
+        .spawn()
+        .expect("spawn cat");
+    child.write_stdin(&b"x\n"[..]).expect("write");
+    loop {
+        match child.next().await {
+            Some(process_transport::Event::Data { fd: 1, .. }) => break,
+            Some(_) => {}
+            None => panic!("cat ended"),
+        }
+    }
+    let start = Instant::now();
+    child.close_stdin().expect("close");
+    assert!(child.wait().await.expect("wait").success());
+    since(start)
+}
+
+async fn tokio() -> f64 {
+    let mut child = tokio::process::Command::new("/bin/cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cat");
+    let mut line = [0u8; 2];
+    let input = child.stdin.as_mut().expect("stdin");
+    input.write_all(b"x\n").await.expect("write");
+    let output = child.stdout.as_mut().expect("stdout");
+    output.read_exact(&mut line).await.expect("read");
+    let start = Instant::now();
+    drop(child.stdin.take());
+    assert!(child.wait().await.expect("wait").success());
+    since(start)
+}
+
+fn std() -> f64 {
+    let mut child = std::process::Command::new("/bin/cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cat");
+    let mut line = [0u8; 2];
+    child.stdin.as_mut().expect("stdin").write_all(b"x\n").expect("write");
+    child.stdout.as_mut().expect("stdout").read_exact(&mut line).expect("read");
+    let start = Instant::now();
+    drop(child.stdin.take());
+    assert!(child.wait().expect("wait").success());
+    since(start)
+}
+
+fn floor() -> f64 {
+    let mut child = raw::spawn(&CAT, true, false);
+    let mut line = [0u8; 2];
+    let mut input = std::fs::File::from(child._parent_ends[0].try_clone().expect("dup"));
+    input.write_all(b"x\n").expect("write");
+    drop(input);
+    let mut output = std::fs::File::from(child._parent_ends[1].try_clone().expect("dup"));
+    output.read_exact(&mut line).expect("read");
+    let start = Instant::now();
+    // The first parent end is stdin's write end.
+    drop(child._parent_ends.remove(0));
+    assert_eq!(raw::wait(child.pid), 0);
+    since(start)
+}

@@ -1,0 +1,136 @@
+//! Round trips of small messages: one 64-byte line written to `cat` and read back, many times
+//! in a row on one child, as a request/response helper (a language server, a JSON-RPC tool)
+//! sees it. Our event stream and our taken pipes against Tokio's ChildStdin/ChildStdout and a
+//! blocking std thread (the floor).
+
+use std::io::{Read, Write};
+use std::process::Stdio;
+
+use futures::StreamExt;
+use process_transport::{Event, ProcessTransport};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::runtime::Runtime;
+
+use crate::Config;
+use crate::harness::{Budget, Role, contender, micros};
+use crate::report::Report;
+
+const LINE: &[u8; 64] =
+    b"0123456789abcdef0123456789abcdef0123456789abcdef012345678901234\n";
+
+pub fn run(rt: &Runtime, cfg: &Config, report: &mut Report) {
+    eprintln!("== round trips of 64-byte lines through cat");
+    let trips = cfg.roundtrips;
+    let per_trip = |total_us: f64| total_us / trips as f64;
+    let contenders = vec![
+        contender(Role::Ours, "process-transport events", || {
+            per_trip(rt.block_on(ours_events(trips)))
+        }),
+        contender(Role::Tokio, "tokio::process", || {
+            per_trip(rt.block_on(tokio_pipes(trips)))
+        }),
+        contender(Role::Floor, "blocking std thread", || {
+            per_trip(blocking(trips))
+        }),
+    ];
+    let name = format!("round trip, 64 B line through cat, {trips} in a row");
+    report.race(&name, "µs/trip", false, Budget::fixed(cfg.rounds), contenders);
+    let contenders = vec![
+        contender(Role::Ours, "process-transport taken pipes", || {
+            per_trip(rt.block_on(ours_taken(trips)))
+        }),
+        contender(Role::Tokio, "tokio::process", || {
+            per_trip(rt.block_on(tokio_pipes(trips)))
+        }),
+        contender(Role::Floor, "blocking std thread", || {
+            per_trip(blocking(trips))
+        }),
+    ];
+    let name = format!("round trip, taken PipeWriter/PipeReader, {trips} in a row");
+    report.race(&name, "µs/trip", false, Budget::fixed(cfg.rounds), contenders);
+}
+
+fn cat() -> ProcessTransport {
+    let mut cmd = process_transport::Command::new("cat");
+    cmd.stderr(process_transport::ChildFd::Null);
+    cmd.spawn().expect("spawn cat")
+}
+
+/// Microseconds for `trips` round trips through the event stream.
+async fn ours_events(trips: usize) -> f64 {
+    let mut child = cat();
+    let start = std::time::Instant::now();
+    for _ in 0..trips {
+        child.write_stdin(&LINE[..]).expect("write");
+        let mut got = 0;
+        while got < LINE.len() {
+            match child.next().await {
+                Some(Event::Data { fd: 1, data }) => got += data.len(),
+                Some(Event::Data { .. } | Event::WritePaused { .. } | Event::WriteResumed { .. }) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    let took = start.elapsed().as_secs_f64() * 1e6;
+    child.close_stdin().expect("close");
+    assert!(child.wait().await.expect("wait").success());
+    took
+}
+
+async fn ours_taken(trips: usize) -> f64 {
+    let mut child = cat();
+    let mut input = child.take_writer(0).expect("writer");
+    let mut output = child.take_reader(1).expect("reader");
+    let mut buf = [0u8; 64];
+    let start = std::time::Instant::now();
+    for _ in 0..trips {
+        input.write_all(LINE).await.expect("write");
+        output.read_exact(&mut buf).await.expect("read");
+    }
+    let took = start.elapsed().as_secs_f64() * 1e6;
+    drop(input);
+    assert!(child.wait().await.expect("wait").success());
+    took
+}
+
+async fn tokio_pipes(trips: usize) -> f64 {
+    let mut child = tokio::process::Command::new("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn cat");
+    let mut input = child.stdin.take().expect("stdin");
+    let mut output = child.stdout.take().expect("stdout");
+    let mut buf = [0u8; 64];
+    let start = std::time::Instant::now();
+    for _ in 0..trips {
+        input.write_all(LINE).await.expect("write");
+        output.read_exact(&mut buf).await.expect("read");
+    }
+    let took = start.elapsed().as_secs_f64() * 1e6;
+    drop(input);
+    assert!(child.wait().await.expect("wait").success());
+    took
+}
+
+fn blocking(trips: usize) -> f64 {
+    let mut child = std::process::Command::new("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn cat");
+    let mut input = child.stdin.take().expect("stdin");
+    let mut output = child.stdout.take().expect("stdout");
+    let mut buf = [0u8; 64];
+    let took = micros(|| {
+        for _ in 0..trips {
+            input.write_all(LINE).expect("write");
+            output.read_exact(&mut buf).expect("read");
+        }
+    });
+    drop(input);
+    assert!(child.wait().expect("wait").success());
+    took
+}
