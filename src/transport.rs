@@ -17,7 +17,7 @@ use crate::event::{CloseReason, Event};
 use crate::exit_status::ExitStatus;
 use crate::io::{PipeReader, PipeWriter};
 use crate::pipe::{FlowChange, Pipe, PipeState, ReadOutcome, TakenPipe, WriteFlow, same_os_error};
-use crate::reaper::ExitSlot;
+use crate::reaper::{ExitSlot, ExitWatch};
 use crate::signal::Signal;
 use crate::sys;
 
@@ -48,6 +48,7 @@ pub struct ProcessTransport {
     kill_on_drop: bool,
     wait_delay: Option<Duration>,
     wait_delay_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    exit_watch: ExitWatch,
     /// A spare pty master: resizes go through it, and it keeps the terminal from hanging up
     /// the child when the pipes close before the child exits. Dropped once the child is
     /// reaped, on `lose_connection`, or with the transport.
@@ -87,6 +88,7 @@ impl ProcessTransport {
             kill_on_drop: command.kill_on_drop,
             wait_delay: command.wait_delay,
             wait_delay_timer: None,
+            exit_watch: ExitWatch::default(),
             is_pty: pty_master.is_some(),
             pty_master,
         }
@@ -627,7 +629,7 @@ impl ProcessTransport {
         if self.exit_seen.is_some() {
             return;
         }
-        if let Poll::Ready(result) = self.exit.poll_exit(cx) {
+        if let Poll::Ready(result) = self.exit_watch.poll_exit(&self.exit, cx) {
             self.exit_seen = Some(result);
             self.pty_master = None;
             tracing::debug!(?result, "process exited");
