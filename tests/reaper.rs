@@ -133,9 +133,10 @@ fn foreign_exits_cost_the_reaper_nothing_however_many_children_live() {
     let Some(waits) = wait_syscalls_of(name) else {
         return;
     };
-    // std's own waitpid for each foreign child, and nothing from us.
+    // std's own waitpid for each foreign child and nothing from us; the bound is the issue's
+    // "at most 4 per exit" (the SIGCHLD design scanned all 300 children per foreign exit).
     assert!(
-        waits <= 2 * FOREIGN as u64,
+        waits <= 4 * FOREIGN as u64,
         "{waits} wait syscalls for {FOREIGN} foreign exits beside {CHILDREN} children"
     );
 }
