@@ -1,6 +1,6 @@
-//! What the child is given, observed from inside it: argv[0], the
-//! environment (inherited, set, removed, cleared), the working directory, uid/gid, the PATH
-//! lookup rule, and default signal dispositions with an empty signal mask.
+//! What the child is given, observed from inside it: argv[0], the environment (inherited, set,
+//! removed, cleared), the working directory, uid/gid, the PATH lookup rule, and default signal
+//! dispositions with an empty signal mask.
 
 mod common;
 

@@ -1,8 +1,8 @@
-//! Three ways to consume the same transport (await, Stream, ProcessProtocol)
-//! and the ordering guarantees: per fd data before its close; `Exited` exactly once when the
-//! child is reaped; `Ended` exactly once and last; `pid()` is `None` once reaped. A chatty
-//! child never deadlocks a caller that only awaits, and a slow consumer holds the child back
-//! instead of buffering its output.
+//! Three ways to consume the same transport (await, Stream, ProcessProtocol) and the ordering
+//! guarantees: per fd data before its close; `Exited` exactly once when the child is reaped;
+//! `Ended` exactly once and last; `pid()` is `None` once reaped. A chatty child never deadlocks a
+//! caller that only awaits, and a slow consumer holds the child back instead of buffering its
+//! output.
 
 mod common;
 

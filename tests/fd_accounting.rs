@@ -1,7 +1,7 @@
-//! Fds and zombies, counted: a failed spawn (or rejected input) leaves no fd open and
-//! no zombie; parent ends are non-blocking and close-on-exec, and the parent keeps no child
-//! end. These tests count this process's fds and scan for its zombies, so they live in their
-//! own binary and run one at a time.
+//! Fds and zombies, counted: a failed spawn (or rejected input) leaves no fd open and no zombie;
+//! parent ends are non-blocking and close-on-exec, and the parent keeps no child end. These tests
+//! count this process's fds and scan for its zombies, so they live in their own binary and run one
+//! at a time.
 
 mod common;
 

@@ -1,5 +1,5 @@
-//! Flow control and I/O: bounded buffers, backpressure both ways, vectored writes,
-//! standalone AsyncRead/AsyncWrite handles, closed ends and pipe capacity.
+//! Flow control and I/O: bounded buffers, backpressure both ways, vectored writes, standalone
+//! AsyncRead/AsyncWrite handles, closed ends and pipe capacity.
 
 mod common;
 
@@ -13,7 +13,7 @@ use process_transport::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
-use common::{LIMIT, comm, vm_rss_bytes, write_past_a_closed_stdin};
+use common::{LIMIT, comm, run_to_end, vm_rss_bytes, write_past_a_closed_stdin};
 
 /// A deterministic pseudo-random byte pattern, so corruption or reordering is detected.
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
@@ -28,15 +28,10 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Everything the child writes on fd 1 until its stream ends, allowing [`LIMIT`] per event.
+/// Everything the child writes on fd 1 until its stream ends (recorded, and so checked, as
+/// [`run_to_end`] does).
 async fn stdout_to_end(child: &mut ProcessTransport) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(event) = timeout(LIMIT, child.next()).await.unwrap() {
-        if let Event::Data { fd: 1, data } = event {
-            out.extend_from_slice(&data);
-        }
-    }
-    out
+    run_to_end(child).await.out(1).to_vec()
 }
 
 fn cat() -> Command {

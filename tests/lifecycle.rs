@@ -1,6 +1,5 @@
-//! Lifecycle control. Process groups and sessions, group signals, killing a whole
-//! tree, graceful terminate, kill-on-drop, the wait delay, rusage, race-free signals and the
-//! parent-death signal.
+//! Lifecycle control. Process groups and sessions, group signals, killing a whole tree, graceful
+//! terminate, kill-on-drop, the wait delay, rusage, race-free signals and the parent-death signal.
 //!
 //! Tests that look at other processes only look at pids (or process groups) they created, so
 //! they can run in parallel with everything else.

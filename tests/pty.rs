@@ -1,5 +1,5 @@
-//! PTY mode. fds 0, 1 and 2 on a new pseudo-terminal that is the child's controlling
-//! terminal; the parent reads the master as child fd 1 and writes it as child fd 0.
+//! PTY mode. fds 0, 1 and 2 on a new pseudo-terminal that is the child's controlling terminal; the
+//! parent reads the master as child fd 1 and writes it as child fd 0.
 
 mod common;
 

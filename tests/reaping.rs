@@ -1,8 +1,7 @@
-//! The reaper collects only this crate's children. Children of
-//! `tokio::process` and `std::process` keep their statuses; a child someone else reaped ends
-//! with `WaitError::ReapedElsewhere` instead of hanging; children that exit before anyone
-//! awaits them and dropped transports leave no zombie; and the reaper outlives runtimes of
-//! both flavors.
+//! The reaper collects only this crate's children. Children of `tokio::process` and `std::process`
+//! keep their statuses; a child someone else reaped ends with `WaitError::ReapedElsewhere` instead
+//! of hanging; children that exit before anyone awaits them and dropped transports leave no zombie;
+//! and the reaper outlives runtimes of both flavors.
 //!
 //! Zombie checks here look only at the pids a test spawned itself, so tests can run in
 //! parallel.
