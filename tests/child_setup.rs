@@ -1,6 +1,6 @@
-//! Issue 2, points 1 and 4: what the child is given, observed from inside it: argv[0], the
-//! environment (inherited, set, removed, cleared), the working directory, uid/gid, the PATH
-//! lookup rule, and default signal dispositions with an empty signal mask.
+//! What the child is given, observed from inside it: argv[0], the environment (inherited, set,
+//! removed, cleared), the working directory, uid/gid, the PATH lookup rule, and default signal
+//! dispositions with an empty signal mask.
 
 mod common;
 
@@ -9,7 +9,10 @@ use std::os::unix::ffi::OsStrExt;
 
 use process_transport::Command;
 
-use common::{run_to_end, scratch_dir, sh, spawn_fresh_file, write_file};
+use common::{
+    parse_status, run_to_end, scratch_dir, sh, signal_bit, signal_mask, spawn_fresh_file,
+    write_file,
+};
 
 async fn stdout_of(command: &Command) -> String {
     let mut child = spawn_fresh_file(command).unwrap();
@@ -21,19 +24,6 @@ async fn stdout_of(command: &Command) -> String {
         out.text(2)
     );
     out.text(1)
-}
-
-/// The `SigIgn`/`SigBlk`/... masks of a `/proc/<pid>/status` text.
-fn signal_mask(status: &str, field: &str) -> u64 {
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .unwrap_or_else(|| panic!("{field} missing"));
-    u64::from_str_radix(line[field.len()..].trim(), 16).unwrap()
-}
-
-fn bit(sig: i32) -> u64 {
-    1 << (sig - 1)
 }
 
 #[tokio::test]
@@ -220,7 +210,7 @@ async fn ignored_signals_are_reset_and_the_signal_mask_is_empty_in_the_child() {
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old_mask);
     }
-    let parent = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    let parent = parse_status(&std::fs::read_to_string("/proc/thread-self/status").unwrap());
     let child = Command::new("cat").arg("/proc/self/status").spawn();
     // SAFETY: restores what was saved above.
     unsafe {
@@ -229,26 +219,36 @@ async fn ignored_signals_are_reset_and_the_signal_mask_is_empty_in_the_child() {
     }
 
     // The parent really had them ignored and blocked, so the test means something.
-    assert_ne!(signal_mask(&parent, "SigIgn:") & bit(libc::SIGPIPE), 0);
-    assert_ne!(signal_mask(&parent, "SigIgn:") & bit(libc::SIGUSR2), 0);
-    assert_ne!(signal_mask(&parent, "SigBlk:") & bit(libc::SIGUSR1), 0);
+    assert_ne!(
+        signal_mask(&parent, "SigIgn") & signal_bit(libc::SIGPIPE),
+        0
+    );
+    assert_ne!(
+        signal_mask(&parent, "SigIgn") & signal_bit(libc::SIGUSR2),
+        0
+    );
+    assert_ne!(
+        signal_mask(&parent, "SigBlk") & signal_bit(libc::SIGUSR1),
+        0
+    );
 
     let mut child = child.unwrap();
     let out = run_to_end(&mut child).await;
     assert!(out.status().success());
     let status = out.text(1);
+    let fields = parse_status(&status);
     assert_eq!(
-        signal_mask(&status, "SigIgn:"),
+        signal_mask(&fields, "SigIgn"),
         0,
         "nothing ignored in the child:\n{status}"
     );
     assert_eq!(
-        signal_mask(&status, "SigBlk:"),
+        signal_mask(&fields, "SigBlk"),
         0,
         "nothing blocked in the child:\n{status}"
     );
     assert_eq!(
-        signal_mask(&status, "SigPnd:"),
+        signal_mask(&fields, "SigPnd"),
         0,
         "nothing pending in the child:\n{status}"
     );

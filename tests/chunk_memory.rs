@@ -5,7 +5,6 @@ mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -104,7 +103,7 @@ fn keep_every_chunk(block: usize, count: usize, pipe_capacity: Option<usize>) ->
                 }
             }
         };
-        tokio::time::timeout(Duration::from_secs(120), run)
+        tokio::time::timeout(2 * common::LIMIT, run)
             .await
             .expect("the child stalled");
     });

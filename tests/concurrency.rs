@@ -1,5 +1,5 @@
-//! Issue 2, deliverables: 100 concurrent children on a multi-thread runtime, with every byte
-//! accounted for in both directions.
+//! Concurrency: 100 children at once on a multi-thread runtime, with every byte accounted
+//! for in both directions and every exit code reported.
 
 mod common;
 

@@ -1,8 +1,8 @@
-//! Issue 2, point 6: three ways to consume the same transport (await, Stream, ProcessProtocol)
-//! and the ordering guarantees: per fd data before its close; `Exited` exactly once when the
-//! child is reaped; `Ended` exactly once and last; `pid()` is `None` once reaped. A chatty
-//! child never deadlocks a caller that only awaits, and a slow consumer holds the child back
-//! instead of buffering its output.
+//! Three ways to consume the same transport (await, Stream, ProcessProtocol) and the ordering
+//! guarantees: per fd data before its close; `Exited` exactly once when the child is reaped;
+//! `Ended` exactly once and last; `pid()` is `None` once reaped. A chatty child never deadlocks a
+//! caller that only awaits, and a slow consumer holds the child back instead of buffering its
+//! output.
 
 mod common;
 
@@ -272,7 +272,7 @@ async fn a_pipe_the_child_closes_early_is_closed_while_the_child_still_runs() {
         .unwrap();
     let mut out = Outcome::default();
     within("Closed(0) while running", async {
-        while !out.closes.contains_key(&0) {
+        while !out.is_closed(0) {
             let event = child.next().await.expect("stream ended early");
             assert!(!record(&mut out, event));
         }
@@ -317,11 +317,7 @@ async fn grandchild_holding_the_pipes_delays_ended_but_not_exited() {
     })
     .await;
     assert_eq!(child.pid(), None);
-    assert!(
-        !out.closes.contains_key(&1),
-        "stdout is still open: {:?}",
-        out.log
-    );
+    assert!(!out.is_closed(1), "stdout is still open: {:?}", out.log);
     // Nothing more comes while the grandchild waits: in particular no Ended.
     match tokio::time::timeout(Duration::from_millis(300), child.next()).await {
         Err(_elapsed) => {}

@@ -11,8 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use common::{
-    Collected, assert_nothing_leaked, collect, collect_event, open_fds, process_state, wait_until,
-    zombie_children,
+    LIMIT, Outcome, Rec, assert_nothing_leaked, collect, open_fds, process_state, record,
+    wait_until, zombie_children,
 };
 use futures::StreamExt;
 use process_transport::{ChildFd, Command, Error, InvalidInput, SpawnStep};
@@ -22,8 +22,6 @@ use process_transport::{ChildFd, Command, Error, InvalidInput, SpawnStep};
 fn serially<F: std::future::Future>(test: F) -> F::Output {
     common::serially(&mut tokio::runtime::Builder::new_current_thread(), test)
 }
-
-const LIMIT: Duration = Duration::from_secs(20);
 
 /// Starts the reaper (its fds live as long as the process) so fd counts are comparable.
 async fn warm_up() {
@@ -110,10 +108,10 @@ fn child_killed_mid_write() {
             .stdin(ChildFd::Null)
             .spawn()
             .unwrap();
-        let mut seen = Collected::default();
+        let mut seen = Outcome::default();
         let read_some = async {
             while seen.out(1).len() < 1 << 20 {
-                collect_event(&mut seen, child.next().await.expect("ended early"));
+                record(&mut seen, child.next().await.expect("ended early"));
             }
         };
         tokio::time::timeout(LIMIT, read_some).await.unwrap();
@@ -129,7 +127,7 @@ fn child_killed_mid_write() {
             all.chunks(pattern.len()).all(|c| c == &pattern[..c.len()]),
             "corrupted output"
         );
-        assert!(rest.closed.contains(&(1, "eof".to_string())), "{rest:?}");
+        assert!(rest.closes().contains(&(1, "Eof")), "{rest:?}");
         drop(child);
         assert_nothing_leaked(&before);
     });
@@ -144,10 +142,10 @@ fn child_killed_while_the_parent_writes() {
         let mut child = Command::new("/bin/sleep").arg("30").spawn().unwrap();
         child.write_stdin(vec![7u8; 8 << 20]).unwrap();
         assert!(child.queued_len(0) > 0);
-        let mut seen = Collected::default();
+        let mut seen = Outcome::default();
         let _ = tokio::time::timeout(Duration::from_millis(200), async {
             while let Some(e) = child.next().await {
-                collect_event(&mut seen, e);
+                record(&mut seen, e);
             }
         })
         .await;
@@ -156,12 +154,12 @@ fn child_killed_while_the_parent_writes() {
         assert_eq!(rest.status().signal(), Some(libc::SIGKILL));
         // The stdin pipe closes with an error (EPIPE) or as the child's end going away.
         let stdin_close = rest
-            .closed
-            .iter()
+            .closes()
+            .into_iter()
             .find(|(fd, _)| *fd == 0)
-            .map(|(_, why)| why.clone());
+            .map(|(_, why)| why);
         assert!(
-            matches!(stdin_close.as_deref(), Some("eof") | Some("error Some(32)")),
+            matches!(stdin_close, Some("Eof") | Some("Error(Some(32))")),
             "stdin closed as {stdin_close:?}"
         );
         drop(child);
@@ -181,11 +179,15 @@ fn child_closing_its_fds_early() {
             .unwrap();
         let outcome = collect(&mut child, LIMIT).await;
         assert_eq!(outcome.status().code(), Some(5));
-        let mut closed: Vec<i32> = outcome.closed.iter().map(|(fd, _)| *fd).collect();
+        let mut closed: Vec<i32> = outcome.closes().iter().map(|(fd, _)| *fd).collect();
         closed.sort_unstable();
         assert_eq!(closed, [0, 1, 2, 3], "{outcome:?}");
         // Every close is seen before the exit: the child lingers 300 ms with them closed.
-        let exited = outcome.log.iter().position(|l| l == "exited").unwrap();
+        let exited = outcome
+            .log
+            .iter()
+            .position(|r| matches!(r, Rec::Exited(_)))
+            .unwrap();
         assert_eq!(exited, 4, "{:?}", outcome.log);
         assert!(outcome.data.is_empty());
         // Writing to the closed stdin is refused, not a crash.

@@ -77,7 +77,7 @@ async fn emfile_during_spawn() {
                 steps_seen.push(step);
             }
             Ok(child) => {
-                let status = tokio::time::timeout(std::time::Duration::from_secs(20), child)
+                let status = tokio::time::timeout(common::LIMIT, child)
                     .await
                     .expect("child did not finish")
                     .unwrap();

@@ -1,7 +1,7 @@
-//! Issue 2, points 2 and 4, counted: a failed spawn (or rejected input) leaves no fd open and
-//! no zombie; parent ends are non-blocking and close-on-exec, and the parent keeps no child
-//! end. These tests count this process's fds and scan for its zombies, so they live in their
-//! own binary and run one at a time.
+//! Fds and zombies, counted: a failed spawn (or rejected input) leaves no fd open and no zombie;
+//! parent ends are non-blocking and close-on-exec, and the parent keeps no child end. These tests
+//! count this process's fds and scan for its zombies, so they live in their own binary and run one
+//! at a time.
 
 mod common;
 
@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use process_transport::{ChildFd, Command, Error};
 
-use common::{open_fds, run_to_end, scratch_dir, spawn_fresh_file, write_file, zombie_children};
+use common::{
+    LIMIT, open_fds, run_to_end, scratch_dir, spawn_fresh_file, write_file, zombie_children,
+};
 
 /// Runs `test` alone, on a fresh current-thread runtime, after the reaper has been started.
 fn serial<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) {
@@ -24,9 +26,9 @@ fn serial<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) {
     });
 }
 
-/// Waits up to 5 s for this process's fds to be `expected` again.
+/// Waits up to [`LIMIT`] for this process's fds to be `expected` again.
 fn assert_fds_back_to(expected: &BTreeSet<i32>, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + LIMIT;
     loop {
         let now = open_fds();
         if &now == expected {

@@ -1,6 +1,6 @@
-//! Issue 2, point 1: the child-fd map. Every map works (Twisted's fd shape, swaps, cycles,
-//! fan-out, collisions with the parent's own fds, high numbers), and only mapped fds exist in
-//! the child, checked from inside the child through `/proc/self/fd`.
+//! The child-fd map. Every map works (Twisted's fd shape, swaps, cycles, fan-out, collisions with
+//! the parent's own fds, high numbers), and only mapped fds exist in the child, checked from inside
+//! the child through `/proc/self/fd`.
 
 mod common;
 

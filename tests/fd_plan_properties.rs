@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::IntoRawFd;
-use std::time::Duration;
 
 use common::{collect, fd_report_script, identity, parse_fd_report, python};
 use process_transport::fd_plan::{self, FdStep, PlanError, SimFd};
@@ -210,7 +209,7 @@ fn child_view(map: &BTreeMap<i32, i32>, report: i32) -> BTreeMap<i32, (u64, u64)
             .fds(fds)
             .spawn()
             .expect("spawn");
-        let outcome = collect(&mut child, Duration::from_secs(30)).await;
+        let outcome = collect(&mut child, common::LIMIT).await;
         assert!(outcome.status().success(), "child failed: {outcome:?}");
         parse_fd_report(outcome.out(report))
     })

@@ -1,5 +1,5 @@
-//! Flow control and I/O (issue 3): bounded buffers, backpressure both ways, vectored writes,
-//! standalone AsyncRead/AsyncWrite handles, closed ends and pipe capacity.
+//! Flow control and I/O: bounded buffers, backpressure both ways, vectored writes, standalone
+//! AsyncRead/AsyncWrite handles, closed ends and pipe capacity.
 
 mod common;
 
@@ -13,9 +13,7 @@ use process_transport::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
-use common::write_past_a_closed_stdin;
-
-const LIMIT: Duration = Duration::from_secs(60);
+use common::{LIMIT, comm, run_to_end, vm_rss_bytes, write_past_a_closed_stdin};
 
 /// A deterministic pseudo-random byte pattern, so corruption or reordering is detected.
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
@@ -30,26 +28,14 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Everything the child writes on fd 1 until its stream ends, allowing [`LIMIT`] per event.
+/// Everything the child writes on fd 1 until its stream ends (recorded, and so checked, as
+/// [`run_to_end`] does).
 async fn stdout_to_end(child: &mut ProcessTransport) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(event) = timeout(LIMIT, child.next()).await.unwrap() {
-        if let Event::Data { fd: 1, data } = event {
-            out.extend_from_slice(&data);
-        }
-    }
-    out
+    run_to_end(child).await.out(1).to_vec()
 }
 
 fn cat() -> Command {
     Command::new("cat")
-}
-
-fn vm_rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -639,13 +625,6 @@ async fn a_stdin_pipe_with_a_chosen_capacity_keeps_it() {
 }
 
 // ----- writes to a pipe that is already broken --------------------------------------------
-
-/// The command name of `pid`, or `None` once it is gone.
-fn comm(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .ok()
-        .map(|s| s.trim().to_owned())
-}
 
 /// A child that has closed its stdin (and execs `sleep`, to linger), once it has done so.
 async fn child_with_a_closed_stdin() -> ProcessTransport {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use process_transport::{ChildFd, Command, Event, ProcessTransport};
 
-use common::{is_alive, pidns, process_state, stat_fields, within};
+use common::{is_alive, pidns, process_state, stat, within};
 
 /// Reads whitespace-separated pids from the child's stdout until there are `count` of them.
 async fn read_pids(child: &mut ProcessTransport, count: usize) -> Vec<i32> {
@@ -26,7 +26,7 @@ async fn read_pids(child: &mut ProcessTransport, count: usize) -> Vec<i32> {
             assert_eq!(pids.len(), count, "unexpected output: {pids:?}");
             return pids;
         }
-        match tokio::time::timeout(Duration::from_secs(10), child.next()).await {
+        match tokio::time::timeout(common::LIMIT, child.next()).await {
             Ok(Some(Event::Data { fd: 1, data })) => text.extend_from_slice(&data),
             Ok(Some(_)) => {}
             other => panic!("no pids from the child: {other:?}"),
@@ -48,7 +48,7 @@ fn runs(pid: u32) -> bool {
 
 /// The process group of `pid`, from `/proc`.
 fn pgrp(pid: i32) -> Option<i32> {
-    stat_fields(pid)?.get(2)?.parse().ok()
+    Some(stat(pid)?.pgrp)
 }
 
 /// A `sleep` started with std: a child of the test process that `kill_tree` must never touch.

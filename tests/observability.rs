@@ -1,5 +1,5 @@
-//! Issue 2, point 8: tracing spans and events for spawn (pid, program), exit and errors, at
-//! debug/trace level. A minimal subscriber records them as text lines.
+//! Tracing spans and events for spawn (pid, program), exit and errors, at debug/trace level. A
+//! minimal subscriber records them as text lines.
 
 mod common;
 

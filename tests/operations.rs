@@ -1,7 +1,7 @@
-//! Issue 2, point 7: transport operations. Writing to child fd N and to stdin, closing a
-//! child fd (a writer flushes first, then the child sees EOF), closing stdin/stdout/stderr,
-//! `lose_connection`, signals with a typed "already exited" error once reaped, and typed
-//! errors for writing where the parent cannot write.
+//! Transport operations. Writing to child fd N and to stdin, closing a child fd (a writer flushes
+//! first, then the child sees EOF), closing stdin/stdout/stderr, `lose_connection`, signals with a
+//! typed "already exited" error once reaped, and typed errors for writing where the parent cannot
+//! write.
 
 mod common;
 

@@ -1,19 +1,15 @@
-//! Issue 7: PTY mode. fds 0, 1 and 2 on a new pseudo-terminal that is the child's controlling
-//! terminal; the parent reads the master as child fd 1 and writes it as child fd 0.
+//! PTY mode. fds 0, 1 and 2 on a new pseudo-terminal that is the child's controlling terminal; the
+//! parent reads the master as child fd 1 and writes it as child fd 0.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use process_transport::{
-    ChildFd, CloseReason, Command, Event, ExitStatus, ProcessTransport, PtySize,
-};
+use process_transport::{ChildFd, CloseReason, Command, Event, PtySize};
 use tokio::time::timeout;
 
-use common::{all_events, read_until, stat_fields};
-
-const LONG: Duration = Duration::from_secs(10);
+use common::{LIMIT, read_until, run_to_end, stat};
 
 fn pty_sh(script: &str, size: PtySize) -> Command {
     let mut c = Command::new("sh");
@@ -25,32 +21,6 @@ fn default_size() -> PtySize {
     PtySize::default()
 }
 
-/// Everything until `Ended`: terminal output, the other events, and the final status.
-struct Run {
-    out: String,
-    events: Vec<Event>,
-    status: ExitStatus,
-}
-
-async fn run_to_end(t: &mut ProcessTransport) -> Run {
-    let mut out = Vec::new();
-    let mut events = Vec::new();
-    for e in all_events(t, LONG).await {
-        match e {
-            Event::Data { fd: 1, data } => out.extend_from_slice(&data),
-            other => events.push(other),
-        }
-    }
-    let Some(Event::Ended(Ok(status))) = events.last() else {
-        panic!("last event is not a successful Ended: {events:?}");
-    };
-    Run {
-        out: String::from_utf8_lossy(&out).into_owned(),
-        status: *status,
-        events,
-    }
-}
-
 // ----- the terminal itself --------------------------------------------------------------------
 
 #[tokio::test]
@@ -59,14 +29,19 @@ async fn fds_0_1_2_are_a_terminal_and_dev_tty_opens() {
                   echo via-dev-tty > /dev/tty && echo opened; tty";
     let mut child = pty_sh(script, default_size()).spawn().unwrap();
     let run = run_to_end(&mut child).await;
-    assert!(run.status.success(), "{:?}: {:?}", run.status, run.out);
-    assert!(run.out.contains("all-ttys\r\n"), "{:?}", run.out);
     assert!(
-        run.out.contains("via-dev-tty\r\nopened\r\n"),
-        "{:?}",
-        run.out
+        run.status().success(),
+        "{:?}: {:?}",
+        run.status(),
+        run.text(1)
     );
-    assert!(run.out.contains("/dev/pts/"), "{:?}", run.out);
+    assert!(run.text(1).contains("all-ttys\r\n"), "{:?}", run.text(1));
+    assert!(
+        run.text(1).contains("via-dev-tty\r\nopened\r\n"),
+        "{:?}",
+        run.text(1)
+    );
+    assert!(run.text(1).contains("/dev/pts/"), "{:?}", run.text(1));
 }
 
 #[tokio::test]
@@ -76,20 +51,16 @@ async fn the_child_leads_a_new_session_with_the_terminal_as_controlling_tty() {
         .unwrap();
     let pid = child.pid().unwrap();
     read_until(&mut child, "ready").await;
-    let f = stat_fields(pid).expect("the child is alive");
-    // proc(5): f[2] pgrp, f[3] session, f[4] tty_nr, f[5] tpgid.
-    assert_eq!(f[3], pid.to_string(), "session leader");
-    assert_eq!(f[2], pid.to_string(), "group leader");
-    assert_ne!(f[4], "0", "has a controlling terminal");
-    assert_eq!(
-        f[5],
-        pid.to_string(),
-        "its group is the terminal's foreground group"
-    );
-    assert_eq!(child.process_group(), Some(pid as i32));
+    let s = stat(pid).expect("the child is alive");
+    let pid = pid as i32;
+    assert_eq!(s.session, pid, "session leader");
+    assert_eq!(s.pgrp, pid, "group leader");
+    assert_ne!(s.tty_nr, 0, "has a controlling terminal");
+    assert_eq!(s.tpgid, pid, "its group is the terminal's foreground group");
+    assert_eq!(child.process_group(), Some(pid));
     child.signal_group(libc::SIGKILL).unwrap();
     let run = run_to_end(&mut child).await;
-    assert_eq!(run.status.signal(), Some(libc::SIGKILL));
+    assert_eq!(run.status().signal(), Some(libc::SIGKILL));
 }
 
 #[tokio::test]
@@ -99,7 +70,7 @@ async fn input_is_echoed_and_newlines_become_crlf() {
     child.write_stdin(&b"hello\n\x04"[..]).unwrap();
     // The terminal echoes the line, then cat writes it back: both with "\r\n".
     let run = run_to_end(&mut child).await;
-    assert_eq!(run.out, "hello\r\nhello\r\n");
+    assert_eq!(run.text(1), "hello\r\nhello\r\n");
     // Not asserted here: GNU cat closes its stdio before it exits, and under load the
     // transport may hang up the terminal in that window (see
     // `closing_the_terminal_before_exiting_is_not_a_hangup`).
@@ -116,10 +87,10 @@ async fn closing_the_terminal_before_exiting_is_not_a_hangup() {
         .unwrap();
     let run = run_to_end(&mut child).await;
     assert!(
-        run.status.success(),
+        run.status().success(),
         "the child was hung up: {:?} {:?}",
-        run.status,
-        run.events
+        run.status(),
+        run.log
     );
 }
 
@@ -136,7 +107,7 @@ async fn interactive_round_trips_through_the_terminal() {
     }
     child.write_stdin(&b"\x04"[..]).unwrap();
     let run = run_to_end(&mut child).await;
-    assert!(run.status.success(), "{:?}", run.status);
+    assert!(run.status().success(), "{:?}", run.status());
 }
 
 #[tokio::test]
@@ -147,7 +118,12 @@ async fn ctrl_c_interrupts_the_foreground_group() {
     let mut child = Command::new("cat").pty(default_size()).spawn().unwrap();
     child.write_stdin(&b"\x03"[..]).unwrap();
     let run = run_to_end(&mut child).await;
-    assert_eq!(run.status.signal(), Some(libc::SIGINT), "{:?}", run.status);
+    assert_eq!(
+        run.status().signal(),
+        Some(libc::SIGINT),
+        "{:?}",
+        run.status()
+    );
 }
 
 #[tokio::test]
@@ -158,8 +134,8 @@ async fn stty_size_reports_the_size_set_at_spawn() {
     };
     let mut child = Command::new("stty").arg("size").pty(size).spawn().unwrap();
     let run = run_to_end(&mut child).await;
-    assert!(run.status.success());
-    assert_eq!(run.out, "33 101\r\n");
+    assert!(run.status().success());
+    assert_eq!(run.text(1), "33 101\r\n");
 }
 
 #[tokio::test]
@@ -170,7 +146,7 @@ async fn the_default_size_is_24_by_80() {
         .spawn()
         .unwrap();
     let run = run_to_end(&mut child).await;
-    assert_eq!(run.out, "24 80\r\n");
+    assert_eq!(run.text(1), "24 80\r\n");
 }
 
 #[tokio::test]
@@ -187,7 +163,7 @@ async fn a_resize_reaches_the_child_as_sigwinch() {
     child.resize_pty(50, 132).unwrap();
     read_until(&mut child, "winch 50 132").await;
 
-    let status = timeout(LONG, child.kill()).await.unwrap().unwrap();
+    let status = timeout(LIMIT, child.kill()).await.unwrap().unwrap();
     assert_eq!(status.signal(), Some(libc::SIGKILL));
 }
 
@@ -198,7 +174,7 @@ async fn resize_pty_without_a_pty_is_an_error() {
         .spawn()
         .unwrap();
     assert!(child.resize_pty(10, 10).is_err());
-    timeout(LONG, child.wait()).await.unwrap().unwrap();
+    timeout(LIMIT, child.wait()).await.unwrap().unwrap();
 }
 
 // ----- environment ----------------------------------------------------------------------------
@@ -209,13 +185,13 @@ async fn term_is_set_unless_the_command_sets_it() {
         .env_remove("TERM")
         .spawn()
         .unwrap();
-    assert_eq!(run_to_end(&mut child).await.out, "TERM=xterm\r\n");
+    assert_eq!(run_to_end(&mut child).await.text(1), "TERM=xterm\r\n");
 
     let mut child = pty_sh("echo \"TERM=$TERM\"", default_size())
         .env("TERM", "vt100")
         .spawn()
         .unwrap();
-    assert_eq!(run_to_end(&mut child).await.out, "TERM=vt100\r\n");
+    assert_eq!(run_to_end(&mut child).await.text(1), "TERM=vt100\r\n");
 
     let mut child = Command::new("/bin/sh")
         .args(["-c", "echo \"TERM=$TERM\""])
@@ -223,7 +199,7 @@ async fn term_is_set_unless_the_command_sets_it() {
         .pty(default_size())
         .spawn()
         .unwrap();
-    assert_eq!(run_to_end(&mut child).await.out, "TERM=xterm\r\n");
+    assert_eq!(run_to_end(&mut child).await.text(1), "TERM=xterm\r\n");
 }
 
 #[tokio::test]
@@ -234,7 +210,7 @@ async fn without_a_pty_term_is_not_added() {
         .spawn()
         .unwrap();
     let mut out = Vec::new();
-    timeout(LONG, async {
+    timeout(LIMIT, async {
         while let Some(e) = child.next().await {
             if let Event::Data { fd: 1, data } = e {
                 out.extend_from_slice(&data);
@@ -267,7 +243,7 @@ async fn extra_fds_work_alongside_the_terminal() {
     let mut tty = Vec::new();
     let mut fd3 = Vec::new();
     let mut events = Vec::new();
-    timeout(LONG, async {
+    timeout(LIMIT, async {
         while let Some(e) = child.next().await {
             match e {
                 Event::Data { fd: 1, data } => tty.extend_from_slice(&data),
@@ -301,7 +277,7 @@ async fn an_inherited_extra_fd_and_null_work_alongside_the_terminal() {
     .unwrap();
     drop(write);
     let run = run_to_end(&mut child).await;
-    assert_eq!(run.out, "null-ok\r\n");
+    assert_eq!(run.text(1), "null-ok\r\n");
     let mut got = String::new();
     std::io::Read::read_to_string(&mut { read }, &mut got).unwrap();
     assert_eq!(got, "inherited\n");
@@ -313,7 +289,7 @@ async fn an_inherited_extra_fd_and_null_work_alongside_the_terminal() {
 async fn eio_at_the_end_of_output_is_a_clean_close() {
     let mut child = pty_sh("echo bye", default_size()).spawn().unwrap();
     let run = run_to_end(&mut child).await;
-    assert_eq!(run.out, "bye\r\n");
+    assert_eq!(run.text(1), "bye\r\n");
     let mut closed = Vec::new();
     let mut exited = false;
     for e in &run.events {
@@ -346,8 +322,9 @@ async fn no_output_is_lost_before_eio() {
         .spawn()
         .unwrap();
     let run = run_to_end(&mut child).await;
-    assert!(run.status.success());
-    let lines: Vec<&str> = run.out.split("\r\n").collect();
+    assert!(run.status().success());
+    let out = run.text(1);
+    let lines: Vec<&str> = out.split("\r\n").collect();
     assert_eq!(
         lines.len(),
         20001,
@@ -369,7 +346,7 @@ async fn ended_waits_for_both_the_reap_and_the_master_to_close() {
     let mut exited_at = None;
     let mut eof_at = None;
     let mut ended_at = None;
-    timeout(LONG, async {
+    timeout(LIMIT, async {
         while let Some(e) = child.next().await {
             match e {
                 Event::Exited(s) => {
@@ -401,7 +378,7 @@ async fn ended_waits_for_both_the_reap_and_the_master_to_close() {
 
 #[tokio::test]
 async fn awaiting_a_pty_child_gives_its_status() {
-    let status = timeout(LONG, pty_sh("exit 4", default_size()).spawn().unwrap())
+    let status = timeout(LIMIT, pty_sh("exit 4", default_size()).spawn().unwrap())
         .await
         .unwrap()
         .unwrap();
@@ -421,8 +398,8 @@ async fn a_pty_child_that_reads_stdin_gets_eof_from_ctrl_d_and_answers() {
     read_until(&mut child, "[one|two]").await;
     child.write_stdin(&b"\x04"[..]).unwrap();
     let run = run_to_end(&mut child).await;
-    assert!(run.status.success());
-    assert!(run.out.contains("eof\r\n"), "{:?}", run.out);
+    assert!(run.status().success());
+    assert!(run.text(1).contains("eof\r\n"), "{:?}", run.text(1));
 }
 
 // ----- resizing does not depend on the input side ---------------------------------------------
@@ -441,7 +418,7 @@ async fn resize_still_works_after_the_input_side_is_closed() {
     let mut child = winch_reporter().spawn().unwrap();
     read_until(&mut child, "ready").await;
     child.close_stdin().unwrap();
-    timeout(LONG, async {
+    timeout(LIMIT, async {
         while let Some(e) = child.next().await {
             if let Event::Closed { fd: 0, .. } = e {
                 return;
@@ -453,7 +430,7 @@ async fn resize_still_works_after_the_input_side_is_closed() {
     let resized = child.resize_pty(40, 120);
     assert!(resized.is_ok(), "resize after close_stdin: {resized:?}");
     read_until(&mut child, "winch 40 120").await;
-    timeout(LONG, child.kill()).await.unwrap().unwrap();
+    timeout(LIMIT, child.kill()).await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -465,7 +442,7 @@ async fn resize_still_works_after_the_input_side_is_taken() {
     assert!(resized.is_ok(), "resize after take_writer(0): {resized:?}");
     read_until(&mut child, "winch 40 120").await;
     drop(input);
-    timeout(LONG, child.kill()).await.unwrap().unwrap();
+    timeout(LIMIT, child.kill()).await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -479,7 +456,7 @@ async fn wait_delay_closes_a_terminal_held_by_a_grandchild() {
     let mut exited_at = None;
     let mut ended_at = None;
     let mut fd1_reason = None;
-    timeout(LONG, async {
+    timeout(LIMIT, async {
         while let Some(e) = child.next().await {
             match e {
                 Event::Exited(_) => exited_at = Some(Instant::now()),

@@ -327,7 +327,7 @@ fn a_forked_process_reaps_the_children_it_spawns() {
             // Still running when it is registered, so only a reaper can collect it.
             let child = Command::new("sh").args(["-c", "sleep 0.2; exit 7"]).spawn();
             let Ok(child) = child else { return false };
-            let status = tokio::time::timeout(Duration::from_secs(10), child).await;
+            let status = tokio::time::timeout(LIMIT, child).await;
             matches!(status, Ok(Ok(s)) if s.code() == Some(7))
         });
         // SAFETY: leaves the forked process at once, without running the test harness's

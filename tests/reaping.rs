@@ -1,8 +1,7 @@
-//! Issue 2, point 5: the reaper collects only this crate's children. Children of
-//! `tokio::process` and `std::process` keep their statuses; a child someone else reaped ends
-//! with `WaitError::ReapedElsewhere` instead of hanging; children that exit before anyone
-//! awaits them and dropped transports leave no zombie; and the reaper outlives runtimes of
-//! both flavors.
+//! The reaper collects only this crate's children. Children of `tokio::process` and `std::process`
+//! keep their statuses; a child someone else reaped ends with `WaitError::ReapedElsewhere` instead
+//! of hanging; children that exit before anyone awaits them and dropped transports leave no zombie;
+//! and the reaper outlives runtimes of both flavors.
 //!
 //! Zombie checks here look only at the pids a test spawned itself, so tests can run in
 //! parallel.
@@ -14,13 +13,13 @@ use std::time::{Duration, Instant};
 use process_transport::{ChildFd, Command, Error, WaitError};
 
 use common::{
-    assert_reaped_eventually, is_our_zombie, proc_state, run_to_end, sh, wait_until, within,
+    LIMIT, assert_reaped_eventually, is_our_zombie, proc_state, run_to_end, sh, wait_until, within,
 };
 
-/// Waits (blocking, up to 10 s) until `pid` is a zombie.
+/// Waits (blocking, up to [`LIMIT`]) until `pid` is a zombie.
 fn wait_until_zombie(pid: u32) {
     assert!(
-        wait_until(Duration::from_secs(10), || is_our_zombie(pid)),
+        wait_until(LIMIT, || is_our_zombie(pid)),
         "pid {pid} never became a zombie"
     );
 }
@@ -165,7 +164,7 @@ async fn child_that_exits_before_anyone_awaits_is_reaped_without_polling() {
     let child = Command::new("sleep").arg("0.05").fds([]).spawn().unwrap();
     let pid = child.pid().expect("pid while running");
     // Block this (only) runtime thread: nothing polls the transport, yet the reaper reaps.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + LIMIT;
     while child.pid().is_some() {
         assert!(Instant::now() < deadline, "never reaped");
         std::thread::sleep(Duration::from_millis(5));
@@ -249,7 +248,7 @@ fn reaper_keeps_working_as_runtimes_of_both_flavors_come_and_go() {
         drop(runtime);
     }
     // No runtime exists any more; the reaper still collects the children that outlived theirs.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + LIMIT;
     for pid in lingering {
         while proc_state(pid).is_some_and(|(_, ppid)| ppid == std::process::id()) {
             assert!(

@@ -4,37 +4,17 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
-use common::{Collected, collect, fd_report_script, is_root, parse_fd_report, python};
+use common::{
+    LIMIT, Outcome, child_status, collect, fd_report_script, ids, is_root, parse_fd_report,
+    proc_state, python,
+};
 use process_transport::{ChildFd, Command, Error, SpawnStep};
 
-const LIMIT: Duration = Duration::from_secs(20);
-
-async fn run(cmd: &mut Command) -> Collected {
+async fn run(cmd: &mut Command) -> Outcome {
     let mut child = cmd.spawn().unwrap();
     let outcome = collect(&mut child, LIMIT).await;
     assert!(outcome.status().success(), "{outcome:?}");
     outcome
-}
-
-/// The child's /proc/self/status as `field -> value`.
-async fn child_status(cmd: &mut Command) -> BTreeMap<String, String> {
-    let outcome = run(cmd.arg("/proc/self/status").stdin(ChildFd::Null)).await;
-    String::from_utf8(outcome.out(1).to_vec())
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
-}
-
-fn ids(value: &str) -> Vec<u32> {
-    value
-        .split_whitespace()
-        .map(|x| x.parse().unwrap())
-        .collect()
 }
 
 /// Runs as root only: gives this process supplementary groups, then checks that children
@@ -178,13 +158,7 @@ async fn no_shell_is_involved() {
     });
     let want = format!("{}\0-I\0-S\0-c\0{script}\0; echo hi\0", python());
     assert_eq!(cmdline, want.as_bytes());
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let ppid: u32 = stat[stat.rfind(')').unwrap() + 2..]
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (_, ppid) = proc_state(pid).expect("the child exists");
     assert_eq!(ppid, std::process::id());
     child.kill().await.unwrap();
 }

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use process_transport::CloseReason;
 
 use common::write_past_a_closed_stdin;
@@ -17,7 +15,7 @@ async fn writing_to_a_closed_pipe_with_sigpipe_at_default_returns_epipe() {
     assert_ne!(previous, libc::SIG_ERR);
 
     // The child reads one line, closes stdin and lingers; the rest of our write hits EPIPE.
-    let (_child, reason) = write_past_a_closed_stdin(b"one line\n", Duration::from_secs(30)).await;
+    let (_child, reason) = write_past_a_closed_stdin(b"one line\n", common::LIMIT).await;
     // Still alive: reaching this line is the point of the test.
     match reason {
         CloseReason::Error(e) => assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe),

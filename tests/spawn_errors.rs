@@ -1,6 +1,5 @@
-//! Issue 2, points 2 and 3: exec and setup failures come back from spawn itself as typed
-//! errors naming the step and the errno (never as "exit code 127"), and bad input is
-//! rejected before anything is spawned.
+//! Exec and setup failures come back from spawn itself as typed errors naming the step and the
+//! errno (never as "exit code 127"), and bad input is rejected before anything is spawned.
 
 mod common;
 

@@ -4,56 +4,19 @@
 //!
 //! Each of these needs a process of its own (an abort must not take the whole binary down; a
 //! changed credential or signal disposition must not leak into other tests), so each test re-runs
-//! this test binary with only itself selected and `PT_IDENTITY_INNER` naming it, sometimes
-//! under `unshare` or `setpriv`. The inner run does the work and asserts; the outer run checks
-//! that the inner one ran that one test and passed.
+//! this test binary with only itself selected (see `common::rerun`), sometimes under `unshare`
+//! or `setpriv`. The inner run does the work and asserts; the outer run checks that the inner
+//! one ran that one test and passed.
 
 mod common;
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::process::Output;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use process_transport::{ChildFd, Command, Error};
 
-use common::collect;
-
-const INNER: &str = "PT_IDENTITY_INNER";
-const LIMIT: Duration = Duration::from_secs(30);
-
-/// Whether this process is the re-run of `test`.
-fn is_inner(test: &str) -> bool {
-    std::env::var(INNER).is_ok_and(|v| v == test)
-}
-
-/// Runs this test binary again under `wrapper` (a command prefix, may be empty) with only
-/// `test` selected, and checks the inner run passed exactly that test.
-fn rerun(test: &str, wrapper: &[&str]) -> Output {
-    let exe = std::env::current_exe().unwrap();
-    let mut argv: Vec<std::ffi::OsString> = wrapper.iter().map(Into::into).collect();
-    argv.push(exe.into());
-    argv.extend(
-        [test, "--exact", "--nocapture", "--test-threads=1"]
-            .iter()
-            .map(Into::into),
-    );
-    let output = std::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .env(INNER, test)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains("1 passed"),
-        "inner run of {test} under {wrapper:?} failed: {:?}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        output.status
-    );
-    print!("{stdout}");
-    output
-}
+use common::rerun::{is_inner, rerun};
+use common::{child_status, ids, own_status, signal_bit, signal_mask};
 
 /// Whether `tool` is on the PATH; prints a loud notice when it is not.
 fn have_tool(tool: &str, test: &str) -> bool {
@@ -63,36 +26,6 @@ fn have_tool(tool: &str, test: &str) -> bool {
         eprintln!("!!!!! SKIPPED {test}: `{tool}` is not installed (util-linux) !!!!!");
     }
     found
-}
-
-/// The child's /proc/self/status as `field -> value`.
-async fn child_status(cmd: &mut Command) -> BTreeMap<String, String> {
-    let mut child = cmd
-        .arg("/proc/self/status")
-        .stdin(ChildFd::Null)
-        .spawn()
-        .unwrap();
-    let outcome = collect(&mut child, LIMIT).await;
-    assert!(outcome.status().success(), "{outcome:?}");
-    parse_status(std::str::from_utf8(outcome.out(1)).unwrap())
-}
-
-fn parse_status(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
-}
-
-fn own_status() -> BTreeMap<String, String> {
-    parse_status(&std::fs::read_to_string("/proc/self/status").unwrap())
-}
-
-fn ids(value: &str) -> Vec<u32> {
-    value
-        .split_whitespace()
-        .map(|x| x.parse().unwrap())
-        .collect()
 }
 
 // ----- spawning from a thread-local destructor ---------------------------------------------
@@ -335,15 +268,6 @@ fn uid_and_gid_spawn_succeeds_where_setgroups_is_denied() {
 
 // ----- signal dispositions -------------------------------------------------------------------
 
-/// The mask of signals in a /proc status field (`SigIgn`, `SigCgt`, ...).
-fn signal_mask(status: &BTreeMap<String, String>, field: &str) -> u64 {
-    u64::from_str_radix(&status[field], 16).unwrap()
-}
-
-fn bit(sig: i32) -> u64 {
-    1 << (sig - 1)
-}
-
 extern "C" fn do_nothing(_: libc::c_int) {}
 
 #[test]
@@ -369,9 +293,12 @@ fn ignored_signals_are_reset_by_default_and_kept_on_request() {
     // More may be ignored: glibc's posix_spawn, which started this process, leaves its
     // internal signal 32 ignored in the children it makes.
     let ignored = signal_mask(&me, "SigIgn");
-    let set_here = bit(libc::SIGHUP) | bit(libc::SIGUSR2) | bit(realtime) | bit(libc::SIGPIPE);
+    let set_here = signal_bit(libc::SIGHUP)
+        | signal_bit(libc::SIGUSR2)
+        | signal_bit(realtime)
+        | signal_bit(libc::SIGPIPE);
     assert_eq!(ignored & set_here, set_here, "{}", me["SigIgn"]);
-    assert_ne!(signal_mask(&me, "SigCgt") & bit(libc::SIGUSR1), 0);
+    assert_ne!(signal_mask(&me, "SigCgt") & signal_bit(libc::SIGUSR1), 0);
 
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -391,7 +318,7 @@ fn ignored_signals_are_reset_by_default_and_kept_on_request() {
             let kept = child_status(Command::new("/bin/cat").keep_ignored_signals(true)).await;
             assert_eq!(
                 signal_mask(&kept, "SigIgn"),
-                ignored & !bit(libc::SIGPIPE),
+                ignored & !signal_bit(libc::SIGPIPE),
                 "ignored signals stay ignored, but not SIGPIPE (Rust's runtime ignored it, not \
                  the caller) nor the handled SIGUSR1: {}",
                 kept["SigIgn"]

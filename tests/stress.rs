@@ -11,9 +11,9 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::{Collected, assert_nothing_leaked, collect, open_fds, set_nofile_soft};
+use common::{LIMIT, Outcome, assert_nothing_leaked, collect, open_fds, set_nofile_soft};
 use process_transport::{ChildFd, Command, ProcessTransport};
 
 /// Every test here counts fds and children of the whole process, so they run one at a time,
@@ -41,7 +41,7 @@ fn numbered(i: usize) -> (Command, Vec<u8>, i32) {
     }
 }
 
-fn check(i: usize, outcome: &Collected, out: &[u8], code: i32) {
+fn check(i: usize, outcome: &Outcome, out: &[u8], code: i32) {
     assert_eq!(outcome.out(1), out, "child {i}: {outcome:?}");
     assert!(outcome.out(2).is_empty(), "child {i}: {outcome:?}");
     assert_eq!(outcome.status().code(), Some(code), "child {i}");
@@ -56,7 +56,7 @@ async fn sequential(n: usize) {
     for i in 0..n {
         let (cmd, out, code) = numbered(i);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {i}: {e}"));
-        let outcome = collect(&mut child, Duration::from_secs(30)).await;
+        let outcome = collect(&mut child, LIMIT).await;
         check(i, &outcome, &out, code);
         assert_eq!(child.pid(), None);
     }
@@ -133,12 +133,12 @@ async fn concurrent(n: usize) {
             go.wait().await;
             child.write_stdin(input).unwrap();
             child.close_stdin().unwrap();
-            let outcome = collect(&mut child, Duration::from_secs(120)).await;
+            let outcome = collect(&mut child, 2 * LIMIT).await;
             check(i, &outcome, &out, code);
             pid
         }));
     }
-    tokio::time::timeout(Duration::from_secs(120), all_alive.wait())
+    tokio::time::timeout(2 * LIMIT, all_alive.wait())
         .await
         .expect("children did not all start");
     let alive = common::children().len();

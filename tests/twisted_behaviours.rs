@@ -11,37 +11,10 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::time::Duration;
 
 use common::{
-    Collected, collect, collect_event, fd_report_script, parse_fd_report, python, set_nofile_soft,
+    LIMIT, Outcome, Rec, collect, fd_report_script, parse_fd_report, parse_status, python,
+    record_until, set_nofile_soft, signal_bit, signal_mask,
 };
-use futures::StreamExt;
 use process_transport::{ChildFd, Command, Error, ProcessTransport};
-
-const LIMIT: Duration = Duration::from_secs(20);
-
-/// Reads events into `outcome` until `done` holds; panics if the stream ends first or
-/// after [`LIMIT`].
-async fn until(
-    child: &mut ProcessTransport,
-    outcome: &mut Collected,
-    what: &str,
-    done: impl Fn(&Collected) -> bool,
-) {
-    let step = async {
-        while !done(outcome) {
-            match child.next().await {
-                Some(event) => collect_event(outcome, event),
-                None => panic!("stream ended while waiting for {what}: {outcome:?}"),
-            }
-        }
-    };
-    tokio::time::timeout(LIMIT, step)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}: {outcome:?}"));
-}
-
-fn closed(outcome: &Collected, fd: i32) -> bool {
-    outcome.closed.iter().any(|(f, _)| *f == fd)
-}
 
 /// The child reads 4 bytes, echoes them on stdout and closes fd 1; reads 4 more, echoes them
 /// on stderr and closes fd 2; reads 4 more and exits 23.
@@ -67,32 +40,27 @@ async fn staged_protocol() {
         .spawn()
         .unwrap();
     assert!(child.pid().is_some());
-    let mut seen = Collected::default();
+    let mut seen = Outcome::default();
 
     child.write_stdin(&b"abcd"[..]).unwrap();
-    until(&mut child, &mut seen, "fd 1 to close", |o| closed(o, 1)).await;
+    record_until(&mut child, &mut seen, "fd 1 to close", |o| o.is_closed(1)).await;
     assert_eq!(seen.out(1), b"abcd");
-    assert_eq!(seen.closed, [(1, "eof".to_string())]);
-    assert!(seen.out(2).is_empty() && seen.exited.is_empty(), "{seen:?}");
+    assert_eq!(seen.closes(), [(1, "Eof")]);
+    assert!(seen.out(2).is_empty() && !seen.has_exited(), "{seen:?}");
 
     child.write_stdin(&b"1234"[..]).unwrap();
-    until(&mut child, &mut seen, "fd 2 to close", |o| closed(o, 2)).await;
+    record_until(&mut child, &mut seen, "fd 2 to close", |o| o.is_closed(2)).await;
     assert_eq!(seen.out(2), b"1234");
-    assert!(seen.exited.is_empty(), "exited too early: {seen:?}");
+    assert!(!seen.has_exited(), "exited too early: {seen:?}");
 
     child.write_stdin(&b"wxyz"[..]).unwrap();
     child.close_stdin().unwrap();
     let rest = collect(&mut child, LIMIT).await;
-    for event in rest.log.iter() {
-        seen.log.push(event.clone());
-    }
-    seen.exited = rest.exited;
-    seen.ended = rest.ended;
-    seen.closed.extend(rest.closed);
+    seen.extend(rest);
     let status = seen.status();
     assert_eq!(status.code(), Some(23));
     assert_eq!(status.signal(), None);
-    assert!(closed(&seen, 0), "stdin never reported closed: {seen:?}");
+    assert!(seen.is_closed(0), "stdin never reported closed: {seen:?}");
     // Data only on the fds and in the amounts of each stage.
     assert_eq!(seen.data.keys().copied().collect::<Vec<_>>(), [1, 2]);
     assert_eq!(child.pid(), None);
@@ -260,8 +228,8 @@ fn signal_target() -> ProcessTransport {
 
 async fn dies_by(sig: i32) {
     let mut child = signal_target();
-    let mut seen = Collected::default();
-    until(&mut child, &mut seen, "the ready line", |o| {
+    let mut seen = Outcome::default();
+    record_until(&mut child, &mut seen, "the ready line", |o| {
         o.out(1).ends_with(b"\n")
     })
     .await;
@@ -295,14 +263,9 @@ async fn death_by_sigterm() {
     dies_by(libc::SIGTERM).await;
 }
 
-/// Bit for `sig` in the SigIgn/SigBlk masks of /proc/<pid>/status.
-fn mask_has(status: &str, line: &str, sig: i32) -> bool {
-    let mask = status
-        .lines()
-        .find_map(|l| l.strip_prefix(line))
-        .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
-        .unwrap();
-    mask & (1 << (sig - 1)) != 0
+/// Whether signal `sig` is in the `field` mask (`SigIgn`, `SigBlk`) of a /proc status text.
+fn mask_has(status: &str, field: &str, sig: i32) -> bool {
+    signal_mask(&parse_status(status), field) & signal_bit(sig) != 0
 }
 
 #[tokio::test]
@@ -311,20 +274,20 @@ async fn signal_ignored_in_the_parent_is_not_ignored_in_the_child() {
     // SAFETY: setting a disposition to SIG_IGN.
     unsafe { libc::signal(libc::SIGUSR1, libc::SIG_IGN) };
     let mut child = signal_target();
-    let mut seen = Collected::default();
-    until(&mut child, &mut seen, "the ready line", |o| {
+    let mut seen = Outcome::default();
+    record_until(&mut child, &mut seen, "the ready line", |o| {
         o.out(1).ends_with(b"\n")
     })
     .await;
     let pid = child.pid().unwrap();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let mine = std::fs::read_to_string("/proc/self/status").unwrap();
-    assert!(mask_has(&mine, "SigIgn:", libc::SIGUSR1));
-    assert!(!mask_has(&status, "SigIgn:", libc::SIGUSR1), "{status}");
+    assert!(mask_has(&mine, "SigIgn", libc::SIGUSR1));
+    assert!(!mask_has(&status, "SigIgn", libc::SIGUSR1), "{status}");
     // Rust ignores SIGPIPE in the parent; the child must get the default back.
-    assert!(mask_has(&mine, "SigIgn:", libc::SIGPIPE));
-    assert!(!mask_has(&status, "SigIgn:", libc::SIGPIPE), "{status}");
-    assert!(!mask_has(&status, "SigBlk:", libc::SIGUSR1), "{status}");
+    assert!(mask_has(&mine, "SigIgn", libc::SIGPIPE));
+    assert!(!mask_has(&status, "SigIgn", libc::SIGPIPE), "{status}");
+    assert!(!mask_has(&status, "SigBlk", libc::SIGUSR1), "{status}");
 
     child.signal(libc::SIGUSR1).unwrap();
     let outcome = collect(&mut child, LIMIT).await;
@@ -389,7 +352,7 @@ sys.exit(42)
     );
     assert_eq!(status.code(), Some(3));
     assert!(outcome.out(1).is_empty());
-    assert!(outcome.closed.contains(&(1, "closed".to_string())));
+    assert!(outcome.closes().contains(&(1, "Closed")));
 }
 
 #[tokio::test]
@@ -436,7 +399,11 @@ time.sleep(1)
     let outcome = collect(&mut child, LIMIT).await;
     assert!(outcome.status().success(), "{outcome:?}");
     assert_eq!(outcome.out(1), b"here is some text\ngoodbye\n");
-    let pos = |what: &str| outcome.log.iter().position(|l| l == what).unwrap();
-    assert!(pos("closed 1") < pos("exited"), "{:?}", outcome.log);
+    let pos = |what: fn(&Rec) -> bool| outcome.log.iter().position(what).unwrap();
+    assert!(
+        pos(|r| matches!(r, Rec::Closed(1, _))) < pos(|r| matches!(r, Rec::Exited(_))),
+        "{:?}",
+        outcome.log
+    );
     assert!(started.elapsed() >= Duration::from_millis(900));
 }

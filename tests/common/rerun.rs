@@ -41,8 +41,11 @@ pub fn rerun(test: &str, wrapper: &[&str]) -> Output {
         "{test} failed when re-run: {}",
         output.status
     );
+    // The test's own output (`--nocapture`) can come between its name and the "ok", so the
+    // name and the one-test result are checked apart.
     assert!(
-        stdout.contains(&format!("test {test} ... ok")) && stdout.contains("1 passed"),
+        stdout.contains(&format!("test {test} ... "))
+            && stdout.contains("test result: ok. 1 passed"),
         "{test} did not run when re-run (is the name its full path?)"
     );
     output
