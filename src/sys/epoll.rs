@@ -27,8 +27,8 @@ impl Epoll {
     pub(crate) fn new() -> io::Result<Self> {
         // SAFETY: epoll_create1 with a flag; the result is checked.
         let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-        // SAFETY: a new fd that nothing else owns.
         Ok(Epoll {
+            // SAFETY: a new fd that nothing else owns.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
     }
