@@ -52,7 +52,7 @@
 //!
 //! Spawn inside a Tokio runtime with I/O enabled; [`Command::wait_delay`] and
 //! [`ProcessTransport::terminate`] also need its timer. Signals are plain numbers
-//! (`libc::SIGTERM`) or, with the `nix` feature, `nix::sys::signal::Signal`s (see [`Signal`]).
+//! (`libc::SIGTERM`) or `nix::sys::signal::Signal`s (see [`Signal`]).
 //!
 //! # Callbacks
 //!
