@@ -150,6 +150,7 @@ mod reaper;
 mod signal;
 #[cfg(target_os = "linux")]
 mod spawn;
+// The one module where unsafe code is allowed.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 mod sys;

@@ -25,7 +25,7 @@ pub(crate) fn cvt<T: PartialEq + From<i8>>(ret: T) -> io::Result<T> {
     }
 }
 
-/// Runs a nix call until it fails with something other than `EINTR`.
+/// Runs a nix call again for as long as it fails with `EINTR`.
 pub(crate) fn retry<T>(mut f: impl FnMut() -> nix::Result<T>) -> io::Result<T> {
     loop {
         match f() {
