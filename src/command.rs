@@ -314,7 +314,7 @@ impl Command {
     /// and [`gid`](Command::gid) take effect, so it survives them, but the kernel still
     /// clears it when the child execs a set-user-ID or set-group-ID program.
     ///
-    /// Takes a number or, with the `nix` feature, a `nix::sys::signal::Signal` (see [`Signal`]).
+    /// Takes a number or a `nix::sys::signal::Signal` (see [`Signal`]).
     pub fn parent_death_signal(&mut self, signal: impl Into<Signal>) -> &mut Self {
         self.parent_death_signal = Some(signal.into().number());
         self

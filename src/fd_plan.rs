@@ -11,10 +11,13 @@
 //! 3. Everything that is not a target is closed with `close_range` over the gaps, including
 //!    scratch fds, the original sources and any fd C code opened without `O_CLOEXEC`.
 //!
-//! Nothing here touches the OS, so it is tested by simulation (see the tests below and the
-//! property tests in `tests/`).
+//! Nothing here touches the OS, so it is tested by simulation: the tests below (property
+//! tests included) and the fuzz crate, which reaches this module through `crate::fuzz`.
+//! Real children running real maps are tested in `tests/fd_plan_properties.rs`.
 
 use std::collections::BTreeMap;
+
+use crate::error::InvalidInput;
 
 /// One step of the child's fd shuffle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,34 +41,27 @@ pub enum FdStep {
     },
 }
 
-/// Why a map cannot be planned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlanError {
-    /// A child fd number below zero.
-    NegativeChildFd(i32),
-    /// The same child fd appears twice.
-    DuplicateChildFd(i32),
-    /// A source fd below zero.
-    NegativeSourceFd(i32),
-    /// An fd so large that no scratch fd above it can be numbered.
-    FdOutOfRange(i32),
-}
-
 /// Plans the steps that leave the child with exactly `mappings` (child fd, parent fd) open,
 /// and nothing else.
 ///
 /// Sources are read before any target is written, so the order of `mappings` does not matter.
-pub fn plan(mappings: &[(i32, i32)]) -> Result<Vec<FdStep>, PlanError> {
+/// A map that cannot be planned is rejected with the error spawning returns for it, for the
+/// first bad entry: a negative child fd, a negative (so never open) parent fd, a child fd
+/// listed twice, or an fd so large that no scratch fd can be numbered.
+pub fn plan(mappings: &[(i32, i32)]) -> Result<Vec<FdStep>, InvalidInput> {
     let mut targets: BTreeMap<i32, i32> = BTreeMap::new();
     for &(target, source) in mappings {
         if target < 0 {
-            return Err(PlanError::NegativeChildFd(target));
+            return Err(InvalidInput::NegativeChildFd(target));
         }
         if source < 0 {
-            return Err(PlanError::NegativeSourceFd(source));
+            return Err(InvalidInput::InheritedFdNotOpen {
+                child_fd: target,
+                parent_fd: source,
+            });
         }
         if targets.insert(target, source).is_some() {
-            return Err(PlanError::DuplicateChildFd(target));
+            return Err(InvalidInput::DuplicateChildFd(target));
         }
     }
 
@@ -81,7 +77,7 @@ pub fn plan(mappings: &[(i32, i32)]) -> Result<Vec<FdStep>, PlanError> {
     let mut scratch: BTreeMap<i32, i32> = BTreeMap::new();
     for &source in targets.values() {
         if targets.contains_key(&source) && !scratch.contains_key(&source) {
-            let to = free.next().ok_or(PlanError::FdOutOfRange(source))?;
+            let to = free.next().ok_or(InvalidInput::ChildFdOutOfRange(source))?;
             scratch.insert(source, to);
             steps.push(FdStep::Dup {
                 from: source,
@@ -121,6 +117,7 @@ pub fn plan(mappings: &[(i32, i32)]) -> Result<Vec<FdStep>, PlanError> {
 }
 
 /// What an fd refers to in [`simulate`]: an opaque identity and its close-on-exec flag.
+#[cfg(any(test, fuzzing))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SimFd {
     /// Identity of the open file description.
@@ -132,7 +129,8 @@ pub struct SimFd {
 /// Runs `steps` against a simulated fd table and returns the table the new program would see
 /// after exec (close-on-exec fds removed). `None` if a step reads a closed fd.
 ///
-/// This is the model the property tests check [`plan`] against.
+/// This is the model the tests and the fuzz targets check [`plan`] against.
+#[cfg(any(test, fuzzing))]
 pub fn simulate(open: &BTreeMap<i32, SimFd>, steps: &[FdStep]) -> Option<BTreeMap<i32, u64>> {
     let mut table = open.clone();
     for step in steps {
@@ -259,9 +257,24 @@ mod tests {
 
     #[test]
     fn rejects_bad_maps() {
-        assert_eq!(plan(&[(-1, 3)]), Err(PlanError::NegativeChildFd(-1)));
-        assert_eq!(plan(&[(1, -3)]), Err(PlanError::NegativeSourceFd(-3)));
-        assert_eq!(plan(&[(1, 3), (1, 4)]), Err(PlanError::DuplicateChildFd(1)));
+        assert_eq!(plan(&[(-1, 3)]), Err(InvalidInput::NegativeChildFd(-1)));
+        assert_eq!(
+            plan(&[(1, 3), (1, 4)]),
+            Err(InvalidInput::DuplicateChildFd(1))
+        );
+    }
+
+    #[test]
+    fn a_negative_parent_fd_is_named_with_its_child_fd() {
+        // Not as a negative *child* fd: the error names both numbers, as spawning does for
+        // any parent fd that is not open.
+        assert_eq!(
+            plan(&[(0, 5), (1, -3)]),
+            Err(InvalidInput::InheritedFdNotOpen {
+                child_fd: 1,
+                parent_fd: -3
+            })
+        );
     }
 
     #[test]
@@ -280,5 +293,128 @@ mod tests {
         assert_eq!(run(&[0, 1, 7], &[], &map), expect(&map));
         let top = [(i32::MAX, i32::MAX)];
         assert_eq!(run(&[i32::MAX], &[], &top), expect(&top));
+    }
+
+    /// Random maps, with cycles, fan-out and collisions with other open parent fds.
+    mod properties {
+        use std::collections::BTreeSet;
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// Fd numbers: dense low numbers (so cycles and fan-out are common) and a band
+        /// straddling 1024.
+        fn sim_fd() -> impl Strategy<Value = i32> {
+            prop_oneof![3 => 0..16i32, 1 => 1020..1040i32, 1 => 1024..1100i32]
+        }
+
+        /// Runs `map` through plan + simulate, with every source open (identity = its
+        /// number, close-on-exec as `cloexec` says) plus `others`.
+        fn simulate_map(
+            map: &[(i32, i32)],
+            cloexec: &[bool],
+            others: &BTreeMap<i32, bool>,
+        ) -> (Vec<FdStep>, BTreeMap<i32, u64>) {
+            let steps = plan(map).expect("a valid map must plan");
+            let mut open: BTreeMap<i32, SimFd> = others
+                .iter()
+                .map(|(&fd, &cloexec)| {
+                    (
+                        fd,
+                        SimFd {
+                            file: fd as u64,
+                            cloexec,
+                        },
+                    )
+                })
+                .collect();
+            for (i, &(_, source)) in map.iter().enumerate() {
+                let cloexec = cloexec
+                    .get(i % cloexec.len().max(1))
+                    .copied()
+                    .unwrap_or(true);
+                open.insert(
+                    source,
+                    SimFd {
+                        file: source as u64,
+                        cloexec,
+                    },
+                );
+            }
+            let table = simulate(&open, &steps).expect("the plan read a closed fd");
+            (steps, table)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// The simulated child has exactly the requested fds, whatever the order of the
+            /// map, the close-on-exec flags of the sources, or which other parent fds are
+            /// open (inheritable ones included); and scratch copies use low numbers that are
+            /// not in play.
+            #[test]
+            fn simulated_child_has_exactly_the_map(
+                map in prop::collection::btree_map(sim_fd(), sim_fd(), 0..12),
+                cloexec in prop::collection::vec(any::<bool>(), 1..12),
+                others in prop::collection::btree_map(sim_fd(), any::<bool>(), 0..12),
+                seed in any::<u64>(),
+            ) {
+                let mut pairs: Vec<(i32, i32)> = map.iter().map(|(&t, &s)| (t, s)).collect();
+                let want: BTreeMap<i32, u64> = pairs.iter().map(|&(t, s)| (t, s as u64)).collect();
+                let (steps, got) = simulate_map(&pairs, &cloexec, &others);
+                prop_assert_eq!(&got, &want, "steps {:?}", steps);
+
+                // Order does not matter.
+                let n = pairs.len().max(1);
+                pairs.rotate_left((seed as usize) % n);
+                pairs.reverse();
+                let (_, got) = simulate_map(&pairs, &cloexec, &others);
+                prop_assert_eq!(&got, &want);
+
+                let in_play: BTreeSet<i32> = map.iter().flat_map(|(&t, &s)| [t, s]).collect();
+                for step in &steps {
+                    if let FdStep::Dup { to, cloexec: true, .. } = *step {
+                        prop_assert!(!in_play.contains(&to), "scratch {} in play", to);
+                        prop_assert!((to as usize) <= 2 * in_play.len(), "scratch {} too high", to);
+                    }
+                }
+                // The last step closes everything above the highest target.
+                let top = map.keys().next_back().map_or(0, |&t| t as u32 + 1);
+                prop_assert_eq!(steps.last(), Some(&FdStep::CloseRange { first: top, last: u32::MAX }));
+            }
+
+            /// A bad entry anywhere gives the typed error for the first bad entry.
+            #[test]
+            fn bad_maps_give_typed_errors(
+                map in prop::collection::btree_map(sim_fd(), sim_fd(), 1..8),
+                at in any::<prop::sample::Index>(),
+                kind in 0..3u8,
+                bad in i32::MIN..0,
+            ) {
+                let mut pairs: Vec<(i32, i32)> = map.iter().map(|(&t, &s)| (t, s)).collect();
+                let i = at.index(pairs.len() + 1);
+                let (entry, want) = match kind {
+                    0 => ((bad, 3), InvalidInput::NegativeChildFd(bad)),
+                    1 => (
+                        (5000, bad),
+                        InvalidInput::InheritedFdNotOpen { child_fd: 5000, parent_fd: bad },
+                    ),
+                    _ => {
+                        let dup = pairs[i % pairs.len()].0;
+                        ((dup, 7), InvalidInput::DuplicateChildFd(dup))
+                    }
+                };
+                // For a duplicate, the error names the second occurrence, so put it after the
+                // first.
+                let i = if kind == 2 {
+                    pairs.iter().position(|p| p.0 == entry.0).unwrap() + 1
+                } else {
+                    i
+                };
+                pairs.insert(i, entry);
+                prop_assert_eq!(plan(&pairs), Err(want));
+            }
+        }
     }
 }

@@ -52,7 +52,7 @@
 //!
 //! Spawn inside a Tokio runtime with I/O enabled; [`Command::wait_delay`] and
 //! [`ProcessTransport::terminate`] also need its timer. Signals are plain numbers
-//! (`libc::SIGTERM`) or, with the `nix` feature, `nix::sys::signal::Signal`s (see [`Signal`]).
+//! (`libc::SIGTERM`) or `nix::sys::signal::Signal`s (see [`Signal`]).
 //!
 //! # Callbacks
 //!
@@ -110,6 +110,12 @@
 //! ```
 
 #![warn(missing_docs)]
+// The project's conventions, checked by the compiler: unsafe code only under `sys` (where it
+// is allowed again), each block with its SAFETY comment, Debug on every public type, and
+// `pub` only for what the crate exports.
+#![deny(unsafe_code)]
+#![deny(missing_debug_implementations, unreachable_pub)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 // Everything below is gated on Linux, so another target gets this one error and nothing else.
 #[cfg(not(target_os = "linux"))]
@@ -126,8 +132,12 @@ mod error;
 mod event;
 #[cfg(target_os = "linux")]
 mod exit_status;
+// Its items are `pub` only for the fuzz module, which exists only when fuzzing.
 #[cfg(target_os = "linux")]
-pub mod fd_plan;
+#[cfg_attr(not(fuzzing), allow(unreachable_pub))]
+mod fd_plan;
+#[cfg(all(target_os = "linux", fuzzing))]
+pub mod fuzz;
 #[cfg(target_os = "linux")]
 mod io;
 #[cfg(target_os = "linux")]
@@ -140,7 +150,9 @@ mod reaper;
 mod signal;
 #[cfg(target_os = "linux")]
 mod spawn;
+// The one module where unsafe code is allowed.
 #[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
 mod sys;
 #[cfg(target_os = "linux")]
 mod transport;

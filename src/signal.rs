@@ -1,7 +1,7 @@
 //! `Signal`: what the signalling methods accept.
 
-/// A signal to send: a plain number (`libc::SIGTERM`, or `15`), or with the `nix` feature a
-/// `nix::sys::signal::Signal`.
+/// A signal to send: a plain number (`libc::SIGTERM`, `15`, or a real-time signal such as
+/// `libc::SIGRTMIN() + 1`), or a `nix::sys::signal::Signal`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Signal(i32);
 
@@ -18,7 +18,6 @@ impl From<i32> for Signal {
     }
 }
 
-#[cfg(feature = "nix")]
 impl From<nix::sys::signal::Signal> for Signal {
     fn from(signal: nix::sys::signal::Signal) -> Self {
         Signal(signal as i32)

@@ -10,7 +10,7 @@ use tokio::io::Interest;
 
 use crate::command::{ChildFd, Command, SessionOption};
 use crate::error::{Error, Field, InvalidInput, SpawnStep};
-use crate::fd_plan::{self, PlanError};
+use crate::fd_plan;
 use crate::pipe::{Direction, Pipe};
 use crate::reaper::{Reaper, Zombie};
 use crate::sys;
@@ -49,13 +49,7 @@ fn spawn(command: &Command) -> Result<ProcessTransport, Error> {
 
     let strings = Strings::new(command)?;
     let mut fds = ChildFds::open(command)?;
-    let fd_steps = fd_plan::plan(&fds.mappings).map_err(|e| match e {
-        PlanError::NegativeChildFd(fd) | PlanError::NegativeSourceFd(fd) => {
-            InvalidInput::NegativeChildFd(fd)
-        }
-        PlanError::DuplicateChildFd(fd) => InvalidInput::DuplicateChildFd(fd),
-        PlanError::FdOutOfRange(fd) => InvalidInput::ChildFdOutOfRange(fd),
-    })?;
+    let fd_steps = fd_plan::plan(&fds.mappings)?;
     let pipes = fds.register_parent_ends()?;
     let reaper = Reaper::get().map_err(failed(SpawnStep::StartReaper))?;
     sys::signal::refresh_sigpipe_disposition();

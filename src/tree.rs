@@ -330,7 +330,9 @@ pub(crate) fn signal_tree_with(
     signalled
 }
 
+// Shared with the integration tests, which need its items `pub`.
 #[cfg(test)]
+#[allow(unreachable_pub)]
 #[path = "../tests/common/pidns.rs"]
 mod pidns;
 

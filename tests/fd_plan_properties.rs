@@ -1,6 +1,7 @@
-//! Property tests of the fd shuffle: random maps with cycles, fan-out and collisions with
-//! open parent fds (some at 1024 and above), checked against the pure simulation and against
-//! real children that report the (device, inode) of every fd they have.
+//! Property tests of the fd shuffle on real children: random maps with cycles, fan-out and
+//! collisions with open parent fds (some at 1024 and above), checked against what the children
+//! report of every fd they have (device, inode). The planner's own property tests, against
+//! its simulation, are unit tests in `src/fd_plan.rs`.
 
 mod common;
 
@@ -8,121 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::IntoRawFd;
 
 use common::{collect, fd_report_script, identity, parse_fd_report, python};
-use process_transport::fd_plan::{self, FdStep, PlanError, SimFd};
 use process_transport::{ChildFd, Command};
 use proptest::prelude::*;
 use proptest::sample::subsequence;
-
-/// Fd numbers for the simulation: dense low numbers (so cycles and fan-out are common) and a
-/// band straddling 1024.
-fn sim_fd() -> impl Strategy<Value = i32> {
-    prop_oneof![3 => 0..16i32, 1 => 1020..1040i32, 1 => 1024..1100i32]
-}
-
-/// Runs `map` through plan + simulate, with every source open (identity = its number, close-
-/// on-exec as `cloexec` says) plus `others`.
-fn simulate_map(
-    map: &[(i32, i32)],
-    cloexec: &[bool],
-    others: &BTreeMap<i32, bool>,
-) -> (Vec<FdStep>, BTreeMap<i32, u64>) {
-    let steps = fd_plan::plan(map).expect("a valid map must plan");
-    let mut open: BTreeMap<i32, SimFd> = others
-        .iter()
-        .map(|(&fd, &cloexec)| {
-            (
-                fd,
-                SimFd {
-                    file: fd as u64,
-                    cloexec,
-                },
-            )
-        })
-        .collect();
-    for (i, &(_, source)) in map.iter().enumerate() {
-        let cloexec = cloexec
-            .get(i % cloexec.len().max(1))
-            .copied()
-            .unwrap_or(true);
-        open.insert(
-            source,
-            SimFd {
-                file: source as u64,
-                cloexec,
-            },
-        );
-    }
-    let table = fd_plan::simulate(&open, &steps).expect("the plan read a closed fd");
-    (steps, table)
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
-
-    /// The simulated child has exactly the requested fds, whatever the order of the map, the
-    /// close-on-exec flags of the sources, or which other parent fds are open (inheritable
-    /// ones included); and scratch copies use low numbers that are not in play.
-    #[test]
-    fn simulated_child_has_exactly_the_map(
-        map in prop::collection::btree_map(sim_fd(), sim_fd(), 0..12),
-        cloexec in prop::collection::vec(any::<bool>(), 1..12),
-        others in prop::collection::btree_map(sim_fd(), any::<bool>(), 0..12),
-        seed in any::<u64>(),
-    ) {
-        let mut pairs: Vec<(i32, i32)> = map.iter().map(|(&t, &s)| (t, s)).collect();
-        let want: BTreeMap<i32, u64> = pairs.iter().map(|&(t, s)| (t, s as u64)).collect();
-        let (steps, got) = simulate_map(&pairs, &cloexec, &others);
-        prop_assert_eq!(&got, &want, "steps {:?}", steps);
-
-        // Order does not matter.
-        let n = pairs.len().max(1);
-        pairs.rotate_left((seed as usize) % n);
-        pairs.reverse();
-        let (_, got) = simulate_map(&pairs, &cloexec, &others);
-        prop_assert_eq!(&got, &want);
-
-        let in_play: BTreeSet<i32> = map.iter().flat_map(|(&t, &s)| [t, s]).collect();
-        for step in &steps {
-            if let FdStep::Dup { to, cloexec: true, .. } = *step {
-                prop_assert!(!in_play.contains(&to), "scratch {} in play", to);
-                prop_assert!((to as usize) <= 2 * in_play.len(), "scratch {} too high", to);
-            }
-        }
-        // The last step closes everything above the highest target.
-        let top = map.keys().next_back().map_or(0, |&t| t as u32 + 1);
-        prop_assert_eq!(steps.last(), Some(&FdStep::CloseRange { first: top, last: u32::MAX }));
-    }
-
-    /// A bad entry anywhere gives the typed error for the first bad entry.
-    #[test]
-    fn bad_maps_give_typed_errors(
-        map in prop::collection::btree_map(sim_fd(), sim_fd(), 1..8),
-        at in any::<prop::sample::Index>(),
-        kind in 0..3u8,
-        bad in i32::MIN..0,
-    ) {
-        let mut pairs: Vec<(i32, i32)> = map.iter().map(|(&t, &s)| (t, s)).collect();
-        let i = at.index(pairs.len() + 1);
-        let (entry, want) = match kind {
-            0 => ((bad, 3), PlanError::NegativeChildFd(bad)),
-            1 => ((5000, bad), PlanError::NegativeSourceFd(bad)),
-            _ => {
-                let dup = pairs[i % pairs.len()].0;
-                ((dup, 7), PlanError::DuplicateChildFd(dup))
-            }
-        };
-        // For a duplicate, the error names the second occurrence, so put it after the first.
-        let i = if kind == 2 {
-            pairs.iter().position(|p| p.0 == entry.0).unwrap() + 1
-        } else {
-            i
-        };
-        pairs.insert(i, entry);
-        prop_assert_eq!(fd_plan::plan(&pairs), Err(want));
-    }
-}
-
-// ----- real spawns ---------------------------------------------------------------------
 
 /// Parent fd numbers the real-spawn cases place their files on. They are far above what this
 /// test binary otherwise has open, so `dup2` onto them clobbers nothing of the harness.

@@ -1,6 +1,5 @@
-//! With the `nix` feature, signals can be given as `nix::sys::signal::Signal`
-//! (`cargo test --features nix --test nix_signal`; `.ci/run` runs it).
-#![cfg(feature = "nix")]
+//! Signals can be given as `nix::sys::signal::Signal`. `.ci/run` also runs this with
+//! `--features nix`, the feature that once enabled it, to keep that spelling building.
 
 use std::time::Duration;
 

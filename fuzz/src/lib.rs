@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
-use process_transport::fd_plan::{self, FdStep, PlanError, SimFd};
+use process_transport::fuzz::{FdStep, SimFd, plan, simulate};
 use process_transport::{ChildFd, Command, Error, InvalidInput, SpawnStep};
 
 /// An fd number, biased towards numbers that collide with each other.
@@ -57,26 +57,29 @@ pub fn check_plan(input: &PlanInput) {
         let mut seen = BTreeSet::new();
         mappings.iter().find_map(|&(t, s)| {
             if t < 0 {
-                Some(PlanError::NegativeChildFd(t))
+                Some(InvalidInput::NegativeChildFd(t))
             } else if s < 0 {
-                Some(PlanError::NegativeSourceFd(s))
+                Some(InvalidInput::InheritedFdNotOpen {
+                    child_fd: t,
+                    parent_fd: s,
+                })
             } else if !seen.insert(t) {
-                Some(PlanError::DuplicateChildFd(t))
+                Some(InvalidInput::DuplicateChildFd(t))
             } else {
                 None
             }
         })
     };
-    let steps = match (fd_plan::plan(&mappings), expected_error) {
+    let steps = match (plan(&mappings), expected_error) {
         (Err(got), Some(want)) => {
             assert_eq!(got, want, "wrong error for {mappings:?}");
             return;
         }
-        (Err(PlanError::FdOutOfRange(fd)), None) => {
+        (Err(InvalidInput::ChildFdOutOfRange(fd)), None) => {
             // Only acceptable when some fd in play is too large to be opened by any process.
             assert!(
                 fd >= 1 << 30,
-                "FdOutOfRange({fd}) for a plannable map {mappings:?}"
+                "ChildFdOutOfRange({fd}) for a plannable map {mappings:?}"
             );
             return;
         }
@@ -113,7 +116,7 @@ pub fn check_plan(input: &PlanInput) {
             },
         );
     }
-    let got = fd_plan::simulate(&open, &steps)
+    let got = simulate(&open, &steps)
         .unwrap_or_else(|| panic!("plan for {mappings:?} reads a closed fd: {steps:?}"));
     let want: BTreeMap<i32, u64> = mappings.iter().map(|&(t, s)| (t, s as u64)).collect();
     assert_eq!(got, want, "map {mappings:?} planned as {steps:?}");

@@ -1,40 +1,42 @@
 //! File descriptor syscalls: pipes, flags, reads and vectored writes.
+//!
+//! Through nix where it serves. Raw libc where it cannot: reads into uninitialised buffers
+//! (nix reads only into initialised `&mut [u8]`), whether a bare fd *number* is open (nix
+//! wants a `BorrowedFd`, which promises it is), and the signal handler's one-byte write (its
+//! fd is a number read from an atomic).
 
-use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-
+use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use bytes::BytesMut;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::stat::Mode;
 use tokio::io::ReadBuf;
 
-use super::{cvt, cvt_retry};
+use super::{cvt_retry, retry};
 
 /// A pipe with both ends close-on-exec and blocking: `(read end, write end)`.
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
-    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
 }
 
 /// Opens `/dev/null` read-write, close-on-exec.
 pub(crate) fn open_dev_null() -> io::Result<OwnedFd> {
-    // SAFETY: the path is a NUL-terminated literal.
-    let fd =
-        cvt_retry(|| unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
-    // SAFETY: open succeeded; the fd is ours alone.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    retry(|| {
+        nix::fcntl::open(
+            c"/dev/null",
+            OFlag::O_RDWR | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+    })
 }
 
 /// Puts the open file description behind `fd` in non-blocking mode.
 pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: fcntl on a borrowed, open fd with integer arguments.
-    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
-    if flags & libc::O_NONBLOCK == 0 {
-        // SAFETY: as above.
-        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    if !flags.contains(OFlag::O_NONBLOCK) {
+        fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
     }
     Ok(())
 }
@@ -42,8 +44,8 @@ pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// Makes a pipe end this crate just created non-blocking, in one syscall: a fresh pipe end
 /// has no other status flags to keep.
 pub(crate) fn set_fresh_pipe_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: fcntl on a borrowed, open fd with integer arguments.
-    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) }).map(drop)
+    fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    Ok(())
 }
 
 /// Whether `fd` is open in this process.
@@ -56,8 +58,7 @@ pub(crate) fn is_open(fd: RawFd) -> bool {
 pub(crate) fn set_pipe_capacity(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
     let bytes =
         libc::c_int::try_from(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: fcntl on a borrowed, open fd with an integer argument.
-    let got = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes) })?;
+    let got = fcntl(fd, FcntlArg::F_SETPIPE_SZ(bytes))?;
     Ok(got as usize)
 }
 
@@ -96,23 +97,17 @@ pub(crate) fn writev<'a>(
     fd: BorrowedFd<'_>,
     bufs: impl Iterator<Item = &'a [u8]>,
 ) -> io::Result<usize> {
-    let mut iov = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; MAX_IOVECS];
-    let mut count: libc::c_int = 0;
+    let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+    let mut count = 0;
     for (slot, buf) in iov.iter_mut().zip(bufs.filter(|b| !b.is_empty())) {
-        slot.iov_base = buf.as_ptr() as *mut libc::c_void;
-        slot.iov_len = buf.len();
+        *slot = IoSlice::new(buf);
         count += 1;
     }
-    if count == 0 {
+    let Some(iov) = iov.get(..count).filter(|iov| !iov.is_empty()) else {
         return Ok(0);
-    }
+    };
     let _guard = super::signal::SigpipeGuard::new();
-    // SAFETY: the first `count` iovecs point at live `Bytes` borrowed for this call.
-    let n = cvt_retry(|| unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), count) })?;
-    Ok(n as usize)
+    retry(|| nix::sys::uio::writev(fd, iov))
 }
 
 /// Registers `fd` with the current runtime's reactor for `interest`.
@@ -133,12 +128,10 @@ pub(crate) fn drain(fd: BorrowedFd<'_>) -> u64 {
     let mut count = 0;
     let mut buf = [0u8; 256];
     loop {
-        // SAFETY: reading into a local buffer of the given length.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            return count;
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) | Err(_) => return count,
+            Ok(n) => count += n as u64,
         }
-        count += n as u64;
     }
 }
 

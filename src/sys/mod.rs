@@ -1,5 +1,12 @@
 //! The thin layer of syscalls. Every `unsafe` block of the crate lives under here.
+//!
+//! Parent-side calls go through nix's safe wrappers. Raw libc is left for the child between
+//! clone and exec (`child`: nix's `execve` allocates, and its credential calls go through
+//! glibc's all-thread broadcast), and for calls nix lacks or cannot make as we need them;
+//! each module says which and why.
 
+// Its one large unsafe block carries a SAFETY note the lint does not recognise.
+#[allow(clippy::undocumented_unsafe_blocks)] // lifted once the reshaping lands
 pub(crate) mod child;
 pub(crate) mod epoll;
 pub(crate) mod fd;
@@ -15,6 +22,16 @@ pub(crate) fn cvt<T: PartialEq + From<i8>>(ret: T) -> io::Result<T> {
         Err(io::Error::last_os_error())
     } else {
         Ok(ret)
+    }
+}
+
+/// Runs a nix call again for as long as it fails with `EINTR`.
+pub(crate) fn retry<T>(mut f: impl FnMut() -> nix::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => return other.map_err(io::Error::from),
+        }
     }
 }
 

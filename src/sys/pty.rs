@@ -1,9 +1,16 @@
 //! Pseudo-terminals: a master for the parent and a slave for the child.
+//!
+//! Opened through nix. Setting the window size stays a raw `ioctl(TIOCSWINSZ)`: nix has no
+//! safe wrapper for it (only a macro that generates an unsafe one).
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use super::{cvt, cvt_retry};
+use nix::fcntl::OFlag;
+use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+use nix::sys::stat::Mode;
+
+use super::{cvt, retry};
 
 /// A new pseudo-terminal pair, both ends close-on-exec.
 pub(crate) struct Pty {
@@ -13,30 +20,13 @@ pub(crate) struct Pty {
 
 /// Opens a pseudo-terminal with the given window size.
 pub(crate) fn open(rows: u16, cols: u16) -> io::Result<Pty> {
-    // SAFETY: posix_openpt with flags; the result is checked.
-    let master =
-        cvt(unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) })?;
-    // SAFETY: the fd was just opened and is owned by nobody else.
-    let master = unsafe { OwnedFd::from_raw_fd(master) };
-    // SAFETY: grantpt on our own master fd.
-    cvt(unsafe { libc::grantpt(master.as_raw_fd()) })?;
-    // SAFETY: unlockpt on our own master fd.
-    cvt(unsafe { libc::unlockpt(master.as_raw_fd()) })?;
-    let mut name = [0 as libc::c_char; 128];
-    // SAFETY: ptsname_r writes a NUL-terminated name into our buffer of the given length.
-    let ret = unsafe { libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()) };
-    if ret != 0 {
-        return Err(io::Error::from_raw_os_error(ret));
-    }
-    // SAFETY: `name` is NUL-terminated by ptsname_r.
-    let slave = cvt_retry(|| unsafe {
-        libc::open(
-            name.as_ptr(),
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        )
-    })?;
-    // SAFETY: the fd was just opened and is owned by nobody else.
-    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let master = posix_openpt(flags)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    let name = ptsname_r(&master)?;
+    let slave = retry(|| nix::fcntl::open(name.as_str(), flags, Mode::empty()))?;
+    let master = OwnedFd::from(master);
     set_window_size(master.as_fd(), rows, cols)?;
     Ok(Pty { master, slave })
 }

@@ -1,10 +1,18 @@
 //! Signals: sending them (through a pidfd where the kernel has one) and keeping SIGPIPE away
 //! from the parent.
+//!
+//! Signal masks go through nix. Raw libc stays where nix cannot serve: `pidfd_open` and
+//! `pidfd_send_signal` (nix has neither); `kill` and `killpg`, because nix's take its `Signal`
+//! enum, which has no real-time signals (a caller's `SIGRTMIN + n` could not be sent);
+//! querying SIGPIPE's action without changing it (nix's `sigaction` always installs one); and
+//! `sigtimedwait` (nix has none).
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 
 use super::cvt;
 
@@ -69,7 +77,7 @@ pub(crate) fn refresh_sigpipe_disposition() {
 /// process, and swallows the SIGPIPE that write raised. Does nothing (no syscall) in the usual
 /// case where SIGPIPE is ignored, as Rust's runtime arranges.
 pub(crate) struct SigpipeGuard {
-    old_mask: Option<libc::sigset_t>,
+    old_mask: Option<SigSet>,
 }
 
 impl SigpipeGuard {
@@ -77,13 +85,10 @@ impl SigpipeGuard {
         if !SIGPIPE_IS_FATAL.load(Ordering::Relaxed) {
             return SigpipeGuard { old_mask: None };
         }
-        let set = sigpipe_set();
-        let mut old = MaybeUninit::<libc::sigset_t>::uninit();
-        // SAFETY: valid set and out-pointer; only this thread's mask changes.
-        let ret = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, old.as_mut_ptr()) };
+        let mut old = SigSet::empty();
+        let blocked = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&sigpipe_set()), Some(&mut old));
         SigpipeGuard {
-            // SAFETY: pthread_sigmask succeeded and filled `old`.
-            old_mask: (ret == 0).then(|| unsafe { old.assume_init() }),
+            old_mask: blocked.is_ok().then_some(old),
         }
     }
 }
@@ -91,48 +96,36 @@ impl SigpipeGuard {
 impl Drop for SigpipeGuard {
     fn drop(&mut self) {
         let Some(old) = self.old_mask else { return };
-        let set = sigpipe_set();
-        // SAFETY: `old` is the sigset_t read in `new`.
-        let was_blocked = unsafe { libc::sigismember(&old, libc::SIGPIPE) } == 1;
-        if !was_blocked {
+        if !old.contains(Signal::SIGPIPE) {
             let zero = libc::timespec {
                 tv_sec: 0,
                 tv_nsec: 0,
             };
-            // SAFETY: consume a SIGPIPE our write left pending, without waiting.
-            unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) };
+            // SAFETY: consume a SIGPIPE our write left pending, without waiting; the set is a
+            // valid sigset_t and the info pointer may be null.
+            unsafe { libc::sigtimedwait(sigpipe_set().as_ref(), std::ptr::null_mut(), &zero) };
         }
-        // SAFETY: restores this thread's previous mask.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
     }
 }
 
-fn sigpipe_set() -> libc::sigset_t {
-    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: sigemptyset initialises the set; sigaddset adds a valid signal to it.
-    unsafe {
-        libc::sigemptyset(set.as_mut_ptr());
-        libc::sigaddset(set.as_mut_ptr(), libc::SIGPIPE);
-        set.assume_init()
-    }
+fn sigpipe_set() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGPIPE);
+    set
 }
 
 /// Unblocks SIGCHLD in the calling thread, so the reaper thread always receives it even when
 /// the process was started with SIGCHLD blocked.
 pub(crate) fn unblock_sigchld_in_this_thread() {
-    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: initialise a set holding SIGCHLD and unblock it for this thread only.
-    unsafe {
-        libc::sigemptyset(set.as_mut_ptr());
-        libc::sigaddset(set.as_mut_ptr(), libc::SIGCHLD);
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, set.as_ptr(), std::ptr::null_mut());
-    }
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    let _ = set.thread_unblock();
 }
 
 /// The process group of this process.
 pub(crate) fn own_process_group() -> libc::pid_t {
-    // SAFETY: getpgrp has no preconditions and cannot fail.
-    unsafe { libc::getpgrp() }
+    nix::unistd::getpgrp().as_raw()
 }
 
 /// Where the SIGCHLD handler writes, and for which process. The handler survives `fork`, so

@@ -1,5 +1,9 @@
 //! Waiting: reaping one child through its pidfd, and (for children without one) peeking at
 //! zombies without reaping them and reaping one pid, each with its rusage.
+//!
+//! All raw libc, as nix cannot serve here: it has no `wait4`, its `waitid` returns no rusage
+//! (the raw syscall's fifth argument), and it turns the status into its `Signal` enum, which
+//! has no real-time signals, so a child killed by `SIGRTMIN + n` would make the peek fail.
 
 use std::io;
 use std::mem::MaybeUninit;
