@@ -129,8 +129,6 @@ mod exit_status;
 #[cfg(target_os = "linux")]
 pub mod fd_plan;
 #[cfg(target_os = "linux")]
-mod io;
-#[cfg(target_os = "linux")]
 mod pipe;
 #[cfg(target_os = "linux")]
 mod protocol;
@@ -153,8 +151,7 @@ pub use self::{
     error::{Error, Field, InvalidInput, SpawnStep, WaitError},
     event::{CloseReason, Event},
     exit_status::{ExitStatus, ResourceUsage},
-    io::{PipeReader, PipeWriter},
-    pipe::WriteFlow,
+    pipe::{PipeReader, PipeWriter, WriteFlow},
     protocol::{ProcessProtocol, route_child_connection_lost, route_child_data},
     signal::Signal,
     spawn::spawn_process,

@@ -11,11 +11,11 @@ use tokio::io::Interest;
 use crate::command::{ChildFd, Command, SessionOption};
 use crate::error::{Error, Field, InvalidInput, SpawnStep};
 use crate::fd_plan::{self, PlanError};
-use crate::pipe::{Direction, Pipe};
+use crate::pipe::{Capacity, DEFAULT_PIPE_CAPACITY, Direction, Pipe, PipeSet, WriteLimits};
 use crate::reaper::{Reaper, Zombie};
 use crate::sys;
 use crate::sys::child::{ChildProgram, Credentials, Groups, Session};
-use crate::transport::ProcessTransport;
+use crate::transport::{ProcessTransport, Settings};
 
 /// Spawns the child described by `command` and returns its transport once the child has
 /// exec'd.
@@ -56,7 +56,10 @@ fn spawn(command: &Command) -> Result<ProcessTransport, Error> {
         PlanError::DuplicateChildFd(fd) => InvalidInput::DuplicateChildFd(fd),
         PlanError::FdOutOfRange(fd) => InvalidInput::ChildFdOutOfRange(fd),
     })?;
-    let pipes = fds.register_parent_ends()?;
+    let pipes = fds.register_parent_ends(WriteLimits {
+        high_water: command.write_high_water,
+        limit: command.write_buffer_limit,
+    })?;
     let reaper = Reaper::get().map_err(failed(SpawnStep::StartReaper))?;
     sys::signal::refresh_sigpipe_disposition();
 
@@ -69,11 +72,7 @@ fn spawn(command: &Command) -> Result<ProcessTransport, Error> {
         envp: &envp,
         exec_paths: &exec_paths,
         cwd: strings.cwd.as_deref(),
-        session: match (command.pty.is_some(), command.session) {
-            (true, _) | (false, SessionOption::NewSession) => Session::New,
-            (false, SessionOption::ProcessGroup(pgid)) => Session::Group(pgid),
-            (false, SessionOption::Inherit) => Session::Inherit,
-        },
+        session: session(command),
         parent_death_signal: command.parent_death_signal.unwrap_or(0),
         parent_pid: std::process::id() as libc::pid_t,
         controlling_tty: command.pty.map(|_| 0),
@@ -113,7 +112,31 @@ fn spawn(command: &Command) -> Result<ProcessTransport, Error> {
     };
     let exit = reaper.register(pid, spawned.pidfd, zombie);
     tracing::debug!(pid, "spawned");
-    Ok(ProcessTransport::new(pid, exit, pipes, pty_master, command))
+    let settings = Settings {
+        pid,
+        process_group: process_group(program.session, pid),
+        kill_on_drop: command.kill_on_drop,
+        wait_delay: command.wait_delay,
+    };
+    Ok(ProcessTransport::new(settings, exit, pipes, pty_master))
+}
+
+/// Where the child goes: a pty needs a session of its own, whatever the command says.
+fn session(command: &Command) -> Session {
+    match (command.pty.is_some(), command.session) {
+        (true, _) | (false, SessionOption::NewSession) => Session::New,
+        (false, SessionOption::ProcessGroup(pgid)) => Session::Group(pgid),
+        (false, SessionOption::Inherit) => Session::Inherit,
+    }
+}
+
+/// The process group a child spawned with pid `pid` into `session` leads or joined.
+fn process_group(session: Session, pid: libc::pid_t) -> Option<libc::pid_t> {
+    match session {
+        Session::New | Session::Group(0) => Some(pid),
+        Session::Group(pgid) => Some(pgid),
+        Session::Inherit => None,
+    }
 }
 
 /// NULL-terminated array of pointers into `strings`.
@@ -255,19 +278,13 @@ fn exec_paths(program: &[u8], path: Option<&OsStr>) -> Vec<CString> {
         .collect()
 }
 
-/// A new pipe's capacity on Linux. (Past `pipe-user-pages-soft` the kernel gives smaller
-/// pipes; reads are sized from this, so smaller pipes only make reads shorter.)
-const DEFAULT_PIPE_CAPACITY: usize = 64 * 1024;
-
 /// The parent's end of one pipe, before it is registered with the reactor.
 struct ParentEnd {
     child_fd: i32,
     dir: Direction,
     /// Non-blocking.
     fd: OwnedFd,
-    capacity: usize,
-    /// Default-sized, so it may grow when busy (see [`Command::pipe_capacity`]).
-    may_grow: bool,
+    capacity: Capacity,
 }
 
 /// Whether the terminal of [`Command::pty`] takes the place of `child_fd` in the map.
@@ -347,20 +364,19 @@ impl ChildFds {
                     } else {
                         (Direction::ParentWrites, write, read)
                     };
-                    let chosen = match command.pipe_capacity.get(&child_fd) {
-                        Some(&bytes) => Some(
+                    let capacity = match command.pipe_capacity.get(&child_fd) {
+                        Some(&bytes) => Capacity::Fixed(
                             sys::fd::set_pipe_capacity(parent.as_fd(), bytes)
                                 .map_err(failed(SpawnStep::SetPipeCapacity(child_fd)))?,
                         ),
-                        None => None,
+                        None => Capacity::Default,
                     };
                     sys::fd::set_fresh_pipe_nonblocking(parent.as_fd()).map_err(Error::Io)?;
                     fds.parent_ends.push(ParentEnd {
                         child_fd,
                         dir,
                         fd: parent,
-                        capacity: chosen.unwrap_or(DEFAULT_PIPE_CAPACITY),
-                        may_grow: chosen.is_none(),
+                        capacity,
                     });
                     fds.keep_child_end(child)
                 }
@@ -380,12 +396,12 @@ impl ChildFds {
                 (1, Direction::PtyMaster, pty.master),
                 (0, Direction::ParentWrites, writer),
             ] {
+                // A terminal's buffer cannot be resized.
                 fds.parent_ends.push(ParentEnd {
                     child_fd,
                     dir,
                     fd,
-                    capacity: DEFAULT_PIPE_CAPACITY,
-                    may_grow: false,
+                    capacity: Capacity::Fixed(DEFAULT_PIPE_CAPACITY),
                 });
             }
         }
@@ -400,7 +416,8 @@ impl ChildFds {
 
     /// Registers the parent ends with the runtime's reactor. Done before the clone, so that no
     /// failure can come after the child exists.
-    fn register_parent_ends(&mut self) -> Result<Vec<Pipe>, Error> {
+    /// Writers start with `limits`.
+    fn register_parent_ends(&mut self, limits: WriteLimits) -> Result<PipeSet, Error> {
         let mut pipes = Vec::with_capacity(self.parent_ends.len());
         for end in self.parent_ends.drain(..) {
             let ParentEnd {
@@ -408,7 +425,6 @@ impl ChildFds {
                 dir,
                 fd,
                 capacity,
-                may_grow,
             } = end;
             // AsyncFd panics in a runtime built without I/O; report that as a typed error.
             let interest = match dir {
@@ -419,10 +435,9 @@ impl ChildFds {
                 std::panic::catch_unwind(AssertUnwindSafe(|| sys::fd::register(fd, interest)))
                     .map_err(|_| Error::NoRuntime)?
                     .map_err(Error::Io)?;
-            pipes.push(Pipe::new(child_fd, dir, registered, capacity, may_grow));
+            pipes.push(Pipe::new(child_fd, dir, registered, capacity, limits));
         }
-        pipes.sort_by_key(Pipe::child_fd);
-        Ok(pipes)
+        Ok(PipeSet::new(pipes))
     }
 }
 
@@ -444,6 +459,23 @@ mod tests {
         assert_eq!(paths("sh", Some("/a:/b")), ["/a/sh", "/b/sh"]);
         assert_eq!(paths("sh", Some("/a::/b")), ["/a/sh", "./sh", "/b/sh"]);
         assert_eq!(paths("sh", None), ["/bin/sh", "/usr/bin/sh"]);
+    }
+
+    #[test]
+    fn the_process_group_follows_the_session() {
+        assert_eq!(process_group(Session::New, 42), Some(42));
+        assert_eq!(process_group(Session::Group(0), 42), Some(42));
+        assert_eq!(process_group(Session::Group(7), 42), Some(7));
+        assert_eq!(process_group(Session::Inherit, 42), None);
+        // A pty needs a session of its own, whatever the command says.
+        let mut c = Command::new("true");
+        c.process_group(7)
+            .pty(crate::PtySize { rows: 24, cols: 80 });
+        assert_eq!(session(&c), Session::New);
+        let mut c = Command::new("true");
+        c.process_group(7);
+        assert_eq!(session(&c), Session::Group(7));
+        assert_eq!(session(&Command::new("true")), Session::Inherit);
     }
 
     #[test]
