@@ -9,7 +9,7 @@ use std::panic::AssertUnwindSafe;
 use tokio::io::Interest;
 
 use crate::command::{ChildFd, Command, SessionOption};
-use crate::error::{Error, Field, InvalidInput, SpawnStep};
+use crate::error::{Field, InvalidInput, SpawnError, SpawnStep};
 use crate::fd_plan::{self, PlanError};
 use crate::pipe::{Capacity, DEFAULT_PIPE_CAPACITY, Direction, Pipe, PipeSet, WriteLimits};
 use crate::reaper::{Reaper, Zombie};
@@ -21,14 +21,15 @@ use crate::transport::{ProcessTransport, Settings};
 /// exec'd.
 ///
 /// Must be called inside a Tokio runtime with I/O enabled. Bad input is rejected before
-/// anything is spawned; a failed step (a missing program, a bad working directory, a failed
-/// `setuid`, ...) is returned as [`Error::Spawn`] naming the step and the OS error, with every
-/// fd closed and the failed child reaped. No user code runs inside this function.
-pub fn spawn_process(command: &Command) -> Result<ProcessTransport, Error> {
+/// anything is spawned ([`SpawnError::InvalidInput`]); a failed step (a missing program, a
+/// bad working directory, a failed `setuid`, ...) is returned as [`SpawnError::Spawn`] naming
+/// the step and the OS error, with every fd closed and the failed child reaped. No user code
+/// runs inside this function.
+pub fn spawn_process(command: &Command) -> Result<ProcessTransport, SpawnError> {
     let span = tracing::debug_span!("spawn", program = ?command.program);
     let _entered = span.enter();
     spawn(command).map_err(|mut e| {
-        if let Error::Spawn { program, .. } = &mut e {
+        if let SpawnError::Spawn { program, .. } = &mut e {
             program.clone_from(&command.program);
         }
         e
@@ -36,16 +37,16 @@ pub fn spawn_process(command: &Command) -> Result<ProcessTransport, Error> {
 }
 
 /// A spawn failure at `step`; `spawn_process` fills in the program.
-fn failed(step: SpawnStep) -> impl FnOnce(std::io::Error) -> Error {
-    move |source| Error::Spawn {
+fn failed(step: SpawnStep) -> impl FnOnce(std::io::Error) -> SpawnError {
+    move |source| SpawnError::Spawn {
         program: OsString::new(),
         step,
         source,
     }
 }
 
-fn spawn(command: &Command) -> Result<ProcessTransport, Error> {
-    tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+fn spawn(command: &Command) -> Result<ProcessTransport, SpawnError> {
+    tokio::runtime::Handle::try_current().map_err(|_| SpawnError::NoRuntime)?;
 
     let strings = Strings::new(command)?;
     let mut fds = ChildFds::open(command)?;
@@ -304,7 +305,7 @@ struct ChildFds {
 }
 
 impl ChildFds {
-    fn open(command: &Command) -> Result<Self, Error> {
+    fn open(command: &Command) -> Result<Self, SpawnError> {
         if let Some(e) = &command.fd_error {
             return Err(e.clone().into());
         }
@@ -371,7 +372,10 @@ impl ChildFds {
                         ),
                         None => Capacity::Default,
                     };
-                    sys::fd::set_fresh_pipe_nonblocking(parent.as_fd()).map_err(Error::Io)?;
+                    // Part of making the pipe: a pipe whose end cannot be made non-blocking
+                    // is of no use to the parent.
+                    sys::fd::set_fresh_pipe_nonblocking(parent.as_fd())
+                        .map_err(failed(SpawnStep::CreatePipe))?;
                     fds.parent_ends.push(ParentEnd {
                         child_fd,
                         dir,
@@ -391,7 +395,7 @@ impl ChildFds {
             let spare = pty.master.try_clone().map_err(failed(SpawnStep::OpenPty))?;
             fds.pty_master = Some(spare);
             // The master's non-blocking flag is shared by its copies.
-            sys::fd::set_nonblocking(pty.master.as_fd()).map_err(Error::Io)?;
+            sys::fd::set_nonblocking(pty.master.as_fd()).map_err(failed(SpawnStep::OpenPty))?;
             for (child_fd, dir, fd) in [
                 (1, Direction::PtyMaster, pty.master),
                 (0, Direction::ParentWrites, writer),
@@ -417,7 +421,7 @@ impl ChildFds {
     /// Registers the parent ends with the runtime's reactor. Done before the clone, so that no
     /// failure can come after the child exists.
     /// Writers start with `limits`.
-    fn register_parent_ends(&mut self, limits: WriteLimits) -> Result<PipeSet, Error> {
+    fn register_parent_ends(&mut self, limits: WriteLimits) -> Result<PipeSet, SpawnError> {
         let mut pipes = Vec::with_capacity(self.parent_ends.len());
         for end in self.parent_ends.drain(..) {
             let ParentEnd {
@@ -433,8 +437,8 @@ impl ChildFds {
             };
             let registered =
                 std::panic::catch_unwind(AssertUnwindSafe(|| sys::fd::register(fd, interest)))
-                    .map_err(|_| Error::NoRuntime)?
-                    .map_err(Error::Io)?;
+                    .map_err(|_| SpawnError::NoRuntime)?
+                    .map_err(failed(SpawnStep::RegisterPipe(child_fd)))?;
             pipes.push(Pipe::new(child_fd, dir, registered, capacity, limits));
         }
         Ok(PipeSet::new(pipes))
@@ -476,6 +480,31 @@ mod tests {
         c.process_group(7);
         assert_eq!(session(&c), Session::Group(7));
         assert_eq!(session(&Command::new("true")), Session::Inherit);
+    }
+
+    #[tokio::test]
+    async fn a_pipe_the_reactor_refuses_names_its_step() {
+        // epoll refuses regular files (EPERM), which stands in for a pipe it cannot watch.
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        let mut fds = ChildFds {
+            mappings: Vec::new(),
+            child_ends: Vec::new(),
+            parent_ends: vec![ParentEnd {
+                child_fd: 5,
+                dir: Direction::ParentReads,
+                fd: OwnedFd::from(file),
+                capacity: Capacity::Default,
+            }],
+            pty_master: None,
+        };
+        match fds.register_parent_ends(WriteLimits::default()) {
+            Err(SpawnError::Spawn { step, source, .. }) => {
+                assert_eq!(step, SpawnStep::RegisterPipe(5));
+                assert_eq!(source.raw_os_error(), Some(libc::EPERM));
+            }
+            Err(other) => panic!("expected a RegisterPipe spawn error, got {other:?}"),
+            Ok(pipes) => panic!("a regular file was registered: {pipes:?}"),
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{Collected, collect, fd_report_script, is_root, parse_fd_report, python};
-use process_transport::{ChildFd, Command, Error, SpawnStep};
+use process_transport::{ChildFd, Command, SpawnError, SpawnStep};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -151,7 +151,7 @@ async fn no_shell_is_involved() {
     // A "program" that is a shell command line is looked up as a file name, not run.
     let line = format!("true; touch {m}");
     match Command::new(&line).spawn() {
-        Err(Error::Spawn {
+        Err(SpawnError::Spawn {
             step: SpawnStep::Exec,
             source,
             ..

@@ -16,7 +16,7 @@ use std::process::Output;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use process_transport::{ChildFd, Command, Error};
+use process_transport::{ChildFd, Command, SpawnError};
 
 use common::collect;
 
@@ -111,7 +111,7 @@ impl Drop for SpawnOnDrop {
     fn drop(&mut self) {
         let spawn_and_wait = async {
             let child = Command::new("true").stdin(ChildFd::Null).spawn()?;
-            Ok::<_, Error>(child.await?.success())
+            Ok::<_, Box<dyn std::error::Error>>(child.await?.success())
         };
         let outcome = if self.with_runtime {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -187,7 +187,7 @@ fn spawning_from_a_thread_local_destructor_does_not_abort() {
 fn assert_groups_refused(cmd: &mut Command, errno: i32) {
     let before = common::open_fds();
     match cmd.stdin(ChildFd::Null).spawn() {
-        Err(Error::Spawn { step, source, .. }) => {
+        Err(SpawnError::Spawn { step, source, .. }) => {
             assert_eq!(step, process_transport::SpawnStep::SetGroups);
             assert_eq!(source.raw_os_error(), Some(errno), "{source}");
         }

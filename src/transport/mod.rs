@@ -53,6 +53,9 @@ pub(crate) struct Settings {
 /// Dropping the transport closes its pipes. The child keeps running (unless
 /// [`Command::kill_on_drop`](crate::Command::kill_on_drop) was set) and is reaped in the
 /// background when it exits.
+///
+/// Every operation fails with [`Error`]; only spawning fails with
+/// [`SpawnError`](crate::SpawnError).
 pub struct ProcessTransport {
     spawned_pid: libc::pid_t,
     exit: Arc<ExitSlot>,
