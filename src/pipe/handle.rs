@@ -32,6 +32,7 @@ pub struct PipeReader {
 }
 
 impl PipeReader {
+    /// The handle of the reader taken out at `child_fd`, closing `taken` when done.
     pub(super) fn new(child_fd: i32, reader: Reader, taken: Arc<TakenPipe>) -> Self {
         PipeReader {
             child_fd,
@@ -113,6 +114,7 @@ pub struct PipeWriter {
 }
 
 impl PipeWriter {
+    /// The handle of the writer taken out at `child_fd`, closing `taken` when done.
     pub(super) fn new(child_fd: i32, writer: Writer, taken: Arc<TakenPipe>) -> Self {
         PipeWriter {
             child_fd,

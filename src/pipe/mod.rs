@@ -32,7 +32,9 @@ pub(crate) const DEFAULT_PIPE_CAPACITY: usize = 64 * 1024;
 /// Which way data flows through a pipe, seen from the parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Direction {
+    /// The child writes, the parent reads.
     ParentReads,
+    /// The parent writes, the child reads.
     ParentWrites,
     /// A pty master read as fd 1: EIO means the terminal's other side is gone, a clean close.
     PtyMaster,
@@ -72,10 +74,13 @@ pub(crate) struct Pipe {
 /// Where one pipe of a transport stands.
 #[derive(Debug)]
 pub(crate) enum PipeState {
+    /// Read by the transport.
     Reader(Reader),
+    /// Written by the transport (and flushed, then closed, once `closing`).
     Writer(Writer),
     /// Handed out by `take_reader`/`take_writer`; `ended` waits for the handle to close it.
     Taken(Arc<TakenPipe>),
+    /// Closed by either side; its `Closed` event has been queued.
     Closed,
 }
 
@@ -106,6 +111,7 @@ impl Pipe {
         }
     }
 
+    /// The fd number the child has this pipe at.
     pub(crate) fn child_fd(&self) -> i32 {
         self.child_fd
     }
@@ -187,10 +193,12 @@ pub(crate) struct TakenPipe {
 }
 
 impl TakenPipe {
+    /// Whether the handle has closed the pipe (or was dropped).
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Has the transport's task woken when the handle closes the pipe.
     pub(crate) fn register(&self, cx: &Context<'_>) {
         self.waker.register(cx.waker());
     }

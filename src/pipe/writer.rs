@@ -113,6 +113,7 @@ impl Writer {
         }
     }
 
+    /// The flow state the last check left.
     pub(crate) fn flow(&self) -> WriteFlow {
         if self.paused {
             WriteFlow::Paused
