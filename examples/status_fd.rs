@@ -13,7 +13,7 @@ echo "done" >&3
 "#;
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), process_transport::Error> {
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut child = Command::new("sh")
         .args(["-c", SCRIPT])
         .fd(3, ChildFd::ParentReads)

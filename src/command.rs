@@ -460,7 +460,7 @@ impl Command {
     }
 
     /// Spawns the child: shorthand for [`spawn_process(self)`](crate::spawn_process).
-    pub fn spawn(&self) -> Result<crate::ProcessTransport, crate::Error> {
+    pub fn spawn(&self) -> Result<crate::ProcessTransport, crate::SpawnError> {
         crate::spawn_process(self)
     }
 }

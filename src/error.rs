@@ -1,33 +1,50 @@
-//! Errors: bad input, failed spawn steps, and transport misuse.
+//! The crate's two errors: [`SpawnError`], what spawning a child can fail with, and [`Error`],
+//! what operations on a running transport can fail with.
+//!
+//! Neither converts into the other. Both convert into [`io::Error`], and both are
+//! `Send + Sync + 'static`, so a function that spawns and then waits can return `io::Error`,
+//! `Box<dyn std::error::Error + Send + Sync>` or an `anyhow::Error` and use `?` on both.
+//!
+//! Display and [`source`](std::error::Error::source) never say the same thing twice, so a
+//! reporter that prints the whole chain (anyhow's `{:#}`, `tracing`'s error fields) shows each
+//! OS error once.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::io;
 
-/// Everything that can go wrong in this crate.
+/// Why [`spawn_process`](crate::spawn_process) (or [`Command::spawn`](crate::Command::spawn))
+/// failed. Whichever it is, nothing is left behind: no fd stays open and no child is left
+/// unreaped.
 ///
-/// Display and [`source`](std::error::Error::source) never say the same thing twice, so a
-/// reporter that prints the whole chain (anyhow's `{:#}`, `tracing`'s error fields) shows each
-/// OS error once: [`Spawn`](Error::Spawn) displays the program and the step and returns the OS
-/// error as its source; [`Io`](Error::Io) is transparent (it displays the OS error and has no
-/// source of its own); the other variants have no source.
+/// [`Spawn`](SpawnError::Spawn) displays the program and the step and returns the OS error as
+/// its [`source`](std::error::Error::source); the other variants have no source.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum Error {
+pub enum SpawnError {
     /// The [`Command`](crate::Command) cannot be spawned as described. Nothing was spawned.
     InvalidInput(InvalidInput),
-    /// A step of spawning failed, in the parent or in the child before exec. Nothing is left
-    /// behind: no fd stays open and the failed child has been reaped.
+    /// A step of spawning failed, in the parent or in the child before exec.
     Spawn {
         /// The program that was being spawned, as given to [`Command::new`](crate::Command::new).
-        program: std::ffi::OsString,
+        program: OsString,
         /// The step that failed.
         step: SpawnStep,
         /// The OS error of that step, returned by [`source`](std::error::Error::source) and
         /// not repeated in the `Display` text.
         source: io::Error,
     },
-    /// `spawn_process` was called outside a Tokio runtime with I/O enabled.
+    /// Spawning was attempted outside a Tokio runtime with I/O enabled.
     NoRuntime,
+}
+
+/// Why an operation on a running [`ProcessTransport`](crate::ProcessTransport) failed.
+///
+/// [`Io`](Error::Io) is transparent: it displays the OS error and has no source of its own.
+/// The other variants have no source.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
     /// The child has already been reaped, so it cannot be signalled.
     AlreadyExited,
     /// No pipe is mapped at this child fd (it is inherited, `/dev/null`, or unmapped).
@@ -47,8 +64,9 @@ pub enum Error {
     NoProcessGroup,
     /// Waiting for the child failed.
     Wait(WaitError),
-    /// Any other OS error (e.g. from `kill`). Displayed as the OS error itself, which is
-    /// therefore not also returned by [`source`](std::error::Error::source).
+    /// Any other OS error (e.g. from `kill`, or `EPIPE` from a write). Displayed as the OS
+    /// error itself, which is therefore not also returned by
+    /// [`source`](std::error::Error::source).
     Io(io::Error),
 }
 
@@ -114,6 +132,8 @@ pub enum SpawnStep {
     OpenPty,
     /// Setting a pipe's capacity (`F_SETPIPE_SZ`) for this child fd.
     SetPipeCapacity(i32),
+    /// Registering the parent's end of the pipe at this child fd with the Tokio reactor.
+    RegisterPipe(i32),
     /// Starting the background reaper.
     StartReaper,
     /// Creating the child (`clone`).
@@ -155,15 +175,33 @@ pub enum WaitError {
     Os(i32),
 }
 
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpawnError::InvalidInput(e) => write!(f, "invalid command: {e}"),
+            // The OS error is the source; printing it here too would show it twice in a chain.
+            SpawnError::Spawn { program, step, .. } => {
+                write!(f, "spawning {} failed at {step}", program.to_string_lossy())
+            }
+            SpawnError::NoRuntime => {
+                f.write_str("spawn_process must be called inside a Tokio runtime")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SpawnError::Spawn { source, .. } => Some(source),
+            SpawnError::InvalidInput(_) | SpawnError::NoRuntime => None,
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::InvalidInput(e) => write!(f, "invalid command: {e}"),
-            // The OS error is the source; printing it here too would show it twice in a chain.
-            Error::Spawn { program, step, .. } => {
-                write!(f, "spawning {} failed at {step}", program.to_string_lossy())
-            }
-            Error::NoRuntime => f.write_str("spawn_process must be called inside a Tokio runtime"),
             Error::AlreadyExited => f.write_str("the child has already exited and been reaped"),
             Error::NoSuchPipe(fd) => write!(f, "child fd {fd} is not a pipe of this transport"),
             Error::NotWritable(fd) => write!(f, "child fd {fd} is read by the parent, not written"),
@@ -185,7 +223,6 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Spawn { source, .. } => Some(source),
             // Transparent: the Display text already is this error, so only what lies below it
             // is the source.
             Error::Io(e) => std::error::Error::source(e),
@@ -231,6 +268,9 @@ impl fmt::Display for SpawnStep {
             SpawnStep::SetPipeCapacity(fd) => {
                 write!(f, "setting the pipe capacity of child fd {fd}")
             }
+            SpawnStep::RegisterPipe(fd) => {
+                write!(f, "registering the pipe of child fd {fd} with the runtime")
+            }
             SpawnStep::StartReaper => f.write_str("starting the reaper"),
             SpawnStep::Clone => f.write_str("clone"),
             SpawnStep::PlaceFd(fd) => write!(f, "placing child fd {fd}"),
@@ -261,9 +301,9 @@ impl fmt::Display for WaitError {
 
 impl std::error::Error for WaitError {}
 
-impl From<InvalidInput> for Error {
+impl From<InvalidInput> for SpawnError {
     fn from(e: InvalidInput) -> Self {
-        Error::InvalidInput(e)
+        SpawnError::InvalidInput(e)
     }
 }
 
@@ -273,12 +313,26 @@ impl From<WaitError> for Error {
     }
 }
 
+impl From<SpawnError> for io::Error {
+    /// A failed step becomes its OS error itself, so `raw_os_error` still answers (the program
+    /// and the step are dropped: keep the [`SpawnError`] to report them); bad input becomes an
+    /// error of kind [`InvalidInput`](io::ErrorKind::InvalidInput), anything else of kind
+    /// [`Other`](io::ErrorKind::Other), each wrapping the `SpawnError`.
+    fn from(e: SpawnError) -> Self {
+        match e {
+            SpawnError::Spawn { source, .. } => source,
+            SpawnError::InvalidInput(_) => io::Error::new(io::ErrorKind::InvalidInput, e),
+            SpawnError::NoRuntime => io::Error::other(e),
+        }
+    }
+}
+
 impl From<Error> for io::Error {
+    /// [`Error::Io`] becomes the OS error itself; anything else an error of kind
+    /// [`Other`](io::ErrorKind::Other) wrapping the `Error`.
     fn from(e: Error) -> Self {
         match e {
             Error::Io(e) => e,
-            Error::Spawn { source, .. } => source,
-            Error::InvalidInput(_) => io::Error::new(io::ErrorKind::InvalidInput, e),
             other => io::Error::other(other),
         }
     }

@@ -96,12 +96,3 @@ impl CloseReason {
         matches!(self, CloseReason::Error(_))
     }
 }
-
-/// Takes the error out of a close reason's `Arc`: the error itself when nobody else holds it
-/// (a fresh reason), otherwise one rebuilt from its errno, or from its kind and message.
-pub(crate) fn unshare_error(error: Arc<io::Error>) -> io::Error {
-    Arc::try_unwrap(error).unwrap_or_else(|shared| match shared.raw_os_error() {
-        Some(errno) => io::Error::from_raw_os_error(errno),
-        None => io::Error::new(shared.kind(), shared.to_string()),
-    })
-}

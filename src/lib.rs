@@ -10,7 +10,7 @@
 //! use process_transport::{ChildFd, Command, Event};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), process_transport::Error> {
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // A child that writes output on fd 1 and a status line on fd 3.
 //! let mut child = Command::new("sh")
 //!     .args(["-c", "echo hello; echo 'status: ok' >&3"])
@@ -38,10 +38,11 @@
 //!   credentials, and the fd map from child fd numbers to [`ChildFd`]s. Only mapped fds
 //!   exist in the child.
 //! - [`spawn_process`] (or [`Command::spawn`]) starts it and returns a [`ProcessTransport`]
-//!   once the child has exec'd. Failures come back as [`Error::Spawn`] naming the failed
-//!   step. The parent never `fork`s: the child is a `clone(CLONE_VM | CLONE_VFORK)` that runs
-//!   only async-signal-safe steps, so spawning costs the same from a 4 GiB parent. The call
-//!   blocks the calling thread only until the child has exec'd (well under a millisecond).
+//!   once the child has exec'd. Failures come back as a [`SpawnError`]: bad input, or
+//!   [`SpawnError::Spawn`] naming the failed step. The parent never `fork`s: the child is a
+//!   `clone(CLONE_VM | CLONE_VFORK)` that runs only async-signal-safe steps, so spawning
+//!   costs the same from a 4 GiB parent. The call blocks the calling thread only until the
+//!   child has exec'd (well under a millisecond).
 //! - The transport is a [`Stream`](futures_core::Stream) of [`Event`]s; or
 //!   [`ProcessTransport::run`] drives a [`ProcessProtocol`]; or `.await` gives the
 //!   [`ExitStatus`]. Single pipes can be taken out as [`PipeReader`] / [`PipeWriter`]
@@ -49,6 +50,10 @@
 //! - A single background reaper thread collects exit statuses of this crate's children only
 //!   (never `waitpid(-1)`), so it coexists with `tokio::process` and `std::process`, and it
 //!   outlives any one runtime.
+//!
+//! Operations on a running transport fail with [`Error`]. The two errors do not convert into
+//! each other, but both convert into `std::io::Error` and box as `dyn std::error::Error`, so
+//! one function can `?` both.
 //!
 //! Spawn inside a Tokio runtime with I/O enabled; [`Command::wait_delay`] and
 //! [`ProcessTransport::terminate`] also need its timer. Signals are plain numbers
@@ -78,7 +83,7 @@
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), process_transport::Error> {
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let child = Command::new("cat").spawn()?;
 //! let (counter, status) = child.run(Counter::default()).await;
 //! assert_eq!(counter.bytes, 6);
@@ -94,7 +99,7 @@
 //! use process_transport::Command;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), process_transport::Error> {
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // Output is drained and discarded, so even a chatty child cannot block.
 //! let status = Command::new("sh").args(["-c", "seq 100000; exit 3"]).spawn()?.await?;
 //! assert_eq!(status.code(), Some(3));
@@ -139,8 +144,6 @@ mod fd_plan;
 #[cfg(all(target_os = "linux", fuzzing))]
 pub mod fuzz;
 #[cfg(target_os = "linux")]
-mod io;
-#[cfg(target_os = "linux")]
 mod pipe;
 #[cfg(target_os = "linux")]
 mod protocol;
@@ -162,11 +165,10 @@ mod tree;
 #[cfg(target_os = "linux")]
 pub use self::{
     command::{ChildFd, Command, PtySize},
-    error::{Error, Field, InvalidInput, SpawnStep, WaitError},
+    error::{Error, Field, InvalidInput, SpawnError, SpawnStep, WaitError},
     event::{CloseReason, Event},
     exit_status::{ExitStatus, ResourceUsage},
-    io::{PipeReader, PipeWriter},
-    pipe::WriteFlow,
+    pipe::{PipeReader, PipeWriter, WriteFlow},
     protocol::{ProcessProtocol, route_child_connection_lost, route_child_data},
     signal::Signal,
     spawn::spawn_process,

@@ -94,9 +94,9 @@ enum SlotState {
 
 impl ExitSlot {
     /// The pid while the child has not been reaped.
-    pub(crate) fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<libc::pid_t> {
         match *self.lock() {
-            SlotState::Running { pid, .. } => Some(pid as u32),
+            SlotState::Running { pid, .. } => Some(pid),
             SlotState::Done { .. } => None,
         }
     }

@@ -9,26 +9,27 @@ use std::panic::AssertUnwindSafe;
 use tokio::io::Interest;
 
 use crate::command::{ChildFd, Command, SessionOption};
-use crate::error::{Error, Field, InvalidInput, SpawnStep};
+use crate::error::{Field, InvalidInput, SpawnError, SpawnStep};
 use crate::fd_plan;
-use crate::pipe::{Direction, Pipe};
+use crate::pipe::{Capacity, DEFAULT_PIPE_CAPACITY, Direction, Pipe, PipeSet, WriteLimits};
 use crate::reaper::{Reaper, Zombie};
 use crate::sys;
 use crate::sys::child::{ChildProgram, Credentials, Groups, Session};
-use crate::transport::ProcessTransport;
+use crate::transport::{ProcessTransport, Settings};
 
 /// Spawns the child described by `command` and returns its transport once the child has
 /// exec'd.
 ///
 /// Must be called inside a Tokio runtime with I/O enabled. Bad input is rejected before
-/// anything is spawned; a failed step (a missing program, a bad working directory, a failed
-/// `setuid`, ...) is returned as [`Error::Spawn`] naming the step and the OS error, with every
-/// fd closed and the failed child reaped. No user code runs inside this function.
-pub fn spawn_process(command: &Command) -> Result<ProcessTransport, Error> {
+/// anything is spawned ([`SpawnError::InvalidInput`]); a failed step (a missing program, a
+/// bad working directory, a failed `setuid`, ...) is returned as [`SpawnError::Spawn`] naming
+/// the step and the OS error, with every fd closed and the failed child reaped. No user code
+/// runs inside this function.
+pub fn spawn_process(command: &Command) -> Result<ProcessTransport, SpawnError> {
     let span = tracing::debug_span!("spawn", program = ?command.program);
     let _entered = span.enter();
     spawn(command).map_err(|mut e| {
-        if let Error::Spawn { program, .. } = &mut e {
+        if let SpawnError::Spawn { program, .. } = &mut e {
             program.clone_from(&command.program);
         }
         e
@@ -36,21 +37,24 @@ pub fn spawn_process(command: &Command) -> Result<ProcessTransport, Error> {
 }
 
 /// A spawn failure at `step`; `spawn_process` fills in the program.
-fn failed(step: SpawnStep) -> impl FnOnce(std::io::Error) -> Error {
-    move |source| Error::Spawn {
+fn failed(step: SpawnStep) -> impl FnOnce(std::io::Error) -> SpawnError {
+    move |source| SpawnError::Spawn {
         program: OsString::new(),
         step,
         source,
     }
 }
 
-fn spawn(command: &Command) -> Result<ProcessTransport, Error> {
-    tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+fn spawn(command: &Command) -> Result<ProcessTransport, SpawnError> {
+    tokio::runtime::Handle::try_current().map_err(|_| SpawnError::NoRuntime)?;
 
     let strings = Strings::new(command)?;
     let mut fds = ChildFds::open(command)?;
     let fd_steps = fd_plan::plan(&fds.mappings)?;
-    let pipes = fds.register_parent_ends()?;
+    let pipes = fds.register_parent_ends(WriteLimits {
+        high_water: command.write_high_water,
+        limit: command.write_buffer_limit,
+    })?;
     let reaper = Reaper::get().map_err(failed(SpawnStep::StartReaper))?;
     sys::signal::refresh_sigpipe_disposition();
 
@@ -63,11 +67,7 @@ fn spawn(command: &Command) -> Result<ProcessTransport, Error> {
         envp: &envp,
         exec_paths: &exec_paths,
         cwd: strings.cwd.as_deref(),
-        session: match (command.pty.is_some(), command.session) {
-            (true, _) | (false, SessionOption::NewSession) => Session::New,
-            (false, SessionOption::ProcessGroup(pgid)) => Session::Group(pgid),
-            (false, SessionOption::Inherit) => Session::Inherit,
-        },
+        session: session(command),
         parent_death_signal: command.parent_death_signal.unwrap_or(0),
         parent_pid: std::process::id() as libc::pid_t,
         controlling_tty: command.pty.map(|_| 0),
@@ -107,7 +107,31 @@ fn spawn(command: &Command) -> Result<ProcessTransport, Error> {
     };
     let exit = reaper.register(pid, spawned.pidfd, zombie);
     tracing::debug!(pid, "spawned");
-    Ok(ProcessTransport::new(pid, exit, pipes, pty_master, command))
+    let settings = Settings {
+        pid,
+        process_group: process_group(program.session, pid),
+        kill_on_drop: command.kill_on_drop,
+        wait_delay: command.wait_delay,
+    };
+    Ok(ProcessTransport::new(settings, exit, pipes, pty_master))
+}
+
+/// Where the child goes: a pty needs a session of its own, whatever the command says.
+fn session(command: &Command) -> Session {
+    match (command.pty.is_some(), command.session) {
+        (true, _) | (false, SessionOption::NewSession) => Session::New,
+        (false, SessionOption::ProcessGroup(pgid)) => Session::Group(pgid),
+        (false, SessionOption::Inherit) => Session::Inherit,
+    }
+}
+
+/// The process group a child spawned with pid `pid` into `session` leads or joined.
+fn process_group(session: Session, pid: libc::pid_t) -> Option<libc::pid_t> {
+    match session {
+        Session::New | Session::Group(0) => Some(pid),
+        Session::Group(pgid) => Some(pgid),
+        Session::Inherit => None,
+    }
 }
 
 /// NULL-terminated array of pointers into `strings`.
@@ -249,19 +273,13 @@ fn exec_paths(program: &[u8], path: Option<&OsStr>) -> Vec<CString> {
         .collect()
 }
 
-/// A new pipe's capacity on Linux. (Past `pipe-user-pages-soft` the kernel gives smaller
-/// pipes; reads are sized from this, so smaller pipes only make reads shorter.)
-const DEFAULT_PIPE_CAPACITY: usize = 64 * 1024;
-
 /// The parent's end of one pipe, before it is registered with the reactor.
 struct ParentEnd {
     child_fd: i32,
     dir: Direction,
     /// Non-blocking.
     fd: OwnedFd,
-    capacity: usize,
-    /// Default-sized, so it may grow when busy (see [`Command::pipe_capacity`]).
-    may_grow: bool,
+    capacity: Capacity,
 }
 
 /// Whether the terminal of [`Command::pty`] takes the place of `child_fd` in the map.
@@ -281,7 +299,7 @@ struct ChildFds {
 }
 
 impl ChildFds {
-    fn open(command: &Command) -> Result<Self, Error> {
+    fn open(command: &Command) -> Result<Self, SpawnError> {
         if let Some(e) = &command.fd_error {
             return Err(e.clone().into());
         }
@@ -341,20 +359,22 @@ impl ChildFds {
                     } else {
                         (Direction::ParentWrites, write, read)
                     };
-                    let chosen = match command.pipe_capacity.get(&child_fd) {
-                        Some(&bytes) => Some(
+                    let capacity = match command.pipe_capacity.get(&child_fd) {
+                        Some(&bytes) => Capacity::Fixed(
                             sys::fd::set_pipe_capacity(parent.as_fd(), bytes)
                                 .map_err(failed(SpawnStep::SetPipeCapacity(child_fd)))?,
                         ),
-                        None => None,
+                        None => Capacity::Default,
                     };
-                    sys::fd::set_fresh_pipe_nonblocking(parent.as_fd()).map_err(Error::Io)?;
+                    // Part of making the pipe: a pipe whose end cannot be made non-blocking
+                    // is of no use to the parent.
+                    sys::fd::set_fresh_pipe_nonblocking(parent.as_fd())
+                        .map_err(failed(SpawnStep::CreatePipe))?;
                     fds.parent_ends.push(ParentEnd {
                         child_fd,
                         dir,
                         fd: parent,
-                        capacity: chosen.unwrap_or(DEFAULT_PIPE_CAPACITY),
-                        may_grow: chosen.is_none(),
+                        capacity,
                     });
                     fds.keep_child_end(child)
                 }
@@ -369,17 +389,17 @@ impl ChildFds {
             let spare = pty.master.try_clone().map_err(failed(SpawnStep::OpenPty))?;
             fds.pty_master = Some(spare);
             // The master's non-blocking flag is shared by its copies.
-            sys::fd::set_nonblocking(pty.master.as_fd()).map_err(Error::Io)?;
+            sys::fd::set_nonblocking(pty.master.as_fd()).map_err(failed(SpawnStep::OpenPty))?;
             for (child_fd, dir, fd) in [
                 (1, Direction::PtyMaster, pty.master),
                 (0, Direction::ParentWrites, writer),
             ] {
+                // A terminal's buffer cannot be resized.
                 fds.parent_ends.push(ParentEnd {
                     child_fd,
                     dir,
                     fd,
-                    capacity: DEFAULT_PIPE_CAPACITY,
-                    may_grow: false,
+                    capacity: Capacity::Fixed(DEFAULT_PIPE_CAPACITY),
                 });
             }
         }
@@ -394,7 +414,8 @@ impl ChildFds {
 
     /// Registers the parent ends with the runtime's reactor. Done before the clone, so that no
     /// failure can come after the child exists.
-    fn register_parent_ends(&mut self) -> Result<Vec<Pipe>, Error> {
+    /// Writers start with `limits`.
+    fn register_parent_ends(&mut self, limits: WriteLimits) -> Result<PipeSet, SpawnError> {
         let mut pipes = Vec::with_capacity(self.parent_ends.len());
         for end in self.parent_ends.drain(..) {
             let ParentEnd {
@@ -402,7 +423,6 @@ impl ChildFds {
                 dir,
                 fd,
                 capacity,
-                may_grow,
             } = end;
             // AsyncFd panics in a runtime built without I/O; report that as a typed error.
             let interest = match dir {
@@ -411,12 +431,11 @@ impl ChildFds {
             };
             let registered =
                 std::panic::catch_unwind(AssertUnwindSafe(|| sys::fd::register(fd, interest)))
-                    .map_err(|_| Error::NoRuntime)?
-                    .map_err(Error::Io)?;
-            pipes.push(Pipe::new(child_fd, dir, registered, capacity, may_grow));
+                    .map_err(|_| SpawnError::NoRuntime)?
+                    .map_err(failed(SpawnStep::RegisterPipe(child_fd)))?;
+            pipes.push(Pipe::new(child_fd, dir, registered, capacity, limits));
         }
-        pipes.sort_by_key(Pipe::child_fd);
-        Ok(pipes)
+        Ok(PipeSet::new(pipes))
     }
 }
 
@@ -438,6 +457,48 @@ mod tests {
         assert_eq!(paths("sh", Some("/a:/b")), ["/a/sh", "/b/sh"]);
         assert_eq!(paths("sh", Some("/a::/b")), ["/a/sh", "./sh", "/b/sh"]);
         assert_eq!(paths("sh", None), ["/bin/sh", "/usr/bin/sh"]);
+    }
+
+    #[test]
+    fn the_process_group_follows_the_session() {
+        assert_eq!(process_group(Session::New, 42), Some(42));
+        assert_eq!(process_group(Session::Group(0), 42), Some(42));
+        assert_eq!(process_group(Session::Group(7), 42), Some(7));
+        assert_eq!(process_group(Session::Inherit, 42), None);
+        // A pty needs a session of its own, whatever the command says.
+        let mut c = Command::new("true");
+        c.process_group(7)
+            .pty(crate::PtySize { rows: 24, cols: 80 });
+        assert_eq!(session(&c), Session::New);
+        let mut c = Command::new("true");
+        c.process_group(7);
+        assert_eq!(session(&c), Session::Group(7));
+        assert_eq!(session(&Command::new("true")), Session::Inherit);
+    }
+
+    #[tokio::test]
+    async fn a_pipe_the_reactor_refuses_names_its_step() {
+        // epoll refuses regular files (EPERM), which stands in for a pipe it cannot watch.
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        let mut fds = ChildFds {
+            mappings: Vec::new(),
+            child_ends: Vec::new(),
+            parent_ends: vec![ParentEnd {
+                child_fd: 5,
+                dir: Direction::ParentReads,
+                fd: OwnedFd::from(file),
+                capacity: Capacity::Default,
+            }],
+            pty_master: None,
+        };
+        match fds.register_parent_ends(WriteLimits::default()) {
+            Err(SpawnError::Spawn { step, source, .. }) => {
+                assert_eq!(step, SpawnStep::RegisterPipe(5));
+                assert_eq!(source.raw_os_error(), Some(libc::EPERM));
+            }
+            Err(other) => panic!("expected a RegisterPipe spawn error, got {other:?}"),
+            Ok(pipes) => panic!("a regular file was registered: {pipes:?}"),
+        }
     }
 
     #[test]

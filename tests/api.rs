@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use process_transport::{
     ChildFd, CloseReason, Command, Error, Event, ProcessProtocol, ProcessTransport, Signal,
-    SpawnStep, WaitError, route_child_connection_lost, route_child_data,
+    SpawnError, SpawnStep, WaitError, route_child_connection_lost, route_child_data,
 };
 
 /// Prints `error` the way anyhow's `{:#}` does: its Display text, then `: ` and the Display
@@ -30,7 +30,7 @@ fn chain(error: &(dyn StdError + 'static)) -> String {
 }
 
 /// Asserts that the chain of `error` names the OS error `errno` exactly once.
-fn assert_errno_once(error: &Error, errno: i32) {
+fn assert_errno_once(error: &(dyn StdError + 'static), errno: i32) {
     let printed = chain(error);
     let needle = format!("(os error {errno})");
     assert_eq!(
@@ -47,7 +47,7 @@ async fn a_spawn_error_chain_shows_the_errno_once() {
         Ok(_) => panic!("a missing program was spawned"),
     };
     assert!(
-        matches!(&err, Error::Spawn { step: SpawnStep::Exec, source, .. }
+        matches!(&err, SpawnError::Spawn { step: SpawnStep::Exec, source, .. }
             if source.raw_os_error() == Some(libc::ENOENT)),
         "{err:?}"
     );
@@ -76,27 +76,37 @@ async fn an_io_error_chain_shows_the_errno_once() {
 
 #[test]
 fn no_error_variant_prints_its_errno_twice() {
-    let variants = [
-        (
-            Error::Spawn {
-                program: "prog".into(),
-                step: SpawnStep::Chdir,
-                source: io::Error::from_raw_os_error(libc::EACCES),
-            },
-            libc::EACCES,
-        ),
+    let spawn_errors = [(
+        SpawnError::Spawn {
+            program: "prog".into(),
+            step: SpawnStep::Chdir,
+            source: io::Error::from_raw_os_error(libc::EACCES),
+        },
+        libc::EACCES,
+    )];
+    let errors = [
         (
             Error::Io(io::Error::from_raw_os_error(libc::EPERM)),
             libc::EPERM,
         ),
         (Error::Wait(WaitError::Os(libc::EIO)), libc::EIO),
     ];
-    for (err, errno) in &variants {
+    for (err, errno) in &spawn_errors {
+        assert_errno_once(err, *errno);
+    }
+    for (err, errno) in &errors {
         assert_errno_once(err, *errno);
     }
     // Converted to an io::Error (as `?` in an io function does), still once.
-    for (err, errno) in variants {
-        let io = io::Error::from(err);
+    let converted = spawn_errors
+        .into_iter()
+        .map(|(err, errno)| (io::Error::from(err), errno))
+        .chain(
+            errors
+                .into_iter()
+                .map(|(err, errno)| (io::Error::from(err), errno)),
+        );
+    for (io, errno) in converted {
         let printed = chain(&io);
         let needle = format!("(os error {errno})");
         assert_eq!(printed.matches(&needle).count(), 1, "{printed:?}");

@@ -172,7 +172,7 @@ async fn path_lookup_uses_the_childs_path_in_order_skipping_unrunnable_entries()
     // With only the unrunnable one, the permission error is what is reported.
     let path = format!("{}:/nonexistent-dir", first.display());
     match spawn_fresh_file(Command::new("pt-core-tool").env("PATH", &path)) {
-        Err(process_transport::Error::Spawn { step, source, .. }) => {
+        Err(process_transport::SpawnError::Spawn { step, source, .. }) => {
             assert_eq!(step, process_transport::SpawnStep::Exec);
             assert_eq!(source.raw_os_error(), Some(libc::EACCES));
         }

@@ -15,7 +15,7 @@ use common::{
     wait_until, zombie_children,
 };
 use futures::StreamExt;
-use process_transport::{ChildFd, Command, Error, InvalidInput, SpawnStep};
+use process_transport::{ChildFd, Command, Error, InvalidInput, SpawnError, SpawnStep};
 
 /// Every test here counts fds and children of the whole process, so they run one at a time,
 /// each on its own current-thread runtime (see [`common::serially`]).
@@ -33,7 +33,7 @@ async fn spawn_fails(cmd: &Command, step: SpawnStep, errno: i32) {
     warm_up().await;
     let before = open_fds();
     match cmd.spawn() {
-        Err(Error::Spawn {
+        Err(SpawnError::Spawn {
             step: got,
             ref source,
             ..
@@ -319,7 +319,7 @@ fn inherit_of_a_closed_fd_is_rejected_even_if_a_pipe_would_take_its_number() {
         assert!(
             matches!(
                 result,
-                Err(Error::InvalidInput(InvalidInput::InheritedFdNotOpen { child_fd: 9, parent_fd })) if parent_fd == free
+                Err(SpawnError::InvalidInput(InvalidInput::InheritedFdNotOpen { child_fd: 9, parent_fd })) if parent_fd == free
             ),
             "{result:?}"
         );
@@ -339,9 +339,9 @@ fn pipe_capacity_for_a_non_pipe_is_bad_input_first() {
         assert!(
             matches!(
                 result,
-                Err(Error::InvalidInput(InvalidInput::PipeCapacityWithoutPipe(
-                    7
-                )))
+                Err(SpawnError::InvalidInput(
+                    InvalidInput::PipeCapacityWithoutPipe(7)
+                ))
             ),
             "{result:?}"
         );

@@ -9,7 +9,7 @@
 mod common;
 
 use common::{assert_nothing_leaked, nofile_limit, open_fds, set_nofile_soft, zombie_children};
-use process_transport::{ChildFd, Command, Error, SpawnStep};
+use process_transport::{ChildFd, Command, SpawnError, SpawnStep};
 
 fn lowest_free_fd() -> u64 {
     let fds = open_fds();
@@ -36,7 +36,7 @@ async fn emfile_during_spawn() {
     let free = lowest_free_fd();
     set_nofile_soft(free);
     match Command::new("/bin/true").spawn() {
-        Err(Error::Spawn {
+        Err(SpawnError::Spawn {
             step: SpawnStep::CreatePipe,
             source,
             ..
@@ -47,7 +47,7 @@ async fn emfile_during_spawn() {
         .fds([(0, ChildFd::Null), (1, ChildFd::Null)])
         .spawn()
     {
-        Err(Error::Spawn {
+        Err(SpawnError::Spawn {
             step: SpawnStep::OpenDevNull,
             source,
             ..
@@ -68,7 +68,7 @@ async fn emfile_during_spawn() {
             .spawn();
         set_nofile_soft(soft);
         match result {
-            Err(Error::Spawn { step, source, .. }) => {
+            Err(SpawnError::Spawn { step, source, .. }) => {
                 assert_eq!(
                     source.raw_os_error(),
                     Some(libc::EMFILE),

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use process_transport::{ChildFd, Command, Error};
+use process_transport::{ChildFd, Command, SpawnError};
 
 use common::{
     LIMIT, open_fds, run_to_end, scratch_dir, spawn_fresh_file, write_file, zombie_children,
@@ -123,7 +123,7 @@ fn failed_spawns_leave_no_fd_open_and_no_zombie() {
         let before = open_fds();
         for (name, command) in &cases {
             match spawn_fresh_file(command) {
-                Err(Error::Spawn { .. } | Error::InvalidInput(_)) => {}
+                Err(SpawnError::Spawn { .. } | SpawnError::InvalidInput(_)) => {}
                 other => panic!("{name}: expected a failure, got {other:?}"),
             }
             assert_fds_back_to(&before, name);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use process_transport::{
-    ChildFd, CloseReason, Command, Error, Event, ProcessTransport, SpawnStep, WriteFlow,
+    ChildFd, CloseReason, Command, Error, Event, ProcessTransport, SpawnError, SpawnStep, WriteFlow,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
@@ -439,7 +439,7 @@ async fn a_refused_pipe_capacity_is_a_typed_spawn_error() {
     assert!(
         matches!(
             err,
-            Error::Spawn {
+            SpawnError::Spawn {
                 step: SpawnStep::SetPipeCapacity(1),
                 ..
             }
@@ -450,7 +450,7 @@ async fn a_refused_pipe_capacity_is_a_typed_spawn_error() {
         .pipe_capacity(5, 1 << 20)
         .spawn()
         .unwrap_err();
-    assert!(matches!(err, Error::InvalidInput(_)), "got {err}");
+    assert!(matches!(err, SpawnError::InvalidInput(_)), "got {err}");
 }
 
 /// A child writes 128 MiB on fd 1, then reports its stdout pipe's capacity on fd 2.

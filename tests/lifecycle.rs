@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use process_transport::{
-    ChildFd, CloseReason, Command, Error, Event, ExitStatus, ProcessTransport,
+    ChildFd, CloseReason, Command, Error, Event, ExitStatus, ProcessTransport, SpawnError,
 };
 use tokio::time::timeout;
 
@@ -114,7 +114,7 @@ async fn joining_a_missing_group_fails_at_spawn() {
     // No process group has this id (it is above any pid_max), so setpgid fails in the child.
     let err = sleeper().process_group(i32::MAX - 7).spawn().unwrap_err();
     match err {
-        Error::Spawn { step, source, .. } => {
+        SpawnError::Spawn { step, source, .. } => {
             assert_eq!(step, process_transport::SpawnStep::SetProcessGroup);
             assert_eq!(source.raw_os_error(), Some(libc::EPERM));
         }

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use process_transport::{ChildFd, Command, Error, ProcessTransport, WaitError};
+use process_transport::{ChildFd, Command, Error, ProcessTransport, SpawnError, WaitError};
 
 use common::rerun::{is_inner, rerun};
 use common::{LIMIT, pidns, process_state, wait_until};
@@ -279,7 +279,7 @@ fn a_reaper_that_could_not_start_is_retried_on_the_next_spawn() {
         let mut cmd = Command::new("true");
         cmd.fds([]);
         let err = cmd.spawn().unwrap_err();
-        let Error::Spawn { source, .. } = &err else {
+        let SpawnError::Spawn { source, .. } = &err else {
             panic!("expected a spawn error, got {err:?}");
         };
         assert_eq!(source.raw_os_error(), Some(libc::EMFILE), "{err:?}");

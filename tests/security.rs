@@ -8,7 +8,7 @@ use common::{
     LIMIT, Outcome, child_status, collect, fd_report_script, ids, is_root, parse_fd_report,
     proc_state, python,
 };
-use process_transport::{ChildFd, Command, Error, SpawnStep};
+use process_transport::{ChildFd, Command, SpawnError, SpawnStep};
 
 async fn run(cmd: &mut Command) -> Outcome {
     let mut child = cmd.spawn().unwrap();
@@ -131,7 +131,7 @@ async fn no_shell_is_involved() {
     // A "program" that is a shell command line is looked up as a file name, not run.
     let line = format!("true; touch {m}");
     match Command::new(&line).spawn() {
-        Err(Error::Spawn {
+        Err(SpawnError::Spawn {
             step: SpawnStep::Exec,
             source,
             ..

@@ -6,14 +6,16 @@ mod common;
 use std::io;
 use std::os::fd::AsRawFd;
 
-use process_transport::{ChildFd, Command, Error, Field, InvalidInput, PtySize, SpawnStep};
+use process_transport::{ChildFd, Command, Field, InvalidInput, PtySize, SpawnError, SpawnStep};
 
 use common::{run_to_end, scratch_dir, sh, spawn_fresh_file, write_file};
 
 /// Unwraps a spawn error into (step, errno), failing on anything else.
-fn spawn_failure(result: Result<process_transport::ProcessTransport, Error>) -> (SpawnStep, i32) {
+fn spawn_failure(
+    result: Result<process_transport::ProcessTransport, SpawnError>,
+) -> (SpawnStep, i32) {
     match result {
-        Err(Error::Spawn { step, source, .. }) => {
+        Err(SpawnError::Spawn { step, source, .. }) => {
             (step, source.raw_os_error().expect("an OS error"))
         }
         Err(other) => panic!("expected a spawn error, got {other:?}"),
@@ -24,9 +26,9 @@ fn spawn_failure(result: Result<process_transport::ProcessTransport, Error>) -> 
     }
 }
 
-fn invalid_input(result: Result<process_transport::ProcessTransport, Error>) -> InvalidInput {
+fn invalid_input(result: Result<process_transport::ProcessTransport, SpawnError>) -> InvalidInput {
     match result {
-        Err(Error::InvalidInput(e)) => e,
+        Err(SpawnError::InvalidInput(e)) => e,
         Err(other) => panic!("expected invalid input, got {other:?}"),
         Ok(t) => panic!("expected invalid input, but the child started: {t:?}"),
     }
@@ -182,7 +184,7 @@ async fn exec_failure_is_typed_on_every_spawn_path() {
     }));
     for (name, command) in &variants {
         match command.spawn() {
-            Err(Error::Spawn { step, source, .. }) => {
+            Err(SpawnError::Spawn { step, source, .. }) => {
                 assert_eq!(step, SpawnStep::Exec, "{name}");
                 assert_eq!(source.raw_os_error(), Some(libc::ENOENT), "{name}");
             }
@@ -221,7 +223,7 @@ async fn a_real_exit_code_127_is_an_exit_status_not_a_spawn_error() {
 fn spawn_outside_a_runtime_is_a_typed_error() {
     assert!(matches!(
         Command::new("true").spawn(),
-        Err(Error::NoRuntime)
+        Err(SpawnError::NoRuntime)
     ));
 }
 
@@ -394,7 +396,7 @@ async fn a_spawn_error_names_the_program_step_and_errno() {
         .spawn()
         .unwrap_err();
     match &err {
-        Error::Spawn { program, .. } => assert_eq!(program, "/nonexistent-dir/named-program"),
+        SpawnError::Spawn { program, .. } => assert_eq!(program, "/nonexistent-dir/named-program"),
         other => panic!("expected a spawn error, got {other:?}"),
     }
     let message = err.to_string();

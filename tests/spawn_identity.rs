@@ -13,7 +13,7 @@ mod common;
 use std::cell::RefCell;
 use std::sync::Mutex;
 
-use process_transport::{ChildFd, Command, Error};
+use process_transport::{ChildFd, Command, SpawnError};
 
 use common::rerun::{is_inner, rerun};
 use common::{child_status, ids, own_status, signal_bit, signal_mask};
@@ -44,7 +44,7 @@ impl Drop for SpawnOnDrop {
     fn drop(&mut self) {
         let spawn_and_wait = async {
             let child = Command::new("true").stdin(ChildFd::Null).spawn()?;
-            Ok::<_, Error>(child.await?.success())
+            Ok::<_, Box<dyn std::error::Error>>(child.await?.success())
         };
         let outcome = if self.with_runtime {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -120,7 +120,7 @@ fn spawning_from_a_thread_local_destructor_does_not_abort() {
 fn assert_groups_refused(cmd: &mut Command, errno: i32) {
     let before = common::open_fds();
     match cmd.stdin(ChildFd::Null).spawn() {
-        Err(Error::Spawn { step, source, .. }) => {
+        Err(SpawnError::Spawn { step, source, .. }) => {
             assert_eq!(step, process_transport::SpawnStep::SetGroups);
             assert_eq!(source.raw_os_error(), Some(errno), "{source}");
         }

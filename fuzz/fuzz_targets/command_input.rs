@@ -1,6 +1,6 @@
 #![no_main]
 //! Arbitrary program, argv, env, cwd, fd map and options: spawning must give a typed
-//! `InvalidInput` the oracle agrees with, or `Error::Spawn` (the program never exists), and
+//! `InvalidInput` the oracle agrees with, or `SpawnError::Spawn` (the program never exists), and
 //! never panic or leak an fd. See `check_command`.
 
 use libfuzzer_sys::fuzz_target;

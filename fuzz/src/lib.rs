@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
 use process_transport::fuzz::{FdStep, SimFd, plan, simulate};
-use process_transport::{ChildFd, Command, Error, InvalidInput, SpawnStep};
+use process_transport::{ChildFd, Command, InvalidInput, SpawnError, SpawnStep};
 
 /// An fd number, biased towards numbers that collide with each other.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -235,7 +235,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 /// Builds a [`Command`] from arbitrary input and spawns it. The program never exists, so a
-/// valid command must end in `Error::Spawn` (usually at exec) and an invalid one in the
+/// valid command must end in `SpawnError::Spawn` (usually at exec) and an invalid one in the
 /// `InvalidInput` the oracle expects. Never a panic, never a leaked fd.
 pub fn check_command(input: &CommandInput) {
     let rt = runtime();
@@ -380,7 +380,7 @@ pub fn check_command(input: &CommandInput) {
     assert_eq!(before, after, "fd leak after {outcome:?}");
 
     match outcome {
-        Error::InvalidInput(e) => {
+        SpawnError::InvalidInput(e) => {
             let kind = match e {
                 InvalidInput::EmptyProgram => Violation::EmptyProgram,
                 InvalidInput::NulByte { .. } => Violation::Nul,
@@ -403,7 +403,7 @@ pub fn check_command(input: &CommandInput) {
                 "got {e:?}, but the input breaks only {violations:?}"
             );
         }
-        Error::Spawn {
+        SpawnError::Spawn {
             program: failed,
             step,
             source,

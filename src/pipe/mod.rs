@@ -1,7 +1,11 @@
-//! The parent end of one child pipe: a [`Reader`] that turns readiness into `Bytes`, or a
-//! [`Writer`] with a queue of `Bytes` flushed by `writev`; and the bookkeeping they share.
+//! The parent ends of a child's pipes: a [`Reader`] that turns readiness into `Bytes`, a
+//! [`Writer`] with a queue of `Bytes` flushed by `writev`, the [`PipeSet`] a transport keeps
+//! them in, and the standalone handles ([`PipeReader`], [`PipeWriter`]) a pipe becomes when it
+//! is taken out of its transport.
 
+mod handle;
 mod reader;
+mod set;
 mod writer;
 
 use std::io;
@@ -15,20 +19,49 @@ use tokio::io::unix::AsyncFd;
 
 use crate::sys;
 
-pub(crate) use reader::{ReadOutcome, Reader};
+pub use handle::{PipeReader, PipeWriter};
+pub(crate) use reader::{ReadOutcome, ReadSource, Reader};
+pub(crate) use set::PipeSet;
 pub use writer::WriteFlow;
-pub(crate) use writer::{DEFAULT_HIGH_WATER, FlowChange, Writer};
+pub(crate) use writer::{DEFAULT_HIGH_WATER, FlowChange, WriteLimits, Writer};
+
+/// A new pipe's capacity on Linux. (Past `pipe-user-pages-soft` the kernel gives smaller
+/// pipes; reads are sized from this, so smaller pipes only make reads shorter.)
+pub(crate) const DEFAULT_PIPE_CAPACITY: usize = 64 * 1024;
 
 /// Which way data flows through a pipe, seen from the parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Direction {
+    /// The child writes, the parent reads.
     ParentReads,
+    /// The parent writes, the child reads.
     ParentWrites,
     /// A pty master read as fd 1: EIO means the terminal's other side is gone, a clean close.
     PtyMaster,
 }
 
+/// How big a pipe is, and whether it may grow when busy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Capacity {
+    /// The kernel's default size, which nobody asked for: the pipe grows once if it keeps
+    /// being full (see [`Command::pipe_capacity`](crate::Command::pipe_capacity)).
+    Default,
+    /// A size that stays: one the user chose, or a terminal's, which cannot be resized.
+    Fixed(usize),
+}
+
+impl Capacity {
+    /// The size in bytes.
+    pub(crate) fn bytes(self) -> usize {
+        match self {
+            Capacity::Default => DEFAULT_PIPE_CAPACITY,
+            Capacity::Fixed(bytes) => bytes,
+        }
+    }
+}
+
 /// One pipe of a transport, identified by its fd number in the child.
+#[derive(Debug)]
 pub(crate) struct Pipe {
     child_fd: i32,
     dir: Direction,
@@ -38,27 +71,37 @@ pub(crate) struct Pipe {
     pub(crate) paused: bool,
 }
 
+/// Where one pipe of a transport stands.
+#[derive(Debug)]
 pub(crate) enum PipeState {
+    /// Read by the transport.
     Reader(Reader),
+    /// Written by the transport (and flushed, then closed, once `closing`).
     Writer(Writer),
     /// Handed out by `take_reader`/`take_writer`; `ended` waits for the handle to close it.
     Taken(Arc<TakenPipe>),
+    /// Closed by either side; its `Closed` event has been queued.
     Closed,
 }
 
 impl Pipe {
-    /// `may_grow`: the pipe has the default capacity and may be grown when busy.
+    /// The pipe at `child_fd`, registered with the reactor as `fd`; a writer starts with
+    /// `limits`.
     pub(crate) fn new(
         child_fd: i32,
         dir: Direction,
         fd: AsyncFd<OwnedFd>,
-        capacity: usize,
-        may_grow: bool,
+        capacity: Capacity,
+        limits: WriteLimits,
     ) -> Self {
         let state = match dir {
-            Direction::ParentWrites => PipeState::Writer(Writer::new(fd, may_grow)),
-            Direction::ParentReads => PipeState::Reader(Reader::new(fd, capacity, may_grow, false)),
-            Direction::PtyMaster => PipeState::Reader(Reader::new(fd, capacity, false, true)),
+            Direction::ParentWrites => PipeState::Writer(Writer::new(fd, capacity, limits)),
+            Direction::ParentReads => {
+                PipeState::Reader(Reader::new(fd, capacity, ReadSource::Pipe))
+            }
+            Direction::PtyMaster => {
+                PipeState::Reader(Reader::new(fd, capacity, ReadSource::PtyMaster))
+            }
         };
         Pipe {
             child_fd,
@@ -68,6 +111,7 @@ impl Pipe {
         }
     }
 
+    /// The fd number the child has this pipe at.
     pub(crate) fn child_fd(&self) -> i32 {
         self.child_fd
     }
@@ -85,11 +129,17 @@ impl Pipe {
             PipeState::Closed => false,
         }
     }
+
+    /// Whether the transport itself still reads or writes this pipe (it is neither closed
+    /// nor taken out).
+    pub(crate) fn is_live(&self) -> bool {
+        matches!(self.state, PipeState::Reader(_) | PipeState::Writer(_))
+    }
 }
 
 /// A second `io::Error` for one that has to be reported twice (to a caller and in a `Closed`
-/// event): rebuilt from its errno, so that `raw_os_error` still gives it; only an error
-/// without one is reduced to its kind.
+/// event), made from its errno, so that `raw_os_error` gives the same answer for both. An
+/// error without an errno keeps only its kind: its message is never copied into a new error.
 pub(crate) fn same_os_error(e: &io::Error) -> io::Error {
     e.raw_os_error()
         .map_or_else(|| io::Error::from(e.kind()), io::Error::from_raw_os_error)
@@ -101,16 +151,19 @@ const FULL_IN_A_ROW_BEFORE_GROWING: u8 = 4;
 
 /// What a busy pipe grows to: the default `/proc/sys/fs/pipe-max-size`.
 const GROWN_CAPACITY: usize = 1 << 20;
+
 /// Counts transfers in a row that found a default-sized pipe full, to grow it once.
+#[derive(Debug)]
 pub(crate) struct Growth {
     /// `None` once grown, or when the pipe must keep its size.
     full_in_a_row: Option<u8>,
 }
 
 impl Growth {
-    pub(crate) fn new(may_grow: bool) -> Self {
+    /// Growth for a pipe of `capacity`: only a default-sized pipe may grow.
+    pub(crate) fn new(capacity: Capacity) -> Self {
         Growth {
-            full_in_a_row: may_grow.then_some(0),
+            full_in_a_row: (capacity == Capacity::Default).then_some(0),
         }
     }
 
@@ -119,7 +172,7 @@ impl Growth {
         let Some(count) = &mut self.full_in_a_row else {
             return false;
         };
-        *count = if full { *count + 1 } else { 0 };
+        *count = if full { count.saturating_add(1) } else { 0 };
         *count >= FULL_IN_A_ROW_BEFORE_GROWING
     }
 
@@ -133,17 +186,19 @@ impl Growth {
 }
 
 /// The link between a transport and a pipe handed out as a standalone handle.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(crate) struct TakenPipe {
     closed: AtomicBool,
     waker: AtomicWaker,
 }
 
 impl TakenPipe {
+    /// Whether the handle has closed the pipe (or was dropped).
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Has the transport's task woken when the handle closes the pipe.
     pub(crate) fn register(&self, cx: &Context<'_>) {
         self.waker.register(cx.waker());
     }
@@ -152,5 +207,33 @@ impl TakenPipe {
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.waker.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_default_sized_pipe_grows() {
+        let mut default = Growth::new(Capacity::Default);
+        for _ in 1..FULL_IN_A_ROW_BEFORE_GROWING {
+            assert!(!default.observe(true));
+        }
+        assert!(default.observe(true));
+        // A transfer that finds room starts the count again.
+        let mut interrupted = Growth::new(Capacity::Default);
+        for _ in 1..FULL_IN_A_ROW_BEFORE_GROWING {
+            assert!(!interrupted.observe(true));
+        }
+        assert!(!interrupted.observe(false));
+        assert!(!interrupted.observe(true));
+
+        let mut fixed = Growth::new(Capacity::Fixed(DEFAULT_PIPE_CAPACITY));
+        for _ in 0..3 * FULL_IN_A_ROW_BEFORE_GROWING {
+            assert!(!fixed.observe(true));
+        }
+        assert_eq!(Capacity::Default.bytes(), DEFAULT_PIPE_CAPACITY);
+        assert_eq!(Capacity::Fixed(4096).bytes(), 4096);
     }
 }

@@ -8,8 +8,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Bytes, BytesMut};
 use tokio::io::unix::AsyncFd;
 
-use super::Growth;
-use crate::event::CloseReason;
+use super::{Capacity, Growth};
 use crate::sys;
 
 /// The smallest read the parent makes (see [`read_size_for`]).
@@ -18,9 +17,22 @@ const MIN_READ: usize = 64 * 1024;
 /// What one read produced.
 pub(crate) enum ReadOutcome {
     Data(Bytes),
-    Closed(CloseReason),
+    /// End of file: the child's side is closed (on a pty, the terminal's EIO too).
+    Eof,
+    /// The read failed; the pipe is done.
+    Failed(io::Error),
 }
 
+/// What a reader reads from, which decides what EIO means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadSource {
+    /// A pipe: EIO is an error like any other.
+    Pipe,
+    /// A pty master: EIO means the terminal's other side is gone, a clean end of file.
+    PtyMaster,
+}
+
+/// The parent's reading end of one pipe.
 pub(crate) struct Reader {
     fd: AsyncFd<OwnedFd>,
     /// The buffer of the next read: empty, and never split, so that its capacity is all of
@@ -28,7 +40,7 @@ pub(crate) struct Reader {
     buf: BytesMut,
     capacity: usize,
     read_size: usize,
-    pty: bool,
+    source: ReadSource,
     /// Grows a default pipe that the child keeps filling up.
     growth: Growth,
 }
@@ -44,16 +56,21 @@ fn read_size_for(capacity: usize) -> usize {
 }
 
 impl Reader {
-    /// `pty`: a pty master, where EIO means the terminal's other side is gone (a clean close).
-    pub(super) fn new(fd: AsyncFd<OwnedFd>, capacity: usize, may_grow: bool, pty: bool) -> Self {
+    /// A reader of `fd`, a pipe of `capacity` (or a pty master, as `source` says).
+    pub(super) fn new(fd: AsyncFd<OwnedFd>, capacity: Capacity, source: ReadSource) -> Self {
         Reader {
             fd,
             buf: BytesMut::new(),
-            capacity,
-            read_size: read_size_for(capacity),
-            pty,
-            growth: Growth::new(may_grow),
+            capacity: capacity.bytes(),
+            read_size: read_size_for(capacity.bytes()),
+            source,
+            growth: Growth::new(capacity),
         }
+    }
+
+    /// Whether `e` is the terminal's EIO, which ends a pty master's input cleanly.
+    fn is_pty_hangup(&self, e: &io::Error) -> bool {
+        self.source == ReadSource::PtyMaster && e.raw_os_error() == Some(libc::EIO)
     }
 
     /// Reads whatever is ready, up to one read's worth, into a fresh `Bytes` that shares the
@@ -62,10 +79,10 @@ impl Reader {
         loop {
             let mut guard = match ready!(self.fd.poll_read_ready(cx)) {
                 Ok(guard) => guard,
-                Err(e) => return Poll::Ready(ReadOutcome::Closed(CloseReason::Error(e.into()))),
+                Err(e) => return Poll::Ready(ReadOutcome::Failed(e)),
             };
             match sys::fd::read_into(guard.get_inner().as_fd(), &mut self.buf, self.read_size) {
-                Ok(0) => return Poll::Ready(ReadOutcome::Closed(CloseReason::Eof)),
+                Ok(0) => return Poll::Ready(ReadOutcome::Eof),
                 Ok(n) => {
                     // A short read drained the pipe; the next write by the child raises a new
                     // edge, so skip the read that would only say EAGAIN.
@@ -76,10 +93,8 @@ impl Reader {
                     return Poll::Ready(ReadOutcome::Data(self.take_chunk(n)));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
-                Err(e) if self.pty && e.raw_os_error() == Some(libc::EIO) => {
-                    return Poll::Ready(ReadOutcome::Closed(CloseReason::Eof));
-                }
-                Err(e) => return Poll::Ready(ReadOutcome::Closed(CloseReason::Error(e.into()))),
+                Err(e) if self.is_pty_hangup(&e) => return Poll::Ready(ReadOutcome::Eof),
+                Err(e) => return Poll::Ready(ReadOutcome::Failed(e)),
             }
         }
     }
@@ -123,12 +138,20 @@ impl Reader {
             let mut guard = ready!(self.fd.poll_read_ready(cx))?;
             match guard.try_io(|fd| sys::fd::read_buf(fd.get_ref().as_fd(), buf)) {
                 Ok(Ok(())) => return Poll::Ready(Ok(())),
-                Ok(Err(e)) if self.pty && e.raw_os_error() == Some(libc::EIO) => {
-                    return Poll::Ready(Ok(()));
-                }
+                Ok(Err(e)) if self.is_pty_hangup(&e) => return Poll::Ready(Ok(())),
                 Ok(Err(e)) => return Poll::Ready(Err(e)),
                 Err(_would_block) => {}
             }
         }
+    }
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("fd", self.fd.get_ref())
+            .field("capacity", &self.capacity)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
     }
 }

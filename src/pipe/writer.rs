@@ -9,13 +9,32 @@ use bytes::{Buf, Bytes};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use super::Growth;
+use super::{Capacity, Growth};
 use crate::event::CloseReason;
 use crate::sys;
 
 /// The default high-water mark of a writer's queue.
 pub(crate) const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 
+/// How far a writer's queue may grow: the command's settings, decided once at spawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WriteLimits {
+    /// Above this many queued bytes the writer reports [`WriteFlow::Paused`].
+    pub(crate) high_water: usize,
+    /// Queued bytes beyond which a write is refused, if set.
+    pub(crate) limit: Option<usize>,
+}
+
+impl Default for WriteLimits {
+    fn default() -> Self {
+        WriteLimits {
+            high_water: DEFAULT_HIGH_WATER,
+            limit: None,
+        }
+    }
+}
+
+/// The parent's writing end of one pipe.
 pub(crate) struct Writer {
     fd: AsyncFd<OwnedFd>,
     queue: VecDeque<Bytes>,
@@ -53,15 +72,16 @@ pub(crate) enum FlowChange {
 }
 
 impl Writer {
-    pub(super) fn new(fd: AsyncFd<OwnedFd>, may_grow: bool) -> Self {
+    /// A writer of `fd`, a pipe of `capacity`, whose queue starts with `limits`.
+    pub(super) fn new(fd: AsyncFd<OwnedFd>, capacity: Capacity, limits: WriteLimits) -> Self {
         Writer {
-            growth: Growth::new(may_grow),
+            growth: Growth::new(capacity),
             fd,
             queue: VecDeque::new(),
             queued: 0,
             closing: false,
-            high_water: DEFAULT_HIGH_WATER,
-            limit: None,
+            high_water: limits.high_water,
+            limit: limits.limit,
             paused: false,
             readiness_stale: true,
         }
@@ -93,6 +113,7 @@ impl Writer {
         }
     }
 
+    /// The flow state the last check left.
     pub(crate) fn flow(&self) -> WriteFlow {
         if self.paused {
             WriteFlow::Paused
@@ -280,6 +301,17 @@ fn writev_len<'a>(bufs: impl Iterator<Item = &'a [u8]>) -> usize {
         .take(sys::fd::MAX_IOVECS)
         .map(<[u8]>::len)
         .sum()
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("fd", self.fd.get_ref())
+            .field("queued", &self.queued)
+            .field("closing", &self.closing)
+            .field("paused", &self.paused)
+            .finish_non_exhaustive()
+    }
 }
 
 fn is_would_block<T>(result: &io::Result<T>) -> bool {

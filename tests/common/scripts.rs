@@ -48,10 +48,10 @@ pub fn write_file(path: &std::path::Path, content: &[u8], mode: u32) {
 /// held open for writing for a moment by a child that another test thread is forking.
 pub fn spawn_fresh_file(
     command: &process_transport::Command,
-) -> Result<ProcessTransport, process_transport::Error> {
+) -> Result<ProcessTransport, process_transport::SpawnError> {
     for _ in 0..100 {
         match command.spawn() {
-            Err(process_transport::Error::Spawn { source, .. })
+            Err(process_transport::SpawnError::Spawn { source, .. })
                 if source.raw_os_error() == Some(libc::ETXTBSY) =>
             {
                 std::thread::sleep(Duration::from_millis(5));

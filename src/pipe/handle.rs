@@ -16,8 +16,7 @@ use futures_core::Stream;
 use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::event::CloseReason;
-use crate::pipe::{ReadOutcome, Reader, TakenPipe, Writer};
+use super::{ReadOutcome, Reader, TakenPipe, Writer};
 
 /// A child pipe the parent reads, taken out with
 /// [`ProcessTransport::take_reader`](crate::ProcessTransport::take_reader).
@@ -33,7 +32,8 @@ pub struct PipeReader {
 }
 
 impl PipeReader {
-    pub(crate) fn new(child_fd: i32, reader: Reader, taken: Arc<TakenPipe>) -> Self {
+    /// The handle of the reader taken out at `child_fd`, closing `taken` when done.
+    pub(super) fn new(child_fd: i32, reader: Reader, taken: Arc<TakenPipe>) -> Self {
         PipeReader {
             child_fd,
             reader,
@@ -70,15 +70,14 @@ impl Stream for PipeReader {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        let reason = match ready!(this.reader.poll_read(cx)) {
+        let end = match ready!(this.reader.poll_read(cx)) {
             ReadOutcome::Data(data) => return Poll::Ready(Some(Ok(data))),
-            ReadOutcome::Closed(reason) => reason,
+            ReadOutcome::Eof => None,
+            // The read's own error, errno and all: it was never shared.
+            ReadOutcome::Failed(e) => Some(Err(e)),
         };
         this.taken.close();
-        match reason {
-            CloseReason::Error(e) => Poll::Ready(Some(Err(crate::event::unshare_error(e)))),
-            _ => Poll::Ready(None),
-        }
+        Poll::Ready(end)
     }
 }
 
@@ -115,7 +114,8 @@ pub struct PipeWriter {
 }
 
 impl PipeWriter {
-    pub(crate) fn new(child_fd: i32, writer: Writer, taken: Arc<TakenPipe>) -> Self {
+    /// The handle of the writer taken out at `child_fd`, closing `taken` when done.
+    pub(super) fn new(child_fd: i32, writer: Writer, taken: Arc<TakenPipe>) -> Self {
         PipeWriter {
             child_fd,
             writer: Some(writer),

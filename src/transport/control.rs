@@ -1,0 +1,133 @@
+//! Control of the child: signals (to it, its group, its tree), the terminal's size, and
+//! waiting for the exit (plainly, after SIGKILL, or after SIGTERM and a grace period).
+
+use std::os::fd::AsFd;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use super::ProcessTransport;
+use crate::error::Error;
+use crate::exit_status::ExitStatus;
+use crate::signal::Signal;
+use crate::sys;
+
+impl ProcessTransport {
+    /// Sends signal `sig` (e.g. `libc::SIGTERM`) to the child. Fails with
+    /// [`Error::AlreadyExited`] once the child has been reaped; never signals a reused pid.
+    pub fn signal(&self, sig: impl Into<Signal>) -> Result<(), Error> {
+        self.exit.signal(sig.into().number())
+    }
+
+    /// Sends `sig` to the child's whole process group (see
+    /// [`process_group`](ProcessTransport::process_group)), which reaches the descendants
+    /// that stayed in it even after the child itself has exited.
+    pub fn signal_group(&self, sig: impl Into<Signal>) -> Result<(), Error> {
+        let sig = sig.into().number();
+        let pgid = self.process_group.ok_or(Error::NoProcessGroup)?;
+        if pgid == sys::signal::own_process_group() {
+            // The child joined this process's own group: signalling it would hit us too.
+            return Err(Error::NoProcessGroup);
+        }
+        self.exit.signal_group(pgid, sig)
+    }
+
+    /// Sends `sig` to the child and every process descending from it or sharing its process
+    /// group, and returns how many besides the child were signalled.
+    ///
+    /// The tree is first frozen with SIGSTOP (until a `/proc` scan finds no new member, so
+    /// nothing forks its way out), then signalled, then sent SIGCONT. Each member is held by a
+    /// pidfd and checked again (start time, and its group or its held parent) before the
+    /// first signal, and every signal goes through that pidfd, so a pid reused after the scan
+    /// is never hit. On kernels without `pidfd_open` (before 5.3) members are signalled by
+    /// pid after the same checks, which narrows that window without closing it.
+    ///
+    /// This process is never signalled, nor anything reached only through it. If the child
+    /// joined this process's own group, the group is left out (as
+    /// [`signal_group`](ProcessTransport::signal_group) refuses it) and only the child's
+    /// descendants are signalled. In a group the child joined, the other members are
+    /// signalled (as `signal_group` would) but not their children, and once the child is
+    /// reaped such a group is left out. Descendants whose parent already exited are found only
+    /// through the group, so spawn with
+    /// [`Command::process_group`](crate::Command::process_group)`(0)` (or a new session) to be
+    /// sure to reach them; that works after the child was reaped too, unless a new process has
+    /// taken the group's number.
+    pub fn kill_tree(&self, sig: impl Into<Signal>) -> usize {
+        let sig = sig.into().number();
+        let pid = || self.exit.pid();
+        let signal = |s| {
+            let _ = self.exit.signal(s);
+        };
+        let root = crate::tree::Root {
+            pid: &pid,
+            signal: &signal,
+            spawned: self.spawned_pid,
+            group_reserved: &|| self.exit.group_reserved(),
+        };
+        crate::tree::signal_tree(&root, self.process_group, sig)
+    }
+
+    /// Changes the window size of the child's terminal (spawned with
+    /// [`Command::pty`](crate::Command::pty)); the child gets SIGWINCH.
+    ///
+    /// Works until the child is reaped or [`lose_connection`](ProcessTransport::lose_connection)
+    /// is called, whatever became of fds 0 and 1; then it fails with
+    /// [`Error::PipeClosed`]`(0)`. Without a pty it fails with [`Error::NoSuchPipe`]`(0)`.
+    pub fn resize_pty(&self, rows: u16, cols: u16) -> Result<(), Error> {
+        let master = match &self.pty_master {
+            Some(master) => master,
+            None if self.is_pty => return Err(Error::PipeClosed(0)),
+            None => return Err(Error::NoSuchPipe(0)),
+        };
+        sys::pty::set_window_size(master.as_fd(), rows, cols).map_err(Error::Io)
+    }
+
+    /// Waits for the child to be reaped and returns its status.
+    ///
+    /// Before waiting it resumes reading and closes every writer (after flushing), as Tokio's
+    /// `wait` closes stdin: a child waiting for EOF would otherwise never exit. Output read
+    /// meanwhile is discarded, so a child writing more than a pipe holds cannot block
+    /// (pipes taken out with [`take_reader`](ProcessTransport::take_reader) are yours to
+    /// drain). Cancel-safe: cancelling loses no exit status, but those changes stay.
+    pub async fn wait(&mut self) -> Result<ExitStatus, Error> {
+        self.resume_reading();
+        for fd in self.pipes.writer_fds() {
+            let _ = self.close_child_fd(fd);
+        }
+        std::future::poll_fn(|cx| self.poll_exit_status(cx)).await
+    }
+
+    fn poll_exit_status(&mut self, cx: &mut Context<'_>) -> Poll<Result<ExitStatus, Error>> {
+        loop {
+            if let Some(result) = self.exit_seen {
+                return Poll::Ready(result.map_err(Error::Wait));
+            }
+            match self.poll_event(cx) {
+                Poll::Ready(Some(_discarded)) => continue,
+                Poll::Ready(None) => return Poll::Ready(self.final_status().map_err(Error::Wait)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Sends SIGKILL (unless the child was already reaped) and waits for the exit status.
+    pub async fn kill(&mut self) -> Result<ExitStatus, Error> {
+        match self.signal(libc::SIGKILL) {
+            Ok(()) | Err(Error::AlreadyExited) => {}
+            Err(e) => return Err(e),
+        }
+        self.wait().await
+    }
+
+    /// Sends SIGTERM, waits up to `grace` for the child to exit, then sends SIGKILL, and
+    /// returns the final status.
+    pub async fn terminate(&mut self, grace: Duration) -> Result<ExitStatus, Error> {
+        match self.signal(libc::SIGTERM) {
+            Ok(()) | Err(Error::AlreadyExited) => {}
+            Err(e) => return Err(e),
+        }
+        match tokio::time::timeout(grace, self.wait()).await {
+            Ok(result) => result,
+            Err(_elapsed) => self.kill().await,
+        }
+    }
+}
