@@ -129,7 +129,13 @@ mod exit_status;
 #[cfg(target_os = "linux")]
 pub mod fd_plan;
 #[cfg(target_os = "linux")]
+mod handle;
+#[cfg(target_os = "linux")]
 mod io;
+#[cfg(target_os = "linux")]
+mod kill_target;
+#[cfg(target_os = "linux")]
+mod output;
 #[cfg(target_os = "linux")]
 mod pipe;
 #[cfg(target_os = "linux")]
@@ -153,7 +159,10 @@ pub use self::{
     error::{Error, Field, InvalidInput, SpawnStep, WaitError},
     event::{CloseReason, Event},
     exit_status::{ExitStatus, ResourceUsage},
+    handle::ProcessHandle,
     io::{PipeReader, PipeWriter},
+    kill_target::KillTarget,
+    output::{Collect, Output},
     pipe::WriteFlow,
     protocol::{ProcessProtocol, route_child_connection_lost, route_child_data},
     signal::Signal,

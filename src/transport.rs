@@ -38,7 +38,7 @@ use crate::sys;
 /// [`Command::kill_on_drop`] was set) and is reaped in the background when it exits.
 pub struct ProcessTransport {
     spawned_pid: u32,
-    exit: Arc<ExitSlot>,
+    pub(crate) exit: Arc<ExitSlot>,
     pipes: Vec<Pipe>,
     pending: VecDeque<Event>,
     exit_seen: Option<Result<ExitStatus, WaitError>>,
@@ -46,6 +46,7 @@ pub struct ProcessTransport {
     next_reader: usize,
     process_group: Option<i32>,
     kill_on_drop: bool,
+    pub(crate) kill_target: crate::KillTarget,
     wait_delay: Option<Duration>,
     wait_delay_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// A spare pty master: resizes go through it, and it keeps the terminal from hanging up
@@ -85,6 +86,7 @@ impl ProcessTransport {
             next_reader: 0,
             process_group,
             kill_on_drop: command.kill_on_drop,
+            kill_target: command.kill_target,
             wait_delay: command.wait_delay,
             wait_delay_timer: None,
             is_pty: pty_master.is_some(),
@@ -515,17 +517,13 @@ impl ProcessTransport {
         self.wait().await
     }
 
-    /// Sends SIGTERM, waits up to `grace` for the child to exit, then sends SIGKILL, and
-    /// returns the final status.
+    /// Sends SIGTERM to the [kill target](crate::Command::kill_target), waits up to `grace`
+    /// for the child to exit (reading and discarding output, as [`wait`](Self::wait) does),
+    /// then sends SIGKILL to the target, and returns the final status. With
+    /// [`KillTarget::Group`](crate::KillTarget) or `Tree`, the child's exit ends the grace:
+    /// what is left of the target then gets SIGKILL at once.
     pub async fn terminate(&mut self, grace: Duration) -> Result<ExitStatus, Error> {
-        match self.signal(libc::SIGTERM) {
-            Ok(()) | Err(Error::AlreadyExited) => {}
-            Err(e) => return Err(e),
-        }
-        match tokio::time::timeout(grace, self.wait()).await {
-            Ok(result) => result,
-            Err(_elapsed) => self.kill().await,
-        }
+        self.terminate_kill_target(grace).await
     }
 
     // ----- the event machine ---------------------------------------------------------------
@@ -727,7 +725,7 @@ impl IntoFuture for ProcessTransport {
 impl Drop for ProcessTransport {
     fn drop(&mut self) {
         if self.kill_on_drop {
-            let _ = self.exit.signal(libc::SIGKILL);
+            let _ = self.signal_kill_target(libc::SIGKILL);
         }
     }
 }
