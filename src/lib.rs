@@ -46,12 +46,17 @@
 //!   [`ProcessTransport::run`] drives a [`ProcessProtocol`]; or `.await` gives the
 //!   [`ExitStatus`]. Single pipes can be taken out as [`PipeReader`] / [`PipeWriter`]
 //!   (`AsyncRead`/`Stream`, `AsyncWrite`/`Sink`).
+//! - [`ProcessTransport::handle`] gives a [`ProcessHandle`] to signal, stop or await the child
+//!   from other tasks while one reads the events. [`Command::output`] (or
+//!   [`ProcessTransport::output`]) collects every fd the parent reads into an [`Output`], with
+//!   a per-fd cap and a deadline that keeps what was read; [`KillTarget`] says what
+//!   `kill_on_drop`, `terminate` and that deadline reach.
 //! - A single background reaper thread collects exit statuses of this crate's children only
 //!   (never `waitpid(-1)`), so it coexists with `tokio::process` and `std::process`, and it
 //!   outlives any one runtime.
 //!
-//! Spawn inside a Tokio runtime with I/O enabled; [`Command::wait_delay`] and
-//! [`ProcessTransport::terminate`] also need its timer. Signals are plain numbers
+//! Spawn inside a Tokio runtime with I/O enabled; [`Command::wait_delay`],
+//! [`ProcessTransport::terminate`] and [`Command::timeout`] also need its timer. Signals are plain numbers
 //! (`libc::SIGTERM`) or, with the `nix` feature, `nix::sys::signal::Signal`s (see [`Signal`]).
 //!
 //! # Callbacks

@@ -237,3 +237,21 @@ async fn a_deadline_ends_the_collection_when_a_grandchild_holds_the_pipe() {
     // The child's target was the child alone, so the sleep still runs; sweep it.
     child.signal_group(libc::SIGKILL).unwrap();
 }
+
+#[test]
+fn the_collecting_futures_can_be_spawned() {
+    fn send<T: Send>(_: &T) {}
+    let command = Command::new("true");
+    send(&command.output());
+    send(&command.status());
+}
+
+#[tokio::test]
+async fn the_transport_collection_can_be_spawned() {
+    let mut child = Command::new("true").spawn().unwrap();
+    let out = tokio::spawn(async move { child.output(Collect::new()).await })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success());
+}
