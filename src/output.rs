@@ -299,7 +299,7 @@ impl ProcessTransport {
     /// tokio::pin!(collect);
     /// let out = tokio::select! {
     ///     out = &mut collect => out?,
-    ///     _ = tokio::time::sleep(Duration::from_millis(500)) => {
+    ///     _ = tokio::time::sleep(Duration::from_secs(1)) => {
     ///         // Shutting down: stop the child, and still take everything it wrote.
     ///         handle.signal(libc::SIGTERM)?;
     ///         collect.await?

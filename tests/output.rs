@@ -42,7 +42,7 @@ async fn output_collects_fds_1_2_and_3() {
 
 #[tokio::test]
 async fn a_deadline_keeps_the_partial_output_of_fds_1_2_and_3() {
-    let deadline = Duration::from_millis(1500);
+    let deadline = Duration::from_secs(3);
     let grace = Duration::from_secs(5);
     let started = Instant::now();
     let out = timeout(
@@ -69,7 +69,7 @@ async fn a_deadline_keeps_the_partial_output_of_fds_1_2_and_3() {
 
 #[tokio::test]
 async fn a_child_ignoring_sigterm_is_killed_after_the_grace_and_its_output_kept() {
-    let deadline = Duration::from_millis(1000);
+    let deadline = Duration::from_secs(3);
     let grace = Duration::from_millis(500);
     let started = Instant::now();
     let out = timeout(
@@ -196,11 +196,18 @@ async fn a_collection_stopped_through_a_handle_keeps_everything() {
         .spawn()
         .unwrap();
     let handle = child.handle();
+    let pid = child.spawned_pid();
+    // Once the shell has exec'd the sleep, both lines are written.
+    let written = async {
+        while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap() != "sleep\n" {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
     let collect = child.output(Collect::new());
     tokio::pin!(collect);
     let out = tokio::select! {
         out = &mut collect => panic!("finished early: {out:?}"),
-        _ = tokio::time::sleep(Duration::from_millis(1000)) => {
+        _ = written => {
             handle.signal(libc::SIGTERM).unwrap();
             timeout(LIMIT, collect).await.unwrap().unwrap()
         }
@@ -215,7 +222,7 @@ async fn a_collection_stopped_through_a_handle_keeps_everything() {
 async fn a_deadline_ends_the_collection_when_a_grandchild_holds_the_pipe() {
     // The child exits at once; the sleep it leaves keeps stdout open. Without a deadline the
     // collection would wait for that sleep.
-    let mut child = sh("sleep 30 & echo $!").process_group(0).spawn().unwrap();
+    let mut child = sh("sleep 30 & echo $!").spawn().unwrap();
     let deadline = Duration::from_millis(500);
     let grace = Duration::from_millis(500);
     let started = Instant::now();
@@ -235,7 +242,10 @@ async fn a_deadline_ends_the_collection_when_a_grandchild_holds_the_pipe() {
     assert!(pid > 0);
     assert!(started.elapsed() >= deadline);
     // The child's target was the child alone, so the sleep still runs; sweep it.
-    child.signal_group(libc::SIGKILL).unwrap();
+    drop(child);
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
 }
 
 #[test]
