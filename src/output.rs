@@ -163,9 +163,10 @@ impl Command {
         self.collect
     }
 
-    /// Spawns the child, closes the pipes it reads (so it sees end of file), and collects
-    /// everything it writes on every fd the parent reads until it has exited and closed them,
-    /// or the [`timeout`](Command::timeout) passes: see [`ProcessTransport::output`].
+    /// Spawns the child, closes its stdin (every pipe the parent writes, so that it sees end
+    /// of file), and collects everything it writes on every fd the parent reads until it has
+    /// exited and closed them, or the [`timeout`](Command::timeout) passes: see
+    /// [`ProcessTransport::output`].
     ///
     /// Dropping the future drops the transport: the child is killed only with
     /// [`kill_on_drop`](Command::kill_on_drop), and is reaped in the background either way.
@@ -182,7 +183,9 @@ impl Command {
     ///     .output()
     ///     .await?;
     /// assert!(out.status.success());
-    /// assert_eq!((out.stdout(), out.stderr(), out.fd(3)), (&b"out\n"[..], &b"err\n"[..], &b"three\n"[..]));
+    /// assert_eq!(out.stdout(), b"out\n");
+    /// assert_eq!(out.stderr(), b"err\n");
+    /// assert_eq!(out.fd(3), b"three\n");
     ///
     /// // A deadline keeps what was read before it.
     /// let out = Command::new("sh")
@@ -206,9 +209,9 @@ impl Command {
         child.output(self.collect).await
     }
 
-    /// Spawns the child, closes the pipes it reads, discards its output, and returns its exit
-    /// status once it has exited and closed its pipes, or the [`timeout`](Command::timeout)
-    /// has stopped it (its status then tells the signal; [`output`](Command::output) with
+    /// Spawns the child, closes its stdin (every pipe the parent writes), discards its
+    /// output, and returns its exit status once it has exited and closed its pipes, or the
+    /// [`timeout`](Command::timeout) has stopped it (its status then tells the signal; [`output`](Command::output) with
     /// [`output_limit(0)`](Command::output_limit) also says whether it timed out).
     ///
     /// ```
