@@ -93,6 +93,8 @@ pub struct Command {
     pub(crate) pty: Option<PtySize>,
     pub(crate) write_high_water: usize,
     pub(crate) write_buffer_limit: Option<usize>,
+    pub(crate) kill_target: crate::KillTarget,
+    pub(crate) collect: crate::Collect,
 }
 
 impl Command {
@@ -124,6 +126,8 @@ impl Command {
             pty: None,
             write_high_water: crate::pipe::DEFAULT_HIGH_WATER,
             write_buffer_limit: None,
+            kill_target: crate::KillTarget::Child,
+            collect: crate::Collect::new(),
         }
     }
 
@@ -336,9 +340,12 @@ impl Command {
         self
     }
 
-    /// Sends SIGKILL to the child when its [`ProcessTransport`](crate::ProcessTransport) is
-    /// dropped before the child was reaped. Off by default, as in std and Tokio. Either way
-    /// the child is reaped in the background: dropping never leaves a zombie.
+    /// Sends SIGKILL to the [kill target](Command::kill_target) (by default the child alone)
+    /// when its [`ProcessTransport`](crate::ProcessTransport) is dropped: to the child if it
+    /// was not reaped yet, to what is left of its group or tree otherwise. Off by default, as
+    /// in std and Tokio. Either way the child is reaped in the background: dropping never
+    /// leaves a zombie. A [`ProcessHandle`](crate::ProcessHandle) that outlives the transport
+    /// does not delay this.
     pub fn kill_on_drop(&mut self, kill: bool) -> &mut Self {
         self.kill_on_drop = kill;
         self

@@ -301,6 +301,59 @@ impl fmt::Display for WaitError {
 
 impl std::error::Error for WaitError {}
 
+/// What [`Command::output`](crate::Command::output) and
+/// [`Command::status`](crate::Command::status), which spawn the child and then run it to its
+/// end, fail with: the error of whichever step failed, as it is. Transparent: it displays as
+/// the inner error and has the inner error's source.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RunError {
+    /// Spawning failed; nothing was left behind.
+    Spawn(SpawnError),
+    /// The child was spawned; collecting its output or status failed.
+    Run(Error),
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Spawn(e) => e.fmt(f),
+            RunError::Run(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for RunError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RunError::Spawn(e) => e.source(),
+            RunError::Run(e) => e.source(),
+        }
+    }
+}
+
+impl From<SpawnError> for RunError {
+    fn from(e: SpawnError) -> Self {
+        RunError::Spawn(e)
+    }
+}
+
+impl From<Error> for RunError {
+    fn from(e: Error) -> Self {
+        RunError::Run(e)
+    }
+}
+
+impl From<RunError> for io::Error {
+    /// As the inner error converts.
+    fn from(e: RunError) -> Self {
+        match e {
+            RunError::Spawn(e) => e.into(),
+            RunError::Run(e) => e.into(),
+        }
+    }
+}
+
 impl From<InvalidInput> for SpawnError {
     fn from(e: InvalidInput) -> Self {
         SpawnError::InvalidInput(e)

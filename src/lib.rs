@@ -47,6 +47,11 @@
 //!   [`ProcessTransport::run`] drives a [`ProcessProtocol`]; or `.await` gives the
 //!   [`ExitStatus`]. Single pipes can be taken out as [`PipeReader`] / [`PipeWriter`]
 //!   (`AsyncRead`/`Stream`, `AsyncWrite`/`Sink`).
+//! - [`ProcessTransport::handle`] gives a [`ProcessHandle`] to signal, stop or await the child
+//!   from other tasks while one reads the events. [`Command::output`] (or
+//!   [`ProcessTransport::output`]) collects every fd the parent reads into an [`Output`], with
+//!   a per-fd cap and a deadline that keeps what was read; [`KillTarget`] says what
+//!   `kill_on_drop`, `terminate` and that deadline reach.
 //! - A single background reaper thread collects exit statuses of this crate's children only
 //!   (never `waitpid(-1)`), so it coexists with `tokio::process` and `std::process`, and it
 //!   outlives any one runtime.
@@ -55,8 +60,8 @@
 //! each other, but both convert into `std::io::Error` and box as `dyn std::error::Error`, so
 //! one function can `?` both.
 //!
-//! Spawn inside a Tokio runtime with I/O enabled; [`Command::wait_delay`] and
-//! [`ProcessTransport::terminate`] also need its timer. Signals are plain numbers
+//! Spawn inside a Tokio runtime with I/O enabled; [`Command::wait_delay`],
+//! [`ProcessTransport::terminate`] and [`Command::timeout`] also need its timer. Signals are plain numbers
 //! (`libc::SIGTERM`) or `nix::sys::signal::Signal`s (see [`Signal`]).
 //!
 //! # Callbacks
@@ -144,6 +149,12 @@ mod fd_plan;
 #[cfg(all(target_os = "linux", fuzzing))]
 pub mod fuzz;
 #[cfg(target_os = "linux")]
+mod handle;
+#[cfg(target_os = "linux")]
+mod kill_target;
+#[cfg(target_os = "linux")]
+mod output;
+#[cfg(target_os = "linux")]
 mod pipe;
 #[cfg(target_os = "linux")]
 mod protocol;
@@ -165,9 +176,12 @@ mod tree;
 #[cfg(target_os = "linux")]
 pub use self::{
     command::{ChildFd, Command, PtySize},
-    error::{Error, Field, InvalidInput, SpawnError, SpawnStep, WaitError},
+    error::{Error, Field, InvalidInput, RunError, SpawnError, SpawnStep, WaitError},
     event::{CloseReason, Event},
     exit_status::{ExitStatus, ResourceUsage},
+    handle::ProcessHandle,
+    kill_target::KillTarget,
+    output::{Collect, Output},
     pipe::{PipeReader, PipeWriter, WriteFlow},
     protocol::{ProcessProtocol, route_child_connection_lost, route_child_data},
     signal::Signal,

@@ -38,7 +38,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use futures_util::task::AtomicWaker;
 use tokio::io::unix::AsyncFd;
@@ -73,6 +73,8 @@ pub(crate) enum Zombie {
 pub(crate) struct ExitSlot {
     state: Mutex<SlotState>,
     waker: AtomicWaker,
+    /// The tasks of handles awaiting the exit: any number of them, besides the transport's.
+    handle_wakers: Mutex<Vec<Waker>>,
     zombie: Zombie,
     /// The reaper that watches this child, and the child's epoll token there (its pidfd's
     /// number) when it is watched through its pidfd.
@@ -108,6 +110,33 @@ impl ExitSlot {
             Some(result) => Poll::Ready(result),
             None => Poll::Pending,
         }
+    }
+
+    /// [`poll_exit`](ExitSlot::poll_exit) for any number of tasks at once (handles), without
+    /// taking the transport's waker. A task polling again is registered once.
+    pub(crate) fn poll_exit_shared(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<ExitStatus, WaitError>> {
+        {
+            // Registered before the state is read: a reap after that read wakes this task.
+            let mut wakers = self.handle_wakers.lock().unwrap_or_else(|e| e.into_inner());
+            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
+            }
+        }
+        match self.try_exit() {
+            Some(result) => Poll::Ready(result),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Wakes the transport's task and every handle's.
+    fn wake_all(&self) {
+        self.waker.wake();
+        let wakers =
+            std::mem::take(&mut *self.handle_wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        wakers.into_iter().for_each(Waker::wake);
     }
 
     /// The exit result if the child has been reaped.
@@ -223,7 +252,7 @@ impl ExitSlot {
             kept_zombie: pidfd.filter(|_| kept),
         };
         drop(state);
-        self.waker.wake();
+        self.wake_all();
         true
     }
 
@@ -236,7 +265,7 @@ impl ExitSlot {
                 kept_zombie: None,
             };
             drop(state);
-            self.waker.wake();
+            self.wake_all();
         }
     }
 
@@ -463,6 +492,7 @@ impl Reaper {
         let mut slot = ExitSlot {
             state: Mutex::new(SlotState::Running { pid, pidfd }),
             waker: AtomicWaker::new(),
+            handle_wakers: Mutex::new(Vec::new()),
             zombie,
             reaper: self,
             token: None,

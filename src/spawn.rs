@@ -111,6 +111,7 @@ fn spawn(command: &Command) -> Result<ProcessTransport, SpawnError> {
         pid,
         process_group: process_group(program.session, pid),
         kill_on_drop: command.kill_on_drop,
+        kill_target: command.kill_target,
         wait_delay: command.wait_delay,
     };
     Ok(ProcessTransport::new(settings, exit, pipes, pty_master))

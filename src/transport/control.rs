@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::ProcessTransport;
 use crate::error::Error;
 use crate::exit_status::ExitStatus;
+use crate::kill_target::Reach;
 use crate::signal::Signal;
 use crate::sys;
 
@@ -22,13 +23,7 @@ impl ProcessTransport {
     /// [`process_group`](ProcessTransport::process_group)), which reaches the descendants
     /// that stayed in it even after the child itself has exited.
     pub fn signal_group(&self, sig: impl Into<Signal>) -> Result<(), Error> {
-        let sig = sig.into().number();
-        let pgid = self.process_group.ok_or(Error::NoProcessGroup)?;
-        if pgid == sys::signal::own_process_group() {
-            // The child joined this process's own group: signalling it would hit us too.
-            return Err(Error::NoProcessGroup);
-        }
-        self.exit.signal_group(pgid, sig)
+        self.reach().signal_group(sig.into().number())
     }
 
     /// Sends `sig` to the child and every process descending from it or sharing its process
@@ -52,18 +47,18 @@ impl ProcessTransport {
     /// sure to reach them; that works after the child was reaped too, unless a new process has
     /// taken the group's number.
     pub fn kill_tree(&self, sig: impl Into<Signal>) -> usize {
-        let sig = sig.into().number();
-        let pid = || self.exit.pid();
-        let signal = |s| {
-            let _ = self.exit.signal(s);
-        };
-        let root = crate::tree::Root {
-            pid: &pid,
-            signal: &signal,
-            spawned: self.spawned_pid,
-            group_reserved: &|| self.exit.group_reserved(),
-        };
-        crate::tree::signal_tree(&root, self.process_group, sig)
+        self.reach().kill_tree(sig.into().number())
+    }
+
+    /// What signalling this child's processes needs (shared with [`ProcessHandle`]s).
+    ///
+    /// [`ProcessHandle`]: crate::ProcessHandle
+    pub(crate) fn reach(&self) -> Reach<'_> {
+        Reach {
+            exit: &self.exit,
+            spawned_pid: self.spawned_pid,
+            process_group: self.process_group,
+        }
     }
 
     /// Changes the window size of the child's terminal (spawned with
@@ -118,16 +113,12 @@ impl ProcessTransport {
         self.wait().await
     }
 
-    /// Sends SIGTERM, waits up to `grace` for the child to exit, then sends SIGKILL, and
-    /// returns the final status.
+    /// Sends SIGTERM to the [kill target](crate::Command::kill_target), waits up to `grace`
+    /// for the child to exit (reading and discarding output, as [`wait`](Self::wait) does),
+    /// then sends SIGKILL to the target, and returns the final status. With
+    /// [`KillTarget::Group`](crate::KillTarget) or `Tree`, the child's exit ends the grace:
+    /// what is left of the target then gets SIGKILL at once.
     pub async fn terminate(&mut self, grace: Duration) -> Result<ExitStatus, Error> {
-        match self.signal(libc::SIGTERM) {
-            Ok(()) | Err(Error::AlreadyExited) => {}
-            Err(e) => return Err(e),
-        }
-        match tokio::time::timeout(grace, self.wait()).await {
-            Ok(result) => result,
-            Err(_elapsed) => self.kill().await,
-        }
+        self.terminate_kill_target(grace).await
     }
 }

@@ -31,8 +31,10 @@ pub(crate) struct Settings {
     /// The process group the child leads or joined, if it was spawned into one of its own
     /// choosing (a new group or session, a given group, or a pty's session).
     pub(crate) process_group: Option<libc::pid_t>,
-    /// SIGKILL the child when the transport is dropped.
+    /// SIGKILL the kill target when the transport is dropped.
     pub(crate) kill_on_drop: bool,
+    /// What `kill_on_drop`, `terminate` and output deadlines signal.
+    pub(crate) kill_target: crate::KillTarget,
     /// How long pipes may stay open after the child exited before they are closed.
     pub(crate) wait_delay: Option<Duration>,
 }
@@ -58,7 +60,7 @@ pub(crate) struct Settings {
 /// [`SpawnError`](crate::SpawnError).
 pub struct ProcessTransport {
     spawned_pid: libc::pid_t,
-    exit: Arc<ExitSlot>,
+    pub(crate) exit: Arc<ExitSlot>,
     pipes: PipeSet,
     /// Events ready for the consumer, some perhaps held back by a pause.
     pending: VecDeque<Event>,
@@ -66,6 +68,7 @@ pub struct ProcessTransport {
     ended: bool,
     process_group: Option<libc::pid_t>,
     kill_on_drop: bool,
+    pub(crate) kill_target: crate::KillTarget,
     wait_delay: Option<Duration>,
     wait_delay_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The child's pidfd in this task's reactor, to reap on exit without a thread hop.
@@ -100,6 +103,7 @@ impl ProcessTransport {
             ended: false,
             process_group: settings.process_group,
             kill_on_drop: settings.kill_on_drop,
+            kill_target: settings.kill_target,
             wait_delay: settings.wait_delay,
             wait_delay_timer: None,
             exit_watch: ExitWatch::default(),
@@ -160,10 +164,17 @@ impl IntoFuture for ProcessTransport {
     }
 }
 
+impl ProcessTransport {
+    /// The pipes, for the output collector.
+    pub(crate) fn pipes(&self) -> &PipeSet {
+        &self.pipes
+    }
+}
+
 impl Drop for ProcessTransport {
     fn drop(&mut self) {
         if self.kill_on_drop {
-            let _ = self.exit.signal(libc::SIGKILL);
+            let _ = self.signal_kill_target(libc::SIGKILL);
         }
     }
 }
