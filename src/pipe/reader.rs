@@ -136,8 +136,17 @@ impl Reader {
     ) -> Poll<io::Result<()>> {
         loop {
             let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            let (room, before) = (buf.remaining(), buf.filled().len());
             match guard.try_io(|fd| sys::fd::read_buf(fd.get_ref().as_fd(), buf)) {
-                Ok(Ok(())) => return Poll::Ready(Ok(())),
+                Ok(Ok(())) => {
+                    // As in `poll_read`: a short read drained the pipe, so the next read
+                    // waits for the child's next write instead of finding EAGAIN first.
+                    let n = buf.filled().len() - before;
+                    if n > 0 && n < room {
+                        guard.clear_ready();
+                    }
+                    return Poll::Ready(Ok(()));
+                }
                 Ok(Err(e)) if self.is_pty_hangup(&e) => return Poll::Ready(Ok(())),
                 Ok(Err(e)) => return Poll::Ready(Err(e)),
                 Err(_would_block) => {}
