@@ -14,7 +14,7 @@ use crate::fd_plan::{self, PlanError};
 use crate::pipe::{Direction, Pipe};
 use crate::reaper::{Reaper, Zombie};
 use crate::sys;
-use crate::sys::child::{ChildProgram, Credentials, Groups, Session};
+use crate::sys::child::{ChildProgram, ChildStep, Credentials, Groups, Session, SpawnFailure};
 use crate::transport::ProcessTransport;
 
 /// Spawns the child described by `command` and returns its transport once the child has
@@ -97,7 +97,15 @@ fn spawn(command: &Command) -> Result<ProcessTransport, Error> {
         },
     };
 
-    let spawned = sys::child::spawn(&program).map_err(|(step, source)| {
+    let spawned = sys::child::spawn(&program).map_err(|failure| {
+        let (step, source) = match failure {
+            SpawnFailure::Clone(source) => (SpawnStep::Clone, source),
+            SpawnFailure::Child {
+                step,
+                detail,
+                error,
+            } => (spawn_step(step, detail), error),
+        };
         tracing::debug!(%step, error = %source, "spawn failed");
         failed(step)(source)
     })?;
@@ -114,6 +122,23 @@ fn spawn(command: &Command) -> Result<ProcessTransport, Error> {
     let exit = reaper.register(pid, spawned.pidfd, zombie);
     tracing::debug!(pid, "spawned");
     Ok(ProcessTransport::new(pid, exit, pipes, pty_master, command))
+}
+
+/// The public name of a step that failed in the child; `detail` is the step's subject.
+fn spawn_step(step: ChildStep, detail: i32) -> SpawnStep {
+    match step {
+        ChildStep::SetSid => SpawnStep::SetSid,
+        ChildStep::SetProcessGroup => SpawnStep::SetProcessGroup,
+        ChildStep::ParentDeathSignal => SpawnStep::ParentDeathSignal,
+        ChildStep::CloseFds => SpawnStep::CloseFds,
+        ChildStep::ControllingTerminal => SpawnStep::ControllingTerminal,
+        ChildStep::Chdir => SpawnStep::Chdir,
+        ChildStep::SetGroups => SpawnStep::SetGroups,
+        ChildStep::SetGid => SpawnStep::SetGid,
+        ChildStep::SetUid => SpawnStep::SetUid,
+        ChildStep::Exec => SpawnStep::Exec,
+        ChildStep::PlaceFd => SpawnStep::PlaceFd(detail),
+    }
 }
 
 /// NULL-terminated array of pointers into `strings`.

@@ -21,7 +21,6 @@ use std::mem::MaybeUninit;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
-use crate::error::SpawnStep;
 use crate::fd_plan::FdStep;
 
 /// How the child joins a session or process group.
@@ -74,6 +73,70 @@ pub(crate) struct ChildProgram<'a> {
     pub(crate) keep_ignored: u64,
 }
 
+/// A step the child runs between clone and exec, as it reports a failure. The codes are what
+/// crosses from the child to the parent; [`ChildStep::from_code`] is the only way back.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChildStep {
+    /// `setsid`.
+    SetSid = 1,
+    /// `setpgid`.
+    SetProcessGroup = 2,
+    /// `prctl(PR_SET_PDEATHSIG)`, or the parent already gone.
+    ParentDeathSignal = 3,
+    /// `close_range` over the unmapped fds.
+    CloseFds = 4,
+    /// `ioctl(TIOCSCTTY)`.
+    ControllingTerminal = 5,
+    /// `chdir`.
+    Chdir = 6,
+    /// `setgroups`.
+    SetGroups = 7,
+    /// `setgid`.
+    SetGid = 8,
+    /// `setuid`.
+    SetUid = 9,
+    /// `execve`, after the PATH lookup.
+    Exec = 10,
+    /// A `dup2`/`dup3` of the fd plan; the failure's `detail` is the destination fd.
+    PlaceFd = 11,
+}
+
+impl ChildStep {
+    /// The step a code written by [`ChildStep`]`as u32` stands for; `None` for anything else.
+    pub(crate) fn from_code(code: u32) -> Option<ChildStep> {
+        const ALL: [ChildStep; 11] = [
+            ChildStep::SetSid,
+            ChildStep::SetProcessGroup,
+            ChildStep::ParentDeathSignal,
+            ChildStep::CloseFds,
+            ChildStep::ControllingTerminal,
+            ChildStep::Chdir,
+            ChildStep::SetGroups,
+            ChildStep::SetGid,
+            ChildStep::SetUid,
+            ChildStep::Exec,
+            ChildStep::PlaceFd,
+        ];
+        ALL.into_iter().find(|step| *step as u32 == code)
+    }
+}
+
+/// Why a spawn failed.
+#[derive(Debug)]
+pub(crate) enum SpawnFailure {
+    /// Before the child existed: its stack, or `clone` itself.
+    Clone(io::Error),
+    /// A step in the child; the child has been reaped.
+    Child {
+        step: ChildStep,
+        /// The step's subject where it has one (the destination fd of
+        /// [`ChildStep::PlaceFd`]), else 0.
+        detail: i32,
+        error: io::Error,
+    },
+}
+
 /// A child that exists and has exec'd.
 pub(crate) struct Spawned {
     pub(crate) pid: libc::pid_t,
@@ -82,18 +145,18 @@ pub(crate) struct Spawned {
 
 /// Spawns the child and returns once it has exec'd, or with the step that failed (the failed
 /// child already reaped).
-pub(crate) fn spawn(program: &ChildProgram<'_>) -> Result<Spawned, (SpawnStep, io::Error)> {
+pub(crate) fn spawn(program: &ChildProgram<'_>) -> Result<Spawned, SpawnFailure> {
     let shared = Shared {
         program,
         failure: Failure::default(),
     };
     // A thread-local destructor may spawn after this thread's stack slot is gone; `with`
     // would panic there, and a panic in a TLS destructor aborts the process.
-    let reused = STACK.try_with(|slot| -> Result<Spawned, (SpawnStep, io::Error)> {
+    let reused = STACK.try_with(|slot| -> Result<Spawned, SpawnFailure> {
         let mut slot = slot.borrow_mut();
         let stack = match &mut *slot {
             Some(stack) => stack,
-            empty => empty.insert(ChildStack::new().map_err(|e| (SpawnStep::Clone, e))?),
+            empty => empty.insert(ChildStack::new().map_err(SpawnFailure::Clone)?),
         };
         spawn_on(&shared, stack)
     });
@@ -101,21 +164,32 @@ pub(crate) fn spawn(program: &ChildProgram<'_>) -> Result<Spawned, (SpawnStep, i
         Ok(result) => result,
         Err(_) => {
             // A one-off stack, unmapped when it drops at the end of this call.
-            let stack = ChildStack::new().map_err(|e| (SpawnStep::Clone, e))?;
+            let stack = ChildStack::new().map_err(SpawnFailure::Clone)?;
             spawn_on(&shared, &stack)
         }
     }
 }
 
 /// Clones the child onto `stack` and collects its outcome.
-fn spawn_on(shared: &Shared<'_>, stack: &ChildStack) -> Result<Spawned, (SpawnStep, io::Error)> {
-    let (pid, pidfd) = clone_child(shared, stack.top()).map_err(|e| (SpawnStep::Clone, e))?;
+fn spawn_on(shared: &Shared<'_>, stack: &ChildStack) -> Result<Spawned, SpawnFailure> {
+    let (pid, pidfd) = clone_child(shared, stack.top()).map_err(SpawnFailure::Clone)?;
     match shared.failure.get() {
         None => Ok(Spawned { pid, pidfd }),
-        Some((step, errno)) => {
+        Some(recorded) => {
             // The child has called _exit: collect it so no zombie is left.
             let _ = super::wait::reap(pid, true);
-            Err((step, io::Error::from_raw_os_error(errno)))
+            Err(match ChildStep::from_code(recorded.code) {
+                Some(step) => SpawnFailure::Child {
+                    step,
+                    detail: recorded.detail,
+                    error: io::Error::from_raw_os_error(recorded.errno),
+                },
+                // Only `fail` writes the code, and only from a `ChildStep`.
+                None => SpawnFailure::Clone(io::Error::other(format!(
+                    "the child reported an unknown step {}",
+                    recorded.code
+                ))),
+            })
         }
     }
 }
@@ -128,11 +202,11 @@ fn clone_child(
 ) -> io::Result<(libc::pid_t, Option<OwnedFd>)> {
     let mut all = MaybeUninit::<libc::sigset_t>::uninit();
     let mut old = MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: fill a full set and swap it in as this thread's mask, keeping the old one.
-    unsafe {
-        libc::sigfillset(all.as_mut_ptr());
-        libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr());
-    }
+    // SAFETY: fills a set we own through a valid out-pointer.
+    unsafe { libc::sigfillset(all.as_mut_ptr()) };
+    // SAFETY: swaps in the full set as this thread's mask (initialised just above) and keeps
+    // the old one in a valid out-pointer.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr()) };
     let mut retried = false;
     let result = loop {
         let with_pidfd = PIDFD_SUPPORTED.load(Ordering::Relaxed) && !retried;
@@ -183,40 +257,55 @@ struct Shared<'a> {
     failure: Failure,
 }
 
-/// The step that failed in the child and its errno, written by the child before `_exit`.
+/// The step that failed in the child, its errno and its subject (see
+/// [`SpawnFailure::Child`]), written by the child before `_exit`.
 #[derive(Default)]
 struct Failure {
-    step: AtomicU32,
+    code: AtomicU32,
     errno: AtomicI32,
+    detail: AtomicI32,
 }
 
-const NO_FAILURE: u32 = 0;
+/// What [`Failure`] held once the child was gone.
+struct Recorded {
+    code: u32,
+    errno: i32,
+    detail: i32,
+}
 
 impl Failure {
-    fn record(&self, step: u32, errno: i32) {
+    fn record(&self, step: ChildStep, detail: i32, errno: i32) {
         self.errno.store(errno, Ordering::Relaxed);
-        self.step.store(step, Ordering::Release);
+        self.detail.store(detail, Ordering::Relaxed);
+        // Release: the parent that sees the code sees the errno and detail too.
+        self.code.store(step as u32, Ordering::Release);
     }
 
-    fn get(&self) -> Option<(SpawnStep, i32)> {
-        let code = self.step.load(Ordering::Acquire);
-        let step = match code {
-            NO_FAILURE => return None,
-            1 => SpawnStep::SetSid,
-            2 => SpawnStep::SetProcessGroup,
-            3 => SpawnStep::ParentDeathSignal,
-            4 => SpawnStep::CloseFds,
-            5 => SpawnStep::ControllingTerminal,
-            6 => SpawnStep::Chdir,
-            7 => SpawnStep::SetGroups,
-            8 => SpawnStep::SetGid,
-            9 => SpawnStep::SetUid,
-            10 => SpawnStep::Exec,
-            // Codes from 1000 up carry the destination fd of a failed dup.
-            fd => SpawnStep::PlaceFd(fd.saturating_sub(1000) as i32),
-        };
-        Some((step, self.errno.load(Ordering::Relaxed)))
+    fn get(&self) -> Option<Recorded> {
+        let code = self.code.load(Ordering::Acquire);
+        (code != 0).then(|| Recorded {
+            code,
+            errno: self.errno.load(Ordering::Relaxed),
+            detail: self.detail.load(Ordering::Relaxed),
+        })
     }
+}
+
+/// The calling thread's errno slot. In the child that is the suspended parent thread's slot,
+/// which nothing else touches until the child is gone.
+fn errno_slot() -> *mut c_int {
+    // SAFETY: `__errno_location` takes nothing, is async-signal-safe and cannot fail.
+    unsafe { libc::__errno_location() }
+}
+
+fn errno() -> c_int {
+    // SAFETY: the slot is this thread's own errno, valid for the thread's life.
+    unsafe { *errno_slot() }
+}
+
+fn set_errno(value: c_int) {
+    // SAFETY: as in `errno`; a plain store into this thread's slot.
+    unsafe { *errno_slot() = value };
 }
 
 /// The child. Async-signal-safe only: raw syscalls through libc, no allocation, no panics
@@ -225,158 +314,176 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
     // SAFETY: `arg` is the `Shared` the parent passed to clone; it stays valid while the
     // parent is suspended (CLONE_VFORK).
     let shared = unsafe { &*(arg as *const Shared<'_>) };
-    let program = shared.program;
-    let fail = |step: u32| -> c_int {
-        // SAFETY: reading errno of the (shared) thread-local area is a plain load.
-        let errno = unsafe { *libc::__errno_location() };
-        shared.failure.record(step, errno);
+    let fail = |step: ChildStep, detail: i32| -> c_int {
+        shared.failure.record(step, detail, errno());
         // SAFETY: _exit is async-signal-safe and never returns.
         unsafe { libc::_exit(127) }
     };
+    match run_child(shared.program) {
+        Err((step, detail)) => fail(step, detail),
+        // `run_child` returns only when every exec failed.
+        Ok(never) => match never {},
+    }
+}
 
-    // SAFETY (whole block): every call below is an async-signal-safe syscall wrapper taking
-    // plain integers or pointers into the prepared program.
-    unsafe {
-        // No parent handler may run here, and the new program starts with default dispositions
-        // (including signals the parent ignores, SIGPIPE above all, unless the caller asked
-        // to keep those) and an empty mask. A kept signal is set to SIG_IGN again rather than
-        // skipped: a handler installed by another thread since the parent looked must not
-        // survive here. The raw syscall, not glibc's sigaction: glibc refuses to touch its
-        // internal signals 32 and 33 (EINVAL), so one the parent inherited as ignored would
-        // stay ignored in the new program.
-        let dfl = KernelSigaction::with_handler(libc::SIG_DFL);
-        let ign = KernelSigaction::with_handler(libc::SIG_IGN);
-        for bit in 0..64u32 {
-            let sig = bit.wrapping_add(1) as c_int;
-            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-                continue;
-            }
-            let action = if program.keep_ignored.wrapping_shr(bit) & 1 == 1 {
-                &ign
-            } else {
-                &dfl
-            };
+/// The steps of the child, in order; returns the failed step and its detail. Never returns
+/// `Ok`: success is an exec.
+fn run_child(program: &ChildProgram<'_>) -> Result<std::convert::Infallible, (ChildStep, i32)> {
+    // No parent handler may run here, and the new program starts with default dispositions
+    // (including signals the parent ignores, SIGPIPE above all, unless the caller asked to keep
+    // those) and an empty mask. A kept signal is set to SIG_IGN again rather than skipped: a
+    // handler installed by another thread since the parent looked must not survive here. The
+    // raw syscall, not glibc's sigaction: glibc refuses to touch its internal signals 32 and
+    // 33 (EINVAL), so one the parent inherited as ignored would stay ignored in the new
+    // program.
+    let dfl = KernelSigaction::with_handler(libc::SIG_DFL);
+    let ign = KernelSigaction::with_handler(libc::SIG_IGN);
+    for bit in 0..64u32 {
+        let sig = bit.wrapping_add(1) as c_int;
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        let action = if program.keep_ignored.wrapping_shr(bit) & 1 == 1 {
+            &ign
+        } else {
+            &dfl
+        };
+        // SAFETY: rt_sigaction with a valid action of the kernel's layout and no old-action
+        // pointer; async-signal-safe.
+        unsafe {
             libc::syscall(
                 libc::SYS_rt_sigaction,
                 sig,
                 action as *const KernelSigaction,
                 std::ptr::null_mut::<KernelSigaction>(),
                 KERNEL_SIGSET_BYTES,
-            );
-        }
-        let mut empty = MaybeUninit::<libc::sigset_t>::uninit();
-        libc::sigemptyset(empty.as_mut_ptr());
-        libc::sigprocmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
-
-        match program.session {
-            Session::Inherit => {}
-            Session::New => {
-                if libc::setsid() == -1 {
-                    return fail(1);
-                }
-            }
-            Session::Group(pgid) => {
-                if libc::setpgid(0, pgid) == -1 {
-                    return fail(2);
-                }
-            }
-        }
-
-        for step in program.fd_steps {
-            match *step {
-                FdStep::Dup { from, to, cloexec } => {
-                    let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
-                    let ret = if cloexec {
-                        libc::dup3(from, to, flags)
-                    } else {
-                        libc::dup2(from, to)
-                    };
-                    if ret == -1 {
-                        return fail(1000u32.saturating_add(to as u32));
-                    }
-                }
-                FdStep::CloseRange { first, last } => {
-                    if close_range(first, last) == -1 {
-                        return fail(4);
-                    }
-                }
-            }
-        }
-
-        if let Some(tty) = program.controlling_tty
-            && libc::ioctl(tty, libc::TIOCSCTTY, 0) == -1
-        {
-            return fail(5);
-        }
-
-        if let Some(cwd) = program.cwd
-            && libc::chdir(cwd.as_ptr()) == -1
-        {
-            return fail(6);
-        }
-
-        // Raw syscalls: glibc's wrappers would broadcast the change to the parent's threads,
-        // which share our memory.
-        let creds = program.credentials;
-        match creds.groups {
-            Groups::Inherit => {}
-            Groups::ClearIfPermitted => {
-                if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) == -1
-                    && *libc::__errno_location() != libc::EPERM
-                {
-                    return fail(7);
-                }
-            }
-            Groups::Set(list) => {
-                if libc::syscall(libc::SYS_setgroups, list.len(), list.as_ptr()) == -1 {
-                    return fail(7);
-                }
-            }
-        }
-        if let Some(gid) = creds.gid
-            && libc::syscall(libc::SYS_setgid, gid) == -1
-        {
-            return fail(8);
-        }
-        if let Some(uid) = creds.uid
-            && libc::syscall(libc::SYS_setuid, uid) == -1
-        {
-            return fail(9);
-        }
-
-        // After the credential change: the kernel clears the parent-death signal when the
-        // effective uid or gid changes.
-        if program.parent_death_signal != 0 {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                program.parent_death_signal as libc::c_ulong,
-            ) == -1
-            {
-                return fail(3);
-            }
-            // The parent may have died before the prctl took effect.
-            if libc::getppid() != program.parent_pid {
-                *libc::__errno_location() = libc::ESRCH;
-                return fail(3);
-            }
-        }
-
-        // The PATH lookup, execvp-style: ENOENT-like misses go on to the next candidate, an
-        // EACCES is remembered and reported if nothing else works.
-        let mut saw_eacces = false;
-        for &path in program.exec_paths {
-            libc::execve(path, program.argv.as_ptr(), program.envp.as_ptr());
-            match *libc::__errno_location() {
-                libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENAMETOOLONG => {}
-                libc::EACCES => saw_eacces = true,
-                _ => return fail(10),
-            }
-        }
-        if saw_eacces {
-            *libc::__errno_location() = libc::EACCES;
-        }
-        fail(10)
+            )
+        };
     }
+    let mut empty = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: fills a set on our own stack through a valid out-pointer.
+    unsafe { libc::sigemptyset(empty.as_mut_ptr()) };
+    // SAFETY: installs the (initialised) empty mask; async-signal-safe.
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut()) };
+
+    match program.session {
+        Session::Inherit => {}
+        Session::New => {
+            // SAFETY: setsid takes no arguments; async-signal-safe.
+            if unsafe { libc::setsid() } == -1 {
+                return Err((ChildStep::SetSid, 0));
+            }
+        }
+        Session::Group(pgid) => {
+            // SAFETY: setpgid with integers; async-signal-safe.
+            if unsafe { libc::setpgid(0, pgid) } == -1 {
+                return Err((ChildStep::SetProcessGroup, 0));
+            }
+        }
+    }
+
+    for step in program.fd_steps {
+        match *step {
+            FdStep::Dup { from, to, cloexec } => {
+                let ret = if cloexec {
+                    // SAFETY: dup3 with integers; async-signal-safe.
+                    unsafe { libc::dup3(from, to, libc::O_CLOEXEC) }
+                } else {
+                    // SAFETY: dup2 with integers; async-signal-safe.
+                    unsafe { libc::dup2(from, to) }
+                };
+                if ret == -1 {
+                    return Err((ChildStep::PlaceFd, to));
+                }
+            }
+            FdStep::CloseRange { first, last } => {
+                if close_range(first, last) == -1 {
+                    return Err((ChildStep::CloseFds, 0));
+                }
+            }
+        }
+    }
+
+    if let Some(tty) = program.controlling_tty {
+        // SAFETY: TIOCSCTTY takes an integer argument; async-signal-safe.
+        if unsafe { libc::ioctl(tty, libc::TIOCSCTTY, 0) } == -1 {
+            return Err((ChildStep::ControllingTerminal, 0));
+        }
+    }
+
+    if let Some(cwd) = program.cwd {
+        // SAFETY: chdir with a NUL-terminated string the parent keeps alive.
+        if unsafe { libc::chdir(cwd.as_ptr()) } == -1 {
+            return Err((ChildStep::Chdir, 0));
+        }
+    }
+
+    // Raw syscalls: glibc's wrappers would broadcast the change to the parent's threads,
+    // which share our memory.
+    let creds = program.credentials;
+    match creds.groups {
+        Groups::Inherit => {}
+        Groups::ClearIfPermitted => {
+            // SAFETY: setgroups with an empty list; the pointer is never read.
+            let ret =
+                unsafe { libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) };
+            if ret == -1 && errno() != libc::EPERM {
+                return Err((ChildStep::SetGroups, 0));
+            }
+        }
+        Groups::Set(list) => {
+            // SAFETY: setgroups reads `list.len()` ids from a slice the parent keeps alive.
+            if unsafe { libc::syscall(libc::SYS_setgroups, list.len(), list.as_ptr()) } == -1 {
+                return Err((ChildStep::SetGroups, 0));
+            }
+        }
+    }
+    if let Some(gid) = creds.gid {
+        // SAFETY: setgid with an integer, as a raw syscall (see above).
+        if unsafe { libc::syscall(libc::SYS_setgid, gid) } == -1 {
+            return Err((ChildStep::SetGid, 0));
+        }
+    }
+    if let Some(uid) = creds.uid {
+        // SAFETY: setuid with an integer, as a raw syscall (see above).
+        if unsafe { libc::syscall(libc::SYS_setuid, uid) } == -1 {
+            return Err((ChildStep::SetUid, 0));
+        }
+    }
+
+    // After the credential change: the kernel clears the parent-death signal when the
+    // effective uid or gid changes.
+    if program.parent_death_signal != 0 {
+        let sig = program.parent_death_signal as libc::c_ulong;
+        // SAFETY: prctl with integer arguments; async-signal-safe.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig) } == -1 {
+            return Err((ChildStep::ParentDeathSignal, 0));
+        }
+        // The parent may have died before the prctl took effect.
+        // SAFETY: getppid takes no arguments and cannot fail.
+        if unsafe { libc::getppid() } != program.parent_pid {
+            set_errno(libc::ESRCH);
+            return Err((ChildStep::ParentDeathSignal, 0));
+        }
+    }
+
+    // The PATH lookup, execvp-style: ENOENT-like misses go on to the next candidate, an
+    // EACCES is remembered and reported if nothing else works.
+    let mut saw_eacces = false;
+    for &path in program.exec_paths {
+        // SAFETY: NUL-terminated path and NULL-terminated argv/envp arrays the parent keeps
+        // alive; returns only on failure.
+        unsafe { libc::execve(path, program.argv.as_ptr(), program.envp.as_ptr()) };
+        match errno() {
+            libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENAMETOOLONG => {}
+            libc::EACCES => saw_eacces = true,
+            _ => return Err((ChildStep::Exec, 0)),
+        }
+    }
+    if saw_eacces {
+        set_errno(libc::EACCES);
+    }
+    Err((ChildStep::Exec, 0))
 }
 
 /// The size of the kernel's signal set, which `rt_sigaction` insists on.
@@ -435,13 +542,12 @@ pub(crate) fn ignored_signals() -> u64 {
 
 /// `close_range(first, last)`, or a loop of `close` up to the fd limit on kernels before 5.9.
 ///
-/// # Safety
-/// Async-signal-safe; closes fds of the calling process.
-unsafe fn close_range(first: u32, last: u32) -> c_int {
+/// Async-signal-safe. Called in the child only, whose fd table is its own copy (no
+/// `CLONE_FILES`), so closing never pulls an fd from under the parent's owners.
+fn close_range(first: u32, last: u32) -> c_int {
     // SAFETY: close_range with integer arguments.
     let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
-    // SAFETY: reading errno.
-    if ret == 0 || unsafe { *libc::__errno_location() } != libc::ENOSYS {
+    if ret == 0 || errno() != libc::ENOSYS {
         return ret as c_int;
     }
     let mut limit = MaybeUninit::<libc::rlimit>::uninit();
@@ -511,4 +617,33 @@ impl Drop for ChildStack {
 /// Spawns every later child without a pidfd (the reaper's SIGCHLD fallback, forced).
 pub(crate) fn disable_pidfds() {
     PIDFD_SUPPORTED.store(false, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_step_code_converts_back_and_nothing_else_does() {
+        let mut seen = 0;
+        for code in 0..=64u32 {
+            if let Some(step) = ChildStep::from_code(code) {
+                assert_eq!(step as u32, code);
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 11, "one code per step");
+        assert_eq!(ChildStep::from_code(0), None, "0 means no failure");
+        assert_eq!(ChildStep::from_code(1000 + 3), None, "no fd-carrying codes");
+    }
+
+    #[test]
+    fn failure_record_carries_the_fd_apart_from_the_step() {
+        let failure = Failure::default();
+        assert!(failure.get().is_none());
+        failure.record(ChildStep::PlaceFd, i32::MAX, libc::EBADF);
+        let got = failure.get().unwrap();
+        assert_eq!(ChildStep::from_code(got.code), Some(ChildStep::PlaceFd));
+        assert_eq!((got.detail, got.errno), (i32::MAX, libc::EBADF));
+    }
 }
