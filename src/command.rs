@@ -2,27 +2,79 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::InvalidInput;
 use crate::signal::Signal;
 
 /// What a child fd is connected to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Not `Copy` (since 0.2): [`Owned`](ChildFd::Owned) holds an fd.
+#[derive(Debug, Clone)]
 pub enum ChildFd {
     /// A pipe the child writes and the parent reads: data arrives as events (Twisted's `'r'`).
     ParentReads,
     /// A pipe the child reads and the parent writes (Twisted's `'w'`).
     ParentWrites,
-    /// This parent fd, duplicated into the child. The caller keeps ownership and must keep it
-    /// open until `spawn_process` returns. Its open file description is shared with the child,
-    /// so its flags (such as `O_NONBLOCK`) are the parent's.
+    /// This parent fd *number*, duplicated into the child. The caller keeps ownership and must
+    /// keep it open until `spawn_process` returns: if it was closed and the number reused in
+    /// the meantime, the child silently gets whatever file has the number then. Prefer
+    /// [`Owned`](ChildFd::Owned) (see [`ChildFd::owned`]), which cannot go stale. Its open
+    /// file description is shared with the child, so its flags (such as `O_NONBLOCK`) are the
+    /// parent's.
     Inherit(RawFd),
+    /// An fd the [`Command`] owns, duplicated into the child at each spawn. The command (and
+    /// its clones) keeps it open; the parent's copy closes when the last of them is dropped.
+    /// Like [`Inherit`](ChildFd::Inherit), the open file description (and its flags) is
+    /// shared with the child. To pass a borrowed fd, hand over a copy:
+    /// `ChildFd::owned(fd.try_clone_to_owned()?)`.
+    Owned(Arc<OwnedFd>),
+    /// Whatever the child fd given here gets, shared: the same pipe, file or `/dev/null`.
+    /// `stderr(ChildFd::SameAs(1))` is the shell's `2>&1`: both fds write into one pipe, so
+    /// their output arrives interleaved, in the order written, as fd 1's events (there are no
+    /// events for fd 2). The fd named must be mapped (to anything but another `SameAs`
+    /// that leads back here), or the spawn fails with
+    /// [`SpawnStep::PlaceFd`](crate::SpawnStep::PlaceFd) and `EBADF`.
+    SameAs(RawFd),
     /// `/dev/null`, opened read-write.
     Null,
 }
+
+impl ChildFd {
+    /// [`ChildFd::Owned`] from anything that converts into an [`OwnedFd`] (a `File`, a
+    /// `UnixStream`, a std pipe end, ...).
+    pub fn owned(fd: impl Into<OwnedFd>) -> Self {
+        ChildFd::Owned(Arc::new(fd.into()))
+    }
+}
+
+impl From<OwnedFd> for ChildFd {
+    /// [`ChildFd::Owned`].
+    fn from(fd: OwnedFd) -> Self {
+        ChildFd::owned(fd)
+    }
+}
+
+impl PartialEq for ChildFd {
+    /// Owned fds are equal when they are the same shared fd (clones of one `ChildFd`), not
+    /// merely the same number or file.
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (ChildFd::ParentReads, ChildFd::ParentReads)
+            | (ChildFd::ParentWrites, ChildFd::ParentWrites)
+            | (ChildFd::Null, ChildFd::Null) => true,
+            (ChildFd::Inherit(a), ChildFd::Inherit(b))
+            | (ChildFd::SameAs(a), ChildFd::SameAs(b)) => a == b,
+            (ChildFd::Owned(a), ChildFd::Owned(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ChildFd {}
 
 /// How the child is placed among sessions and process groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -456,7 +508,9 @@ impl Command {
     /// The fd map, sorted by child fd. In [`pty`](Command::pty) mode the terminal takes fds
     /// 0, 1 and 2 at spawn whatever the map says about them.
     pub fn get_fds(&self) -> impl ExactSizeIterator<Item = (RawFd, ChildFd)> {
-        self.fds.iter().map(|(&child_fd, &what)| (child_fd, what))
+        self.fds
+            .iter()
+            .map(|(&child_fd, what)| (child_fd, what.clone()))
     }
 
     /// Spawns the child: shorthand for [`spawn_process(self)`](crate::spawn_process).

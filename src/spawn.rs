@@ -325,8 +325,8 @@ impl ChildFds {
         // Check every inherited fd before opening anything: a pipe or /dev/null opened below
         // could take the number of a closed parent fd, and the child would silently get this
         // crate's own fd (e.g. the parent end of another pipe) instead of an error.
-        for (&child_fd, &what) in &command.fds {
-            if let ChildFd::Inherit(parent_fd) = what
+        for (&child_fd, what) in &command.fds {
+            if let ChildFd::Inherit(parent_fd) = *what
                 && !pty_replaces(command, child_fd)
                 && !sys::fd::is_open(parent_fd)
             {
@@ -349,12 +349,16 @@ impl ChildFds {
             }
         }
         let mut dev_null: Option<i32> = None;
-        for (&child_fd, &what) in &command.fds {
+        for (&child_fd, what) in &command.fds {
             if pty_replaces(command, child_fd) {
                 continue;
             }
             let source = match what {
-                ChildFd::Inherit(parent_fd) => parent_fd,
+                ChildFd::Inherit(parent_fd) => *parent_fd,
+                // The command keeps it open for the whole spawn (it is borrowed meanwhile).
+                ChildFd::Owned(fd) => fd.as_raw_fd(),
+                // Resolved below, once every fd it may name has its source.
+                ChildFd::SameAs(_) => continue,
                 ChildFd::Null => match dev_null {
                     Some(fd) => fd,
                     None => {
@@ -367,7 +371,7 @@ impl ChildFds {
                 },
                 ChildFd::ParentReads | ChildFd::ParentWrites => {
                     let (read, write) = sys::fd::pipe().map_err(failed(SpawnStep::CreatePipe))?;
-                    let (dir, parent, child) = if what == ChildFd::ParentReads {
+                    let (dir, parent, child) = if *what == ChildFd::ParentReads {
                         (Direction::ParentReads, read, write)
                     } else {
                         (Direction::ParentWrites, write, read)
@@ -414,7 +418,42 @@ impl ChildFds {
                 });
             }
         }
+        let shared = fds.resolve_same_as(command)?;
+        fds.mappings.extend(shared);
         Ok(fds)
+    }
+
+    /// The mappings of the [`ChildFd::SameAs`] fds: each gets the source of the fd it names,
+    /// following chains of `SameAs`. One that names an unmapped fd, or a chain that loops,
+    /// fails as a bad dup would, before anything is spawned.
+    fn resolve_same_as(&self, command: &Command) -> Result<Vec<(i32, i32)>, Error> {
+        let mut shared = Vec::new();
+        for (&child_fd, what) in &command.fds {
+            let ChildFd::SameAs(mut named) = *what else {
+                continue;
+            };
+            if pty_replaces(command, child_fd) {
+                continue;
+            }
+            let mut hops = 0;
+            let source = loop {
+                if let Some(&(_, source)) = self.mappings.iter().find(|(fd, _)| *fd == named) {
+                    break Some(source);
+                }
+                match command.fds.get(&named) {
+                    Some(ChildFd::SameAs(next)) if hops < command.fds.len() => {
+                        named = *next;
+                        hops += 1;
+                    }
+                    _ => break None,
+                }
+            };
+            let source = source.ok_or_else(|| {
+                failed(SpawnStep::PlaceFd(child_fd))(std::io::Error::from_raw_os_error(libc::EBADF))
+            })?;
+            shared.push((child_fd, source));
+        }
+        Ok(shared)
     }
 
     fn keep_child_end(&mut self, fd: OwnedFd) -> i32 {
