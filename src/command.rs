@@ -85,6 +85,18 @@ pub(crate) enum SessionOption {
     ProcessGroup(i32),
 }
 
+/// Which cgroup the child starts in.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) enum CgroupOption {
+    /// The parent's.
+    #[default]
+    None,
+    /// This existing cgroup v2 directory.
+    Join(PathBuf),
+    /// A new cgroup made under this cgroup v2 directory, one per child.
+    Transient(PathBuf),
+}
+
 /// Terminal settings for [`Command::pty`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PtySize {
@@ -143,6 +155,10 @@ pub struct Command {
     pub(crate) kill_on_drop: bool,
     pub(crate) wait_delay: Option<Duration>,
     pub(crate) pty: Option<PtySize>,
+    pub(crate) umask: Option<u32>,
+    pub(crate) rlimits: BTreeMap<i32, (u64, u64)>,
+    pub(crate) no_new_privs: bool,
+    pub(crate) cgroup: CgroupOption,
     pub(crate) write_high_water: usize,
     pub(crate) write_buffer_limit: Option<usize>,
 }
@@ -174,6 +190,10 @@ impl Command {
             kill_on_drop: false,
             wait_delay: None,
             pty: None,
+            umask: None,
+            rlimits: BTreeMap::new(),
+            no_new_privs: false,
+            cgroup: CgroupOption::None,
             write_high_water: crate::pipe::DEFAULT_HIGH_WATER,
             write_buffer_limit: None,
         }
@@ -390,7 +410,9 @@ impl Command {
 
     /// Sends SIGKILL to the child when its [`ProcessTransport`](crate::ProcessTransport) is
     /// dropped before the child was reaped. Off by default, as in std and Tokio. Either way
-    /// the child is reaped in the background: dropping never leaves a zombie.
+    /// the child is reaped in the background: dropping never leaves a zombie. With a
+    /// [`transient_cgroup`](Command::transient_cgroup), the whole tree is killed on drop
+    /// (`cgroup.kill`), even after the child itself has exited.
     pub fn kill_on_drop(&mut self, kill: bool) -> &mut Self {
         self.kill_on_drop = kill;
         self
@@ -431,6 +453,83 @@ impl Command {
     /// [`Error::WriteBufferFull`](crate::Error::WriteBufferFull). Unlimited by default.
     pub fn write_buffer_limit(&mut self, bytes: usize) -> &mut Self {
         self.write_buffer_limit = Some(bytes);
+        self
+    }
+
+    /// Sets the child's file mode creation mask (`umask(2)`), for example `0o077`. Only the
+    /// permission bits (`0o777`) count, as with `umask` itself. Without it the child inherits
+    /// the parent's.
+    pub fn umask(&mut self, mask: u32) -> &mut Self {
+        self.umask = Some(mask);
+        self
+    }
+
+    /// Sets a resource limit of the child (`prlimit`): `resource` is a `libc::RLIMIT_*`
+    /// constant, `soft` and `hard` the limits (`libc::RLIM_INFINITY`, that is `u64::MAX`, for
+    /// none). Set before the uid and gid change, so a privileged parent can raise a hard
+    /// limit for an unprivileged child. Setting the same resource again replaces it.
+    ///
+    /// A limit the kernel refuses (an unknown resource, `soft` above `hard`, raising a hard
+    /// limit without `CAP_SYS_RESOURCE`, `RLIMIT_NOFILE` above `fs.nr_open`) fails the spawn
+    /// with [`SpawnStep::SetResourceLimit`](crate::SpawnStep::SetResourceLimit) naming the
+    /// resource.
+    pub fn rlimit(&mut self, resource: impl TryInto<i32>, soft: u64, hard: u64) -> &mut Self {
+        // A resource number that does not even fit is one the kernel refuses (-1: EINVAL).
+        let resource = resource.try_into().unwrap_or(-1);
+        self.rlimits.insert(resource, (soft, hard));
+        self
+    }
+
+    /// Sets the child's `no_new_privs` flag (`PR_SET_NO_NEW_PRIVS`) just before exec: neither
+    /// the program nor anything it runs can gain privileges through set-user-ID or
+    /// set-group-ID bits or file capabilities. The flag cannot be cleared and is inherited
+    /// by every descendant. A kernel that refuses it fails the spawn with
+    /// [`SpawnStep::NoNewPrivs`](crate::SpawnStep::NoNewPrivs).
+    pub fn no_new_privs(&mut self, on: bool) -> &mut Self {
+        self.no_new_privs = on;
+        self
+    }
+
+    /// Starts the child in this existing cgroup v2 directory (for example one with
+    /// `memory.max` or `pids.max` set): the child moves itself there before exec, so the
+    /// program and everything it starts run inside. Replaces an earlier
+    /// [`transient_cgroup`](Command::transient_cgroup).
+    ///
+    /// The directory must be on a cgroup v2 mount the parent may write to (see
+    /// [`cgroup2_mount`](crate::cgroup2_mount)); otherwise the spawn fails with
+    /// [`SpawnStep::PrepareCgroup`](crate::SpawnStep::PrepareCgroup), or with
+    /// [`SpawnStep::JoinCgroup`](crate::SpawnStep::JoinCgroup) when the kernel refuses the
+    /// move (a cgroup with controllers enabled for its children, or permissions).
+    pub fn cgroup(&mut self, dir: impl AsRef<Path>) -> &mut Self {
+        self.cgroup = CgroupOption::Join(dir.as_ref().to_owned());
+        self
+    }
+
+    /// Contains the child's whole process tree in a new cgroup v2 of its own, made under
+    /// `parent_dir` at each spawn and removed once the tree is gone. Replaces an earlier
+    /// [`cgroup`](Command::cgroup).
+    ///
+    /// With it, [`kill_tree`](crate::ProcessTransport::kill_tree) reaches every descendant
+    /// (through `cgroup.kill` for `SIGKILL`, atomically), even daemons that double-forked and
+    /// left the session; [`cgroup_usage`](crate::ProcessTransport::cgroup_usage) reports the
+    /// tree's CPU time (and peak memory where the memory controller is enabled); and
+    /// [`kill_on_drop`](Command::kill_on_drop) kills the whole tree.
+    ///
+    /// The cgroup is named `process-transport-<parent pid>-<n>` and is removed by a
+    /// background thread as soon as it has no process left, whether or not the transport
+    /// still exists (the transport keeps the last usage figures). It is not removed while
+    /// any process of the tree lives: a transport dropped without `kill_on_drop` leaves it
+    /// until the tree ends. If the parent process dies first, the cgroup stays behind, empty
+    /// or with the survivors of the tree (a [`parent_death_signal`](Command::parent_death_signal)
+    /// reaches only the child); whoever cleans up can write `1` to its `cgroup.kill` and
+    /// remove it with `rmdir`.
+    ///
+    /// `parent_dir` must be on a cgroup v2 mount (see [`cgroup2_mount`](crate::cgroup2_mount))
+    /// and writable; otherwise the spawn fails with
+    /// [`SpawnStep::PrepareCgroup`](crate::SpawnStep::PrepareCgroup) and nothing is left
+    /// behind.
+    pub fn transient_cgroup(&mut self, parent_dir: impl AsRef<Path>) -> &mut Self {
+        self.cgroup = CgroupOption::Transient(parent_dir.as_ref().to_owned());
         self
     }
 

@@ -119,6 +119,8 @@ compile_error!(
 );
 
 #[cfg(target_os = "linux")]
+mod cgroup;
+#[cfg(target_os = "linux")]
 mod command;
 #[cfg(target_os = "linux")]
 mod error;
@@ -149,6 +151,7 @@ mod tree;
 
 #[cfg(target_os = "linux")]
 pub use self::{
+    cgroup::{CgroupUsage, cgroup2_mount},
     command::{ChildFd, Command, PtySize},
     error::{Error, Field, InvalidInput, SpawnStep, WaitError},
     event::{CloseReason, Event},

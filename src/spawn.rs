@@ -14,7 +14,10 @@ use crate::fd_plan::{self, PlanError};
 use crate::pipe::{Direction, Pipe};
 use crate::reaper::{Reaper, Zombie};
 use crate::sys;
-use crate::sys::child::{ChildProgram, ChildStep, Credentials, Groups, Session, SpawnFailure};
+use crate::sys::child::{
+    ChildProgram, ChildStep, Credentials, Groups, KernelRlimit, ResourceLimit, Session,
+    SpawnFailure,
+};
 use crate::transport::ProcessTransport;
 
 /// Spawns the child described by `command` and returns its transport once the child has
@@ -57,6 +60,16 @@ fn spawn(command: &Command) -> Result<ProcessTransport, Error> {
         PlanError::FdOutOfRange(fd) => InvalidInput::ChildFdOutOfRange(fd),
     })?;
     let pipes = fds.register_parent_ends()?;
+    let cgroup =
+        crate::cgroup::Prepared::new(&command.cgroup).map_err(failed(SpawnStep::PrepareCgroup))?;
+    let rlimits: Vec<ResourceLimit> = command
+        .rlimits
+        .iter()
+        .map(|(&resource, &(soft, hard))| ResourceLimit {
+            resource,
+            limit: KernelRlimit { soft, hard },
+        })
+        .collect();
     let reaper = Reaper::get().map_err(failed(SpawnStep::StartReaper))?;
     sys::signal::refresh_sigpipe_disposition();
 
@@ -95,6 +108,10 @@ fn spawn(command: &Command) -> Result<ProcessTransport, Error> {
         } else {
             0
         },
+        cgroup_procs: cgroup.as_ref().map(|c| c.procs_fd()),
+        umask: command.umask.map(|mask| (mask & 0o777) as libc::mode_t),
+        rlimits: &rlimits,
+        no_new_privs: command.no_new_privs,
     };
 
     let spawned = sys::child::spawn(&program).map_err(|failure| {
@@ -121,7 +138,9 @@ fn spawn(command: &Command) -> Result<ProcessTransport, Error> {
     };
     let exit = reaper.register(pid, spawned.pidfd, zombie);
     tracing::debug!(pid, "spawned");
-    Ok(ProcessTransport::new(pid, exit, pipes, pty_master, command))
+    let mut transport = ProcessTransport::new(pid, exit, pipes, pty_master, command);
+    transport.cgroup = cgroup.and_then(|c| c.started(command.kill_on_drop));
+    Ok(transport)
 }
 
 /// The public name of a step that failed in the child; `detail` is the step's subject.
@@ -138,6 +157,9 @@ fn spawn_step(step: ChildStep, detail: i32) -> SpawnStep {
         ChildStep::SetUid => SpawnStep::SetUid,
         ChildStep::Exec => SpawnStep::Exec,
         ChildStep::PlaceFd => SpawnStep::PlaceFd(detail),
+        ChildStep::JoinCgroup => SpawnStep::JoinCgroup,
+        ChildStep::SetResourceLimit => SpawnStep::SetResourceLimit(detail),
+        ChildStep::NoNewPrivs => SpawnStep::NoNewPrivs,
     }
 }
 

@@ -53,6 +53,7 @@ pub struct ProcessTransport {
     /// reaped, on `lose_connection`, or with the transport.
     pty_master: Option<OwnedFd>,
     is_pty: bool,
+    pub(crate) cgroup: Option<crate::cgroup::Containment>,
 }
 
 impl ProcessTransport {
@@ -89,6 +90,7 @@ impl ProcessTransport {
             wait_delay_timer: None,
             is_pty: pty_master.is_some(),
             pty_master,
+            cgroup: None,
         }
     }
 
@@ -444,6 +446,9 @@ impl ProcessTransport {
     /// has taken the group's number.
     pub fn kill_tree(&self, sig: impl Into<Signal>) -> usize {
         let sig = sig.into().number();
+        if let Some(others) = self.kill_tree_in_cgroup(sig) {
+            return others;
+        }
         let pid = || self.exit.pid().map(|pid| pid as i32);
         let signal = |s| {
             let _ = self.exit.signal(s);

@@ -71,6 +71,27 @@ pub(crate) struct ChildProgram<'a> {
     /// Signals the child leaves ignored (bit `n - 1` for signal `n`); every other one is
     /// reset to its default action.
     pub(crate) keep_ignored: u64,
+    /// A `cgroup.procs` the parent opened for writing: the child writes `0` to it, which
+    /// moves the writer, before anything else can run in it.
+    pub(crate) cgroup_procs: Option<c_int>,
+    pub(crate) umask: Option<libc::mode_t>,
+    pub(crate) rlimits: &'a [ResourceLimit],
+    pub(crate) no_new_privs: bool,
+}
+
+/// One resource limit to set, in the layout `prlimit64` reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResourceLimit {
+    pub(crate) resource: c_int,
+    pub(crate) limit: KernelRlimit,
+}
+
+/// The kernel's `struct rlimit64`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KernelRlimit {
+    pub(crate) soft: u64,
+    pub(crate) hard: u64,
 }
 
 /// A step the child runs between clone and exec, as it reports a failure. The codes are what
@@ -100,12 +121,18 @@ pub(crate) enum ChildStep {
     Exec = 10,
     /// A `dup2`/`dup3` of the fd plan; the failure's `detail` is the destination fd.
     PlaceFd = 11,
+    /// Writing `0` to the cgroup's `cgroup.procs`.
+    JoinCgroup = 12,
+    /// `prlimit64`; the failure's `detail` is the resource.
+    SetResourceLimit = 13,
+    /// `prctl(PR_SET_NO_NEW_PRIVS)`.
+    NoNewPrivs = 14,
 }
 
 impl ChildStep {
     /// The step a code written by [`ChildStep`]`as u32` stands for; `None` for anything else.
     pub(crate) fn from_code(code: u32) -> Option<ChildStep> {
-        const ALL: [ChildStep; 11] = [
+        const ALL: [ChildStep; 14] = [
             ChildStep::SetSid,
             ChildStep::SetProcessGroup,
             ChildStep::ParentDeathSignal,
@@ -117,6 +144,9 @@ impl ChildStep {
             ChildStep::SetUid,
             ChildStep::Exec,
             ChildStep::PlaceFd,
+            ChildStep::JoinCgroup,
+            ChildStep::SetResourceLimit,
+            ChildStep::NoNewPrivs,
         ];
         ALL.into_iter().find(|step| *step as u32 == code)
     }
@@ -366,6 +396,15 @@ fn run_child(program: &ChildProgram<'_>) -> Result<std::convert::Infallible, (Ch
     // SAFETY: installs the (initialised) empty mask; async-signal-safe.
     unsafe { libc::sigprocmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut()) };
 
+    // First, so that every later step and the program run inside the cgroup; before the fd
+    // plan, which closes this fd.
+    if let Some(procs) = program.cgroup_procs {
+        // SAFETY: writes one byte from a static buffer to an fd the parent keeps open.
+        if unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) } != 1 {
+            return Err((ChildStep::JoinCgroup, 0));
+        }
+    }
+
     match program.session {
         Session::Inherit => {}
         Session::New => {
@@ -418,6 +457,30 @@ fn run_child(program: &ChildProgram<'_>) -> Result<std::convert::Infallible, (Ch
         }
     }
 
+    if let Some(mask) = program.umask {
+        // SAFETY: umask takes an integer and cannot fail.
+        unsafe { libc::umask(mask) };
+    }
+
+    // Before the credential change, so a privileged parent can raise a hard limit for an
+    // unprivileged child.
+    for limit in program.rlimits {
+        // SAFETY: prlimit64 on ourselves (pid 0) reading a struct of the kernel's layout the
+        // parent keeps alive; no old-limit pointer.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_prlimit64,
+                0,
+                limit.resource,
+                &limit.limit as *const KernelRlimit,
+                std::ptr::null_mut::<KernelRlimit>(),
+            )
+        };
+        if ret == -1 {
+            return Err((ChildStep::SetResourceLimit, limit.resource));
+        }
+    }
+
     // Raw syscalls: glibc's wrappers would broadcast the change to the parent's threads,
     // which share our memory.
     let creds = program.credentials;
@@ -464,6 +527,13 @@ fn run_child(program: &ChildProgram<'_>) -> Result<std::convert::Infallible, (Ch
         if unsafe { libc::getppid() } != program.parent_pid {
             set_errno(libc::ESRCH);
             return Err((ChildStep::ParentDeathSignal, 0));
+        }
+    }
+
+    if program.no_new_privs {
+        // SAFETY: prctl with integer arguments; async-signal-safe.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } == -1 {
+            return Err((ChildStep::NoNewPrivs, 0));
         }
     }
 
@@ -632,7 +702,7 @@ mod tests {
                 seen += 1;
             }
         }
-        assert_eq!(seen, 11, "one code per step");
+        assert_eq!(seen, 14, "one code per step");
         assert_eq!(ChildStep::from_code(0), None, "0 means no failure");
         assert_eq!(ChildStep::from_code(1000 + 3), None, "no fd-carrying codes");
     }

@@ -1,5 +1,6 @@
 //! The thin layer of syscalls. Every `unsafe` block of the crate lives under here.
 
+pub(crate) mod cgroup;
 pub(crate) mod child;
 pub(crate) mod epoll;
 pub(crate) mod fd;
