@@ -108,7 +108,7 @@ fn spawn(command: &Command) -> Result<ProcessTransport, Error> {
         } else {
             0
         },
-        cgroup_procs: cgroup.as_ref().map(|c| c.procs_fd()),
+        cgroup_dir: cgroup.as_ref().map(|c| c.dir_fd()),
         umask: command.umask.map(|mask| (mask & 0o777) as libc::mode_t),
         rlimits: &rlimits,
         no_new_privs: command.no_new_privs,

@@ -370,3 +370,22 @@ async fn a_cgroup_the_kernel_refuses_fails_at_the_named_step_and_is_cleaned_up()
         other => panic!("expected JoinCgroup, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_failed_spawn_removes_its_transient_cgroup() {
+    let Some(test) = TestCgroup::new("failed") else {
+        return;
+    };
+    match Command::new("/nonexistent/program")
+        .transient_cgroup(&test.dir)
+        .spawn()
+    {
+        Err(Error::Spawn { step, .. }) => assert_eq!(step, SpawnStep::Exec),
+        other => panic!("expected an exec failure, got {other:?}"),
+    }
+    assert_eq!(
+        subdirs(&test.dir),
+        Vec::<PathBuf>::new(),
+        "the cgroup made for the failed child is gone at once"
+    );
+}

@@ -71,9 +71,9 @@ pub(crate) struct ChildProgram<'a> {
     /// Signals the child leaves ignored (bit `n - 1` for signal `n`); every other one is
     /// reset to its default action.
     pub(crate) keep_ignored: u64,
-    /// A `cgroup.procs` the parent opened for writing: the child writes `0` to it, which
-    /// moves the writer, before anything else can run in it.
-    pub(crate) cgroup_procs: Option<c_int>,
+    /// A cgroup v2 directory the parent opened: the child starts in it (`clone3` with
+    /// `CLONE_INTO_CGROUP`), or else moves itself there first thing (see [`spawn`]).
+    pub(crate) cgroup_dir: Option<c_int>,
     pub(crate) umask: Option<libc::mode_t>,
     pub(crate) rlimits: &'a [ResourceLimit],
     pub(crate) no_new_privs: bool,
@@ -179,6 +179,7 @@ pub(crate) fn spawn(program: &ChildProgram<'_>) -> Result<Spawned, SpawnFailure>
     let shared = Shared {
         program,
         failure: Failure::default(),
+        born_in_cgroup: AtomicBool::new(false),
     };
     // A thread-local destructor may spawn after this thread's stack slot is gone; `with`
     // would panic there, and a panic in a TLS destructor aborts the process.
@@ -202,7 +203,7 @@ pub(crate) fn spawn(program: &ChildProgram<'_>) -> Result<Spawned, SpawnFailure>
 
 /// Clones the child onto `stack` and collects its outcome.
 fn spawn_on(shared: &Shared<'_>, stack: &ChildStack) -> Result<Spawned, SpawnFailure> {
-    let (pid, pidfd) = clone_child(shared, stack.top()).map_err(SpawnFailure::Clone)?;
+    let (pid, pidfd) = clone_child(shared, stack).map_err(SpawnFailure::Clone)?;
     match shared.failure.get() {
         None => Ok(Spawned { pid, pidfd }),
         Some(recorded) => {
@@ -228,8 +229,9 @@ static PIDFD_SUPPORTED: AtomicBool = AtomicBool::new(true);
 
 fn clone_child(
     shared: &Shared<'_>,
-    stack_top: *mut c_void,
+    stack: &ChildStack,
 ) -> io::Result<(libc::pid_t, Option<OwnedFd>)> {
+    let stack_top = stack.top();
     let mut all = MaybeUninit::<libc::sigset_t>::uninit();
     let mut old = MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: fills a set we own through a valid out-pointer.
@@ -237,8 +239,17 @@ fn clone_child(
     // SAFETY: swaps in the full set as this thread's mask (initialised just above) and keeps
     // the old one in a valid out-pointer.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr()) };
+    let born_in_cgroup = match shared.program.cgroup_dir {
+        Some(dir) if CLONE_INTO_CGROUP_SUPPORTED.load(Ordering::Relaxed) => {
+            clone_into_cgroup(shared, stack, dir)
+        }
+        _ => None,
+    };
     let mut retried = false;
     let result = loop {
+        if let Some(born) = born_in_cgroup {
+            break Ok(born);
+        }
         let with_pidfd = PIDFD_SUPPORTED.load(Ordering::Relaxed) && !retried;
         let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
         if with_pidfd {
@@ -281,10 +292,129 @@ fn clone_child(
     result
 }
 
+/// `clone3` with `CLONE_INTO_CGROUP` works here, as far as we know (5.7 on, and not refused
+/// by a seccomp filter).
+static CLONE_INTO_CGROUP_SUPPORTED: AtomicBool = AtomicBool::new(cfg!(target_arch = "x86_64"));
+
+/// The kernel's `struct clone_args` up to `cgroup` (`CLONE_ARGS_SIZE_VER2`).
+#[repr(C)]
+#[derive(Debug, Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Creates the child directly inside the cgroup `dir` (`clone3` with `CLONE_INTO_CGROUP`), so
+/// it never runs anywhere else and skips the costly move of a running process (a migration
+/// takes a lock that waits for an RCU grace period). `None` when this did not work, for
+/// whatever reason: the caller then clones as usual and the child moves itself, which
+/// reports a failure at the step it happens in. A kernel without the call (before 5.7, or a
+/// seccomp filter that says `ENOSYS`) is remembered and not asked again.
+fn clone_into_cgroup(
+    shared: &Shared<'_>,
+    stack: &ChildStack,
+    dir: c_int,
+) -> Option<(libc::pid_t, Option<OwnedFd>)> {
+    let with_pidfd = PIDFD_SUPPORTED.load(Ordering::Relaxed);
+    let mut pidfd: c_int = -1;
+    let mut flags = (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP;
+    if with_pidfd {
+        flags |= libc::CLONE_PIDFD as u64;
+    }
+    let args = CloneArgs {
+        flags,
+        pidfd: &mut pidfd as *mut c_int as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: stack.lowest() as u64,
+        stack_size: STACK_SIZE as u64,
+        cgroup: dir as u64,
+        ..CloneArgs::default()
+    };
+    shared.born_in_cgroup.store(true, Ordering::Relaxed);
+    let ret = raw_clone3(&args, shared);
+    if ret < 0 {
+        shared.born_in_cgroup.store(false, Ordering::Relaxed);
+        let errno = ret.unsigned_abs() as c_int;
+        if matches!(errno, libc::ENOSYS | libc::E2BIG | libc::EINVAL) {
+            CLONE_INTO_CGROUP_SUPPORTED.store(false, Ordering::Relaxed);
+        }
+        return None;
+    }
+    // SAFETY: with CLONE_PIDFD the kernel stored a new fd that nothing else owns.
+    let pidfd = (with_pidfd && pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
+    Some((ret as libc::pid_t, pidfd))
+}
+
+/// `CLONE_INTO_CGROUP` (not in every libc).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// A raw `clone3` whose child runs `child_main(shared)` on the stack given in `args`; returns
+/// the child's pid or `-errno` in the parent, and never returns in the child.
+///
+/// glibc 2.36 has no wrapper for this: a raw `clone3` returns into the child on its new,
+/// empty stack, in the middle of whatever function made the call, so the child's first
+/// instructions after the syscall must switch to `child_main` without touching the stack
+/// frame they are in. Hence the assembly.
+#[cfg(target_arch = "x86_64")]
+fn raw_clone3(args: &CloneArgs, shared: &Shared<'_>) -> libc::c_long {
+    let entry: extern "C" fn(*mut c_void) -> c_int = child_main;
+    let ret: libc::c_long;
+    // SAFETY: `args` describes a stack of our own that no one else uses (the thread-local or
+    // one-off child stack) and CLONE_VM | CLONE_VFORK, so this thread is suspended until the
+    // child execs or exits and `shared` outlives the child's use of it, as with `clone`. In
+    // the parent the syscall clobbers only rax (the result), rcx and r11. In the child
+    // (rax 0) the kernel has set rsp to the top of the new, 16-byte aligned stack; the child
+    // calls `child_main(shared)` there and, should it return, exits: it never comes back to
+    // Rust code in this frame. All signals are blocked by the caller, so nothing runs on the
+    // new stack before `child_main`.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "mov edi, eax",
+            "mov eax, {exit}",
+            "syscall",
+            "ud2",
+            "2:",
+            exit = const libc::SYS_exit,
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") args as *const CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") shared as *const Shared<'_> as *mut c_void,
+            in("r13") entry,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// Other architectures have no assembly here: report `ENOSYS`, and the child moves itself.
+#[cfg(not(target_arch = "x86_64"))]
+fn raw_clone3(_args: &CloneArgs, _shared: &Shared<'_>) -> libc::c_long {
+    -libc::c_long::from(libc::ENOSYS)
+}
+
 /// What the parent hands the child: the program and a slot for the failure.
 struct Shared<'a> {
     program: &'a ChildProgram<'a>,
     failure: Failure,
+    /// The child was created inside `program.cgroup_dir` and need not move itself.
+    born_in_cgroup: AtomicBool,
 }
 
 /// The step that failed in the child, its errno and its subject (see
@@ -349,7 +479,10 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         // SAFETY: _exit is async-signal-safe and never returns.
         unsafe { libc::_exit(127) }
     };
-    match run_child(shared.program) {
+    match run_child(
+        shared.program,
+        shared.born_in_cgroup.load(Ordering::Relaxed),
+    ) {
         Err((step, detail)) => fail(step, detail),
         // `run_child` returns only when every exec failed.
         Ok(never) => match never {},
@@ -358,7 +491,10 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
 
 /// The steps of the child, in order; returns the failed step and its detail. Never returns
 /// `Ok`: success is an exec.
-fn run_child(program: &ChildProgram<'_>) -> Result<std::convert::Infallible, (ChildStep, i32)> {
+fn run_child(
+    program: &ChildProgram<'_>,
+    born_in_cgroup: bool,
+) -> Result<std::convert::Infallible, (ChildStep, i32)> {
     // No parent handler may run here, and the new program starts with default dispositions
     // (including signals the parent ignores, SIGPIPE above all, unless the caller asked to keep
     // those) and an empty mask. A kept signal is set to SIG_IGN again rather than skipped: a
@@ -398,9 +534,28 @@ fn run_child(program: &ChildProgram<'_>) -> Result<std::convert::Infallible, (Ch
 
     // First, so that every later step and the program run inside the cgroup; before the fd
     // plan, which closes this fd.
-    if let Some(procs) = program.cgroup_procs {
-        // SAFETY: writes one byte from a static buffer to an fd the parent keeps open.
-        if unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) } != 1 {
+    if let Some(dir) = program.cgroup_dir
+        && !born_in_cgroup
+    {
+        // Writing `0` to `cgroup.procs` moves the writer.
+        // SAFETY: openat with a directory fd the parent keeps open and a static C string.
+        let procs = unsafe {
+            libc::openat(
+                dir,
+                c"cgroup.procs".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            )
+        };
+        if procs == -1 {
+            return Err((ChildStep::JoinCgroup, 0));
+        }
+        // SAFETY: writes one byte from a static buffer to the fd just opened.
+        let written = unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) };
+        let write_errno = errno();
+        // SAFETY: closes the fd opened above, which nothing else knows of.
+        unsafe { libc::close(procs) };
+        if written != 1 {
+            set_errno(write_errno);
             return Err((ChildStep::JoinCgroup, 0));
         }
     }
@@ -671,6 +826,12 @@ impl ChildStack {
         Ok(ChildStack { base })
     }
 
+    /// The lowest usable byte, just above the guard page.
+    fn lowest(&self) -> *mut c_void {
+        // SAFETY: inside our own mapping (the guard page is its first page).
+        unsafe { self.base.cast::<u8>().add(GUARD_SIZE).cast() }
+    }
+
     fn top(&self) -> *mut c_void {
         // SAFETY: one past the end of our own mapping; stacks grow down from here.
         unsafe { self.base.cast::<u8>().add(STACK_SIZE + GUARD_SIZE).cast() }
@@ -682,6 +843,12 @@ impl Drop for ChildStack {
         // SAFETY: unmaps exactly the mapping made in `new`; no child runs on it any more.
         unsafe { libc::munmap(self.base, STACK_SIZE + GUARD_SIZE) };
     }
+}
+
+/// Has every later child move itself into its cgroup instead of being created there (the
+/// path for kernels without `CLONE_INTO_CGROUP`, forced).
+pub(crate) fn disable_clone_into_cgroup() {
+    CLONE_INTO_CGROUP_SUPPORTED.store(false, Ordering::Relaxed);
 }
 
 /// Spawns every later child without a pidfd (the reaper's SIGCHLD fallback, forced).
