@@ -612,6 +612,42 @@ impl Command {
             .map(|(&child_fd, what)| (child_fd, what.clone()))
     }
 
+    /// The mask set with [`umask`](Command::umask), if any.
+    pub fn get_umask(&self) -> Option<u32> {
+        self.umask
+    }
+
+    /// The resource limits set with [`rlimit`](Command::rlimit), as `(resource, soft, hard)`,
+    /// sorted by resource.
+    pub fn get_rlimits(&self) -> impl ExactSizeIterator<Item = (i32, u64, u64)> + '_ {
+        self.rlimits
+            .iter()
+            .map(|(&resource, &(soft, hard))| (resource, soft, hard))
+    }
+
+    /// Whether [`no_new_privs`](Command::no_new_privs) is on.
+    pub fn get_no_new_privs(&self) -> bool {
+        self.no_new_privs
+    }
+
+    /// The directory given to [`cgroup`](Command::cgroup), unless
+    /// [`transient_cgroup`](Command::transient_cgroup) replaced it.
+    pub fn get_cgroup(&self) -> Option<&Path> {
+        match &self.cgroup {
+            CgroupOption::Join(dir) => Some(dir),
+            CgroupOption::None | CgroupOption::Transient(_) => None,
+        }
+    }
+
+    /// The parent directory given to [`transient_cgroup`](Command::transient_cgroup), unless
+    /// [`cgroup`](Command::cgroup) replaced it.
+    pub fn get_transient_cgroup(&self) -> Option<&Path> {
+        match &self.cgroup {
+            CgroupOption::Transient(parent) => Some(parent),
+            CgroupOption::None | CgroupOption::Join(_) => None,
+        }
+    }
+
     /// Spawns the child: shorthand for [`spawn_process(self)`](crate::spawn_process).
     pub fn spawn(&self) -> Result<crate::ProcessTransport, crate::Error> {
         crate::spawn_process(self)

@@ -12,6 +12,15 @@ use process_transport::{
     ChildFd, Command, Error, Event, ProcessTransport, SpawnStep, cgroup2_mount,
 };
 
+/// Says a test is skipped on the real stderr: the test harness captures `eprintln!`, but
+/// not direct writes, so the skip shows even in a passing run.
+macro_rules! skipped {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// A fresh directory for one test under the cgroup v2 mount, removed on drop, or `None`
 /// (said loudly) where cgroup v2 is missing or read-only.
 struct TestCgroup {
@@ -22,13 +31,13 @@ struct TestCgroup {
 impl TestCgroup {
     fn new(test: &str) -> Option<TestCgroup> {
         let Some(mount) = cgroup2_mount() else {
-            eprintln!("SKIPPED {test}: no cgroup v2 mount in /proc/self/mountinfo");
+            skipped!("SKIPPED {test}: no cgroup v2 mount in /proc/self/mountinfo");
             return None;
         };
         let dir = mount.join(format!("pt-test-{}-{test}", std::process::id()));
         let _ = remove_all(&dir);
         if let Err(e) = std::fs::create_dir(&dir) {
-            eprintln!(
+            skipped!(
                 "SKIPPED {test}: cannot make a cgroup under {}: {e}",
                 mount.display()
             );

@@ -6,6 +6,15 @@ use std::time::Duration;
 use futures::StreamExt;
 use process_transport::{Command, Error, Event, ProcessTransport, SpawnStep};
 
+/// Says a test is skipped on the real stderr: the test harness captures `eprintln!`, but
+/// not direct writes, so the skip shows even in a passing run.
+macro_rules! skipped {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 fn sh(script: &str) -> Command {
     let mut command = Command::new("sh");
     command.args(["-c", script]);
@@ -142,7 +151,7 @@ async fn resource_limits_are_set_before_the_uid_changes() {
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .unwrap_or(0);
     if unsafe { libc::geteuid() } != 0 || cap_eff & (1 << 24) == 0 {
-        eprintln!(
+        skipped!(
             "SKIPPED resource_limits_are_set_before_the_uid_changes: needs root with \
              CAP_SYS_RESOURCE"
         );
@@ -163,7 +172,7 @@ async fn resource_limits_are_set_before_the_uid_changes() {
         .parse()
         .unwrap();
     if hard >= nr_open {
-        eprintln!("SKIPPED resource_limits_are_set_before_the_uid_changes: hard NOFILE at nr_open");
+        skipped!("SKIPPED resource_limits_are_set_before_the_uid_changes: hard NOFILE at nr_open");
         return;
     }
     let raised = hard + 1;
@@ -198,4 +207,34 @@ async fn no_new_privs_is_set_in_the_child_only_when_asked() {
     assert_eq!(flag(on), "1");
     let off = stdout_of(Command::new("cat").arg("/proc/self/status")).await;
     assert_eq!(flag(off), "0", "off by default");
+}
+
+#[test]
+fn the_setup_options_read_back() {
+    let mut command = Command::new("true");
+    assert_eq!(command.get_umask(), None);
+    assert!(!command.get_no_new_privs());
+    assert_eq!(command.get_rlimits().len(), 0);
+    command
+        .umask(0o022)
+        .no_new_privs(true)
+        .rlimit(libc::RLIMIT_NOFILE, 10, 20)
+        .rlimit(libc::RLIMIT_CORE, 0, 0)
+        .rlimit(libc::RLIMIT_NOFILE, 30, 40)
+        .cgroup("/a");
+    assert_eq!(command.get_umask(), Some(0o022));
+    assert!(command.get_no_new_privs());
+    let core = libc::RLIMIT_CORE as i32;
+    let nofile = libc::RLIMIT_NOFILE as i32;
+    let mut expected = vec![(core, 0, 0), (nofile, 30, 40)];
+    expected.sort();
+    assert_eq!(command.get_rlimits().collect::<Vec<_>>(), expected);
+    assert_eq!(command.get_cgroup(), Some(std::path::Path::new("/a")));
+    assert_eq!(command.get_transient_cgroup(), None);
+    command.transient_cgroup("/b");
+    assert_eq!(command.get_cgroup(), None, "one replaces the other");
+    assert_eq!(
+        command.get_transient_cgroup(),
+        Some(std::path::Path::new("/b"))
+    );
 }
