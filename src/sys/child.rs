@@ -227,11 +227,12 @@ fn spawn_on(shared: &Shared<'_>, stack: &ChildStack) -> Result<Spawned, SpawnFai
 
 static PIDFD_SUPPORTED: AtomicBool = AtomicBool::new(true);
 
+/// Creates the child (inside its cgroup, where that works), with every signal blocked in
+/// this thread meanwhile so that nothing runs on the child's stack before `child_main`.
 fn clone_child(
     shared: &Shared<'_>,
     stack: &ChildStack,
 ) -> io::Result<(libc::pid_t, Option<OwnedFd>)> {
-    let stack_top = stack.top();
     let mut all = MaybeUninit::<libc::sigset_t>::uninit();
     let mut old = MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: fills a set we own through a valid out-pointer.
@@ -245,11 +246,23 @@ fn clone_child(
         }
         _ => None,
     };
+    let result = match born_in_cgroup {
+        Some(born) => Ok(born),
+        None => clone_plain(shared, stack.top()),
+    };
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut()) };
+    result
+}
+
+/// `clone` onto `stack_top`, with a pidfd where the kernel and the fd limit allow. Called with
+/// every signal blocked.
+fn clone_plain(
+    shared: &Shared<'_>,
+    stack_top: *mut c_void,
+) -> io::Result<(libc::pid_t, Option<OwnedFd>)> {
     let mut retried = false;
-    let result = loop {
-        if let Some(born) = born_in_cgroup {
-            break Ok(born);
-        }
+    loop {
         let with_pidfd = PIDFD_SUPPORTED.load(Ordering::Relaxed) && !retried;
         let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
         if with_pidfd {
@@ -281,15 +294,12 @@ fn clone_child(
                 retried = true;
                 continue;
             }
-            break Err(err);
+            return Err(err);
         }
         // SAFETY: with CLONE_PIDFD the kernel stored a new fd that nothing else owns.
         let pidfd = (with_pidfd && pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
-        break Ok((pid, pidfd));
-    };
-    // SAFETY: restores the mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut()) };
-    result
+        return Ok((pid, pidfd));
+    }
 }
 
 /// `clone3` with `CLONE_INTO_CGROUP` works here, as far as we know (5.7 on, and not refused
@@ -872,6 +882,13 @@ mod tests {
         assert_eq!(seen, 14, "one code per step");
         assert_eq!(ChildStep::from_code(0), None, "0 means no failure");
         assert_eq!(ChildStep::from_code(1000 + 3), None, "no fd-carrying codes");
+    }
+
+    #[test]
+    fn clone_args_have_the_kernels_size_with_the_cgroup_field() {
+        // CLONE_ARGS_SIZE_VER2: the first size that has `cgroup`.
+        assert_eq!(std::mem::size_of::<CloneArgs>(), 88);
+        assert_eq!(std::mem::offset_of!(CloneArgs, cgroup), 80);
     }
 
     #[test]
