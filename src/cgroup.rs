@@ -11,9 +11,11 @@
 //! after clone, is the path for kernels before 5.7, for a seccomp filter that refuses
 //! `clone3`, for other architectures, and after any `clone3` failure (so that a refusal is
 //! reported as [`SpawnStep::JoinCgroup`](crate::SpawnStep::JoinCgroup) rather than as a failed
-//! clone). Either way the program starts inside the cgroup. Measured here (x86-64, 6.x),
-//! both cost about the same, 0.3 to 0.5 ms more per spawn than no cgroup; making the
-//! transient cgroup adds the `mkdir` (about 40 µs) and its removal happens off the spawning
+//! clone). Either way the program starts inside the cgroup. The choice is for the placement,
+//! not for speed: measured here (x86-64, 6.x, `examples/setup_cost`), both ways add about
+//! 30-45 µs to a spawn at the 10th percentile (medians on the loaded test machine are too
+//! noisy to tell them apart), and a transient cgroup adds its `mkdir`, the opening of two
+//! files and a first placement, 150-220 µs in all; its removal happens off the spawning
 //! thread.
 
 use std::fs::File;
