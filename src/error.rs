@@ -162,6 +162,15 @@ pub enum SpawnStep {
     SetUid,
     /// Executing the program (after PATH lookup).
     Exec,
+    /// Setting this resource limit (`prlimit`, a `libc::RLIMIT_*` number) in the child.
+    SetResourceLimit(i32),
+    /// `prctl(PR_SET_NO_NEW_PRIVS)` in the child.
+    NoNewPrivs,
+    /// Preparing the child's cgroup in the parent: finding or making the directory (not on a
+    /// cgroup v2 mount, not writable, ...) and opening its files.
+    PrepareCgroup,
+    /// The child moving itself into its cgroup (writing to `cgroup.procs`).
+    JoinCgroup,
 }
 
 /// Why no exit status could be collected.
@@ -284,6 +293,12 @@ impl fmt::Display for SpawnStep {
             SpawnStep::SetGid => f.write_str("setgid"),
             SpawnStep::SetUid => f.write_str("setuid"),
             SpawnStep::Exec => f.write_str("exec"),
+            SpawnStep::SetResourceLimit(resource) => {
+                write!(f, "setting resource limit {resource}")
+            }
+            SpawnStep::NoNewPrivs => f.write_str("setting no_new_privs"),
+            SpawnStep::PrepareCgroup => f.write_str("preparing the cgroup"),
+            SpawnStep::JoinCgroup => f.write_str("joining the cgroup"),
         }
     }
 }

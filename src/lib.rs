@@ -135,6 +135,8 @@ compile_error!(
 );
 
 #[cfg(target_os = "linux")]
+mod cgroup;
+#[cfg(target_os = "linux")]
 mod command;
 #[cfg(target_os = "linux")]
 mod error;
@@ -175,6 +177,7 @@ mod tree;
 
 #[cfg(target_os = "linux")]
 pub use self::{
+    cgroup::{CgroupUsage, cgroup2_mount},
     command::{ChildFd, Command, PtySize},
     error::{Error, Field, InvalidInput, RunError, SpawnError, SpawnStep, WaitError},
     event::{CloseReason, Event},

@@ -14,7 +14,10 @@ use crate::fd_plan;
 use crate::pipe::{Capacity, DEFAULT_PIPE_CAPACITY, Direction, Pipe, PipeSet, WriteLimits};
 use crate::reaper::{Reaper, Zombie};
 use crate::sys;
-use crate::sys::child::{ChildProgram, Credentials, Groups, Session};
+use crate::sys::child::{
+    ChildProgram, ChildStep, Credentials, Groups, KernelRlimit, ResourceLimit, Session,
+    SpawnFailure,
+};
 use crate::transport::{ProcessTransport, Settings};
 
 /// Spawns the child described by `command` and returns its transport once the child has
@@ -55,6 +58,16 @@ fn spawn(command: &Command) -> Result<ProcessTransport, SpawnError> {
         high_water: command.write_high_water,
         limit: command.write_buffer_limit,
     })?;
+    let cgroup =
+        crate::cgroup::Prepared::new(&command.cgroup).map_err(failed(SpawnStep::PrepareCgroup))?;
+    let rlimits: Vec<ResourceLimit> = command
+        .rlimits
+        .iter()
+        .map(|(&resource, &(soft, hard))| ResourceLimit {
+            resource,
+            limit: KernelRlimit { soft, hard },
+        })
+        .collect();
     let reaper = Reaper::get().map_err(failed(SpawnStep::StartReaper))?;
     sys::signal::refresh_sigpipe_disposition();
 
@@ -89,9 +102,21 @@ fn spawn(command: &Command) -> Result<ProcessTransport, SpawnError> {
         } else {
             0
         },
+        cgroup_dir: cgroup.as_ref().map(|c| c.dir_fd()),
+        umask: command.umask.map(|mask| (mask & 0o777) as libc::mode_t),
+        rlimits: &rlimits,
+        no_new_privs: command.no_new_privs,
     };
 
-    let spawned = sys::child::spawn(&program).map_err(|(step, source)| {
+    let spawned = sys::child::spawn(&program).map_err(|failure| {
+        let (step, source) = match failure {
+            SpawnFailure::Clone(source) => (SpawnStep::Clone, source),
+            SpawnFailure::Child {
+                step,
+                detail,
+                error,
+            } => (spawn_step(step, detail), error),
+        };
         tracing::debug!(%step, error = %source, "spawn failed");
         failed(step)(source)
     })?;
@@ -113,6 +138,7 @@ fn spawn(command: &Command) -> Result<ProcessTransport, SpawnError> {
         kill_on_drop: command.kill_on_drop,
         kill_target: command.kill_target,
         wait_delay: command.wait_delay,
+        cgroup: cgroup.and_then(|c| c.started(command.kill_on_drop)),
     };
     Ok(ProcessTransport::new(settings, exit, pipes, pty_master))
 }
@@ -132,6 +158,26 @@ fn process_group(session: Session, pid: libc::pid_t) -> Option<libc::pid_t> {
         Session::New | Session::Group(0) => Some(pid),
         Session::Group(pgid) => Some(pgid),
         Session::Inherit => None,
+    }
+}
+
+/// The public name of a step that failed in the child; `detail` is the step's subject.
+fn spawn_step(step: ChildStep, detail: i32) -> SpawnStep {
+    match step {
+        ChildStep::SetSid => SpawnStep::SetSid,
+        ChildStep::SetProcessGroup => SpawnStep::SetProcessGroup,
+        ChildStep::ParentDeathSignal => SpawnStep::ParentDeathSignal,
+        ChildStep::CloseFds => SpawnStep::CloseFds,
+        ChildStep::ControllingTerminal => SpawnStep::ControllingTerminal,
+        ChildStep::Chdir => SpawnStep::Chdir,
+        ChildStep::SetGroups => SpawnStep::SetGroups,
+        ChildStep::SetGid => SpawnStep::SetGid,
+        ChildStep::SetUid => SpawnStep::SetUid,
+        ChildStep::Exec => SpawnStep::Exec,
+        ChildStep::PlaceFd => SpawnStep::PlaceFd(detail),
+        ChildStep::JoinCgroup => SpawnStep::JoinCgroup,
+        ChildStep::SetResourceLimit => SpawnStep::SetResourceLimit(detail),
+        ChildStep::NoNewPrivs => SpawnStep::NoNewPrivs,
     }
 }
 
@@ -313,8 +359,8 @@ impl ChildFds {
         // Check every inherited fd before opening anything: a pipe or /dev/null opened below
         // could take the number of a closed parent fd, and the child would silently get this
         // crate's own fd (e.g. the parent end of another pipe) instead of an error.
-        for (&child_fd, &what) in &command.fds {
-            if let ChildFd::Inherit(parent_fd) = what
+        for (&child_fd, what) in &command.fds {
+            if let ChildFd::Inherit(parent_fd) = *what
                 && !pty_replaces(command, child_fd)
                 && !sys::fd::is_open(parent_fd)
             {
@@ -337,12 +383,16 @@ impl ChildFds {
             }
         }
         let mut dev_null: Option<i32> = None;
-        for (&child_fd, &what) in &command.fds {
+        for (&child_fd, what) in &command.fds {
             if pty_replaces(command, child_fd) {
                 continue;
             }
             let source = match what {
-                ChildFd::Inherit(parent_fd) => parent_fd,
+                ChildFd::Inherit(parent_fd) => *parent_fd,
+                // The command keeps it open for the whole spawn (it is borrowed meanwhile).
+                ChildFd::Owned(fd) => fd.as_raw_fd(),
+                // Resolved below, once every fd it may name has its source.
+                ChildFd::SameAs(_) => continue,
                 ChildFd::Null => match dev_null {
                     Some(fd) => fd,
                     None => {
@@ -355,7 +405,7 @@ impl ChildFds {
                 },
                 ChildFd::ParentReads | ChildFd::ParentWrites => {
                     let (read, write) = sys::fd::pipe().map_err(failed(SpawnStep::CreatePipe))?;
-                    let (dir, parent, child) = if what == ChildFd::ParentReads {
+                    let (dir, parent, child) = if *what == ChildFd::ParentReads {
                         (Direction::ParentReads, read, write)
                     } else {
                         (Direction::ParentWrites, write, read)
@@ -404,7 +454,42 @@ impl ChildFds {
                 });
             }
         }
+        let shared = fds.resolve_same_as(command)?;
+        fds.mappings.extend(shared);
         Ok(fds)
+    }
+
+    /// The mappings of the [`ChildFd::SameAs`] fds: each gets the source of the fd it names,
+    /// following chains of `SameAs`. One that names an unmapped fd, or a chain that loops,
+    /// fails as a bad dup would, before anything is spawned.
+    fn resolve_same_as(&self, command: &Command) -> Result<Vec<(i32, i32)>, SpawnError> {
+        let mut shared = Vec::new();
+        for (&child_fd, what) in &command.fds {
+            let ChildFd::SameAs(mut named) = *what else {
+                continue;
+            };
+            if pty_replaces(command, child_fd) {
+                continue;
+            }
+            let mut hops = 0;
+            let source = loop {
+                if let Some(&(_, source)) = self.mappings.iter().find(|(fd, _)| *fd == named) {
+                    break Some(source);
+                }
+                match command.fds.get(&named) {
+                    Some(ChildFd::SameAs(next)) if hops < command.fds.len() => {
+                        named = *next;
+                        hops += 1;
+                    }
+                    _ => break None,
+                }
+            };
+            let source = source.ok_or_else(|| {
+                failed(SpawnStep::PlaceFd(child_fd))(std::io::Error::from_raw_os_error(libc::EBADF))
+            })?;
+            shared.push((child_fd, source));
+        }
+        Ok(shared)
     }
 
     fn keep_child_end(&mut self, fd: OwnedFd) -> i32 {

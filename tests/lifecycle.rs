@@ -385,7 +385,8 @@ async fn a_child_that_exits_before_spawn_returns_is_reaped_at_once() {
     // transport has no pid.
     let mut child = Command::new("true").spawn().unwrap();
     if let Some(pid) = child.pid() {
-        assert!(stat(pid as i32).is_some());
+        // Still there, unless the reaper took it in between (then `pid()` says so).
+        assert!(stat(pid as i32).is_some() || child.pid().is_none());
     }
     let status = timeout(LIMIT, child.wait()).await.unwrap().unwrap();
     assert!(status.success());

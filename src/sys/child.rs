@@ -21,7 +21,6 @@ use std::mem::MaybeUninit;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
-use crate::error::SpawnStep;
 use crate::fd_plan::FdStep;
 
 /// How the child joins a session or process group.
@@ -72,6 +71,100 @@ pub(crate) struct ChildProgram<'a> {
     /// Signals the child leaves ignored (bit `n - 1` for signal `n`); every other one is
     /// reset to its default action.
     pub(crate) keep_ignored: u64,
+    /// A cgroup v2 directory the parent opened: the child starts in it (`clone3` with
+    /// `CLONE_INTO_CGROUP`), or else moves itself there first thing (see [`spawn`]).
+    pub(crate) cgroup_dir: Option<c_int>,
+    pub(crate) umask: Option<libc::mode_t>,
+    pub(crate) rlimits: &'a [ResourceLimit],
+    pub(crate) no_new_privs: bool,
+}
+
+/// One resource limit to set, in the layout `prlimit64` reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResourceLimit {
+    pub(crate) resource: c_int,
+    pub(crate) limit: KernelRlimit,
+}
+
+/// The kernel's `struct rlimit64`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KernelRlimit {
+    pub(crate) soft: u64,
+    pub(crate) hard: u64,
+}
+
+/// A step the child runs between clone and exec, as it reports a failure. The codes are what
+/// crosses from the child to the parent; [`ChildStep::from_code`] is the only way back.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChildStep {
+    /// `setsid`.
+    SetSid = 1,
+    /// `setpgid`.
+    SetProcessGroup = 2,
+    /// `prctl(PR_SET_PDEATHSIG)`, or the parent already gone.
+    ParentDeathSignal = 3,
+    /// `close_range` over the unmapped fds.
+    CloseFds = 4,
+    /// `ioctl(TIOCSCTTY)`.
+    ControllingTerminal = 5,
+    /// `chdir`.
+    Chdir = 6,
+    /// `setgroups`.
+    SetGroups = 7,
+    /// `setgid`.
+    SetGid = 8,
+    /// `setuid`.
+    SetUid = 9,
+    /// `execve`, after the PATH lookup.
+    Exec = 10,
+    /// A `dup2`/`dup3` of the fd plan; the failure's `detail` is the destination fd.
+    PlaceFd = 11,
+    /// Writing `0` to the cgroup's `cgroup.procs`.
+    JoinCgroup = 12,
+    /// `prlimit64`; the failure's `detail` is the resource.
+    SetResourceLimit = 13,
+    /// `prctl(PR_SET_NO_NEW_PRIVS)`.
+    NoNewPrivs = 14,
+}
+
+impl ChildStep {
+    /// The step a code written by [`ChildStep`]`as u32` stands for; `None` for anything else.
+    pub(crate) fn from_code(code: u32) -> Option<ChildStep> {
+        const ALL: [ChildStep; 14] = [
+            ChildStep::SetSid,
+            ChildStep::SetProcessGroup,
+            ChildStep::ParentDeathSignal,
+            ChildStep::CloseFds,
+            ChildStep::ControllingTerminal,
+            ChildStep::Chdir,
+            ChildStep::SetGroups,
+            ChildStep::SetGid,
+            ChildStep::SetUid,
+            ChildStep::Exec,
+            ChildStep::PlaceFd,
+            ChildStep::JoinCgroup,
+            ChildStep::SetResourceLimit,
+            ChildStep::NoNewPrivs,
+        ];
+        ALL.into_iter().find(|step| *step as u32 == code)
+    }
+}
+
+/// Why a spawn failed.
+#[derive(Debug)]
+pub(crate) enum SpawnFailure {
+    /// Before the child existed: its stack, or `clone` itself.
+    Clone(io::Error),
+    /// A step in the child; the child has been reaped.
+    Child {
+        step: ChildStep,
+        /// The step's subject where it has one (the destination fd of
+        /// [`ChildStep::PlaceFd`]), else 0.
+        detail: i32,
+        error: io::Error,
+    },
 }
 
 /// A child that exists and has exec'd.
@@ -82,18 +175,19 @@ pub(crate) struct Spawned {
 
 /// Spawns the child and returns once it has exec'd, or with the step that failed (the failed
 /// child already reaped).
-pub(crate) fn spawn(program: &ChildProgram<'_>) -> Result<Spawned, (SpawnStep, io::Error)> {
+pub(crate) fn spawn(program: &ChildProgram<'_>) -> Result<Spawned, SpawnFailure> {
     let shared = Shared {
         program,
         failure: Failure::default(),
+        born_in_cgroup: AtomicBool::new(false),
     };
     // A thread-local destructor may spawn after this thread's stack slot is gone; `with`
     // would panic there, and a panic in a TLS destructor aborts the process.
-    let reused = STACK.try_with(|slot| -> Result<Spawned, (SpawnStep, io::Error)> {
+    let reused = STACK.try_with(|slot| -> Result<Spawned, SpawnFailure> {
         let mut slot = slot.borrow_mut();
         let stack = match &mut *slot {
             Some(stack) => stack,
-            empty => empty.insert(ChildStack::new().map_err(|e| (SpawnStep::Clone, e))?),
+            empty => empty.insert(ChildStack::new().map_err(SpawnFailure::Clone)?),
         };
         spawn_on(&shared, stack)
     });
@@ -101,40 +195,74 @@ pub(crate) fn spawn(program: &ChildProgram<'_>) -> Result<Spawned, (SpawnStep, i
         Ok(result) => result,
         Err(_) => {
             // A one-off stack, unmapped when it drops at the end of this call.
-            let stack = ChildStack::new().map_err(|e| (SpawnStep::Clone, e))?;
+            let stack = ChildStack::new().map_err(SpawnFailure::Clone)?;
             spawn_on(&shared, &stack)
         }
     }
 }
 
 /// Clones the child onto `stack` and collects its outcome.
-fn spawn_on(shared: &Shared<'_>, stack: &ChildStack) -> Result<Spawned, (SpawnStep, io::Error)> {
-    let (pid, pidfd) = clone_child(shared, stack.top()).map_err(|e| (SpawnStep::Clone, e))?;
+fn spawn_on(shared: &Shared<'_>, stack: &ChildStack) -> Result<Spawned, SpawnFailure> {
+    let (pid, pidfd) = clone_child(shared, stack).map_err(SpawnFailure::Clone)?;
     match shared.failure.get() {
         None => Ok(Spawned { pid, pidfd }),
-        Some((step, errno)) => {
+        Some(recorded) => {
             // The child has called _exit: collect it so no zombie is left.
             let _ = super::wait::reap(pid, true);
-            Err((step, io::Error::from_raw_os_error(errno)))
+            Err(match ChildStep::from_code(recorded.code) {
+                Some(step) => SpawnFailure::Child {
+                    step,
+                    detail: recorded.detail,
+                    error: io::Error::from_raw_os_error(recorded.errno),
+                },
+                // Only `fail` writes the code, and only from a `ChildStep`.
+                None => SpawnFailure::Clone(io::Error::other(format!(
+                    "the child reported an unknown step {}",
+                    recorded.code
+                ))),
+            })
         }
     }
 }
 
 static PIDFD_SUPPORTED: AtomicBool = AtomicBool::new(true);
 
+/// Creates the child (inside its cgroup, where that works), with every signal blocked in
+/// this thread meanwhile so that nothing runs on the child's stack before `child_main`.
 fn clone_child(
     shared: &Shared<'_>,
-    stack_top: *mut c_void,
+    stack: &ChildStack,
 ) -> io::Result<(libc::pid_t, Option<OwnedFd>)> {
     let mut all = MaybeUninit::<libc::sigset_t>::uninit();
     let mut old = MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: fill a full set and swap it in as this thread's mask, keeping the old one.
-    unsafe {
-        libc::sigfillset(all.as_mut_ptr());
-        libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr());
-    }
+    // SAFETY: fills a set we own through a valid out-pointer.
+    unsafe { libc::sigfillset(all.as_mut_ptr()) };
+    // SAFETY: swaps in the full set as this thread's mask (initialised just above) and keeps
+    // the old one in a valid out-pointer.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr()) };
+    let born_in_cgroup = match shared.program.cgroup_dir {
+        Some(dir) if CLONE_INTO_CGROUP_SUPPORTED.load(Ordering::Relaxed) => {
+            clone_into_cgroup(shared, stack, dir)
+        }
+        _ => None,
+    };
+    let result = match born_in_cgroup {
+        Some(born) => Ok(born),
+        None => clone_plain(shared, stack.top()),
+    };
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut()) };
+    result
+}
+
+/// `clone` onto `stack_top`, with a pidfd where the kernel and the fd limit allow. Called with
+/// every signal blocked.
+fn clone_plain(
+    shared: &Shared<'_>,
+    stack_top: *mut c_void,
+) -> io::Result<(libc::pid_t, Option<OwnedFd>)> {
     let mut retried = false;
-    let result = loop {
+    loop {
         let with_pidfd = PIDFD_SUPPORTED.load(Ordering::Relaxed) && !retried;
         let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
         if with_pidfd {
@@ -166,57 +294,188 @@ fn clone_child(
                 retried = true;
                 continue;
             }
-            break Err(err);
+            return Err(err);
         }
         // SAFETY: with CLONE_PIDFD the kernel stored a new fd that nothing else owns.
         let pidfd = (with_pidfd && pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
-        break Ok((pid, pidfd));
+        return Ok((pid, pidfd));
+    }
+}
+
+/// `clone3` with `CLONE_INTO_CGROUP` works here, as far as we know (5.7 on, and not refused
+/// by a seccomp filter).
+static CLONE_INTO_CGROUP_SUPPORTED: AtomicBool = AtomicBool::new(cfg!(target_arch = "x86_64"));
+
+/// The kernel's `struct clone_args` up to `cgroup` (`CLONE_ARGS_SIZE_VER2`).
+#[repr(C)]
+#[derive(Debug, Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Creates the child directly inside the cgroup `dir` (`clone3` with `CLONE_INTO_CGROUP`), so
+/// it never runs anywhere else and skips the costly move of a running process (a migration
+/// takes a lock that waits for an RCU grace period). `None` when this did not work, for
+/// whatever reason: the caller then clones as usual and the child moves itself, which
+/// reports a failure at the step it happens in. A kernel without the call (before 5.7, or a
+/// seccomp filter that says `ENOSYS`) is remembered and not asked again.
+fn clone_into_cgroup(
+    shared: &Shared<'_>,
+    stack: &ChildStack,
+    dir: c_int,
+) -> Option<(libc::pid_t, Option<OwnedFd>)> {
+    let with_pidfd = PIDFD_SUPPORTED.load(Ordering::Relaxed);
+    let mut pidfd: c_int = -1;
+    let mut flags = (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP;
+    if with_pidfd {
+        flags |= libc::CLONE_PIDFD as u64;
+    }
+    let args = CloneArgs {
+        flags,
+        pidfd: &mut pidfd as *mut c_int as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: stack.lowest() as u64,
+        stack_size: STACK_SIZE as u64,
+        cgroup: dir as u64,
+        ..CloneArgs::default()
     };
-    // SAFETY: restores the mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut()) };
-    result
+    shared.born_in_cgroup.store(true, Ordering::Relaxed);
+    let ret = raw_clone3(&args, shared);
+    if ret < 0 {
+        shared.born_in_cgroup.store(false, Ordering::Relaxed);
+        let errno = ret.unsigned_abs() as c_int;
+        if matches!(errno, libc::ENOSYS | libc::E2BIG | libc::EINVAL) {
+            CLONE_INTO_CGROUP_SUPPORTED.store(false, Ordering::Relaxed);
+        }
+        return None;
+    }
+    // SAFETY: with CLONE_PIDFD the kernel stored a new fd that nothing else owns.
+    let pidfd = (with_pidfd && pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
+    Some((ret as libc::pid_t, pidfd))
+}
+
+/// `CLONE_INTO_CGROUP` (not in every libc).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// A raw `clone3` whose child runs `child_main(shared)` on the stack given in `args`; returns
+/// the child's pid or `-errno` in the parent, and never returns in the child.
+///
+/// glibc 2.36 has no wrapper for this: a raw `clone3` returns into the child on its new,
+/// empty stack, in the middle of whatever function made the call, so the child's first
+/// instructions after the syscall must switch to `child_main` without touching the stack
+/// frame they are in. Hence the assembly.
+#[cfg(target_arch = "x86_64")]
+fn raw_clone3(args: &CloneArgs, shared: &Shared<'_>) -> libc::c_long {
+    let entry: extern "C" fn(*mut c_void) -> c_int = child_main;
+    let ret: libc::c_long;
+    // SAFETY: `args` describes a stack of our own that no one else uses (the thread-local or
+    // one-off child stack) and CLONE_VM | CLONE_VFORK, so this thread is suspended until the
+    // child execs or exits and `shared` outlives the child's use of it, as with `clone`. In
+    // the parent the syscall clobbers only rax (the result), rcx and r11. In the child
+    // (rax 0) the kernel has set rsp to the top of the new, 16-byte aligned stack; the child
+    // calls `child_main(shared)` there and, should it return, exits: it never comes back to
+    // Rust code in this frame. All signals are blocked by the caller, so nothing runs on the
+    // new stack before `child_main`.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "mov edi, eax",
+            "mov eax, {exit}",
+            "syscall",
+            "ud2",
+            "2:",
+            exit = const libc::SYS_exit,
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") args as *const CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") shared as *const Shared<'_> as *mut c_void,
+            in("r13") entry,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// Other architectures have no assembly here: report `ENOSYS`, and the child moves itself.
+#[cfg(not(target_arch = "x86_64"))]
+fn raw_clone3(_args: &CloneArgs, _shared: &Shared<'_>) -> libc::c_long {
+    -libc::c_long::from(libc::ENOSYS)
 }
 
 /// What the parent hands the child: the program and a slot for the failure.
 struct Shared<'a> {
     program: &'a ChildProgram<'a>,
     failure: Failure,
+    /// The child was created inside `program.cgroup_dir` and need not move itself.
+    born_in_cgroup: AtomicBool,
 }
 
-/// The step that failed in the child and its errno, written by the child before `_exit`.
+/// The step that failed in the child, its errno and its subject (see
+/// [`SpawnFailure::Child`]), written by the child before `_exit`.
 #[derive(Default)]
 struct Failure {
-    step: AtomicU32,
+    code: AtomicU32,
     errno: AtomicI32,
+    detail: AtomicI32,
 }
 
-const NO_FAILURE: u32 = 0;
+/// What [`Failure`] held once the child was gone.
+struct Recorded {
+    code: u32,
+    errno: i32,
+    detail: i32,
+}
 
 impl Failure {
-    fn record(&self, step: u32, errno: i32) {
+    fn record(&self, step: ChildStep, detail: i32, errno: i32) {
         self.errno.store(errno, Ordering::Relaxed);
-        self.step.store(step, Ordering::Release);
+        self.detail.store(detail, Ordering::Relaxed);
+        // Release: the parent that sees the code sees the errno and detail too.
+        self.code.store(step as u32, Ordering::Release);
     }
 
-    fn get(&self) -> Option<(SpawnStep, i32)> {
-        let code = self.step.load(Ordering::Acquire);
-        let step = match code {
-            NO_FAILURE => return None,
-            1 => SpawnStep::SetSid,
-            2 => SpawnStep::SetProcessGroup,
-            3 => SpawnStep::ParentDeathSignal,
-            4 => SpawnStep::CloseFds,
-            5 => SpawnStep::ControllingTerminal,
-            6 => SpawnStep::Chdir,
-            7 => SpawnStep::SetGroups,
-            8 => SpawnStep::SetGid,
-            9 => SpawnStep::SetUid,
-            10 => SpawnStep::Exec,
-            // Codes from 1000 up carry the destination fd of a failed dup.
-            fd => SpawnStep::PlaceFd(fd.saturating_sub(1000) as i32),
-        };
-        Some((step, self.errno.load(Ordering::Relaxed)))
+    fn get(&self) -> Option<Recorded> {
+        let code = self.code.load(Ordering::Acquire);
+        (code != 0).then(|| Recorded {
+            code,
+            errno: self.errno.load(Ordering::Relaxed),
+            detail: self.detail.load(Ordering::Relaxed),
+        })
     }
+}
+
+/// The calling thread's errno slot. In the child that is the suspended parent thread's slot,
+/// which nothing else touches until the child is gone.
+fn errno_slot() -> *mut c_int {
+    // SAFETY: `__errno_location` takes nothing, is async-signal-safe and cannot fail.
+    unsafe { libc::__errno_location() }
+}
+
+fn errno() -> c_int {
+    // SAFETY: the slot is this thread's own errno, valid for the thread's life.
+    unsafe { *errno_slot() }
+}
+
+fn set_errno(value: c_int) {
+    // SAFETY: as in `errno`; a plain store into this thread's slot.
+    unsafe { *errno_slot() = value };
 }
 
 /// The child. Async-signal-safe only: raw syscalls through libc, no allocation, no panics
@@ -225,158 +484,241 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
     // SAFETY: `arg` is the `Shared` the parent passed to clone; it stays valid while the
     // parent is suspended (CLONE_VFORK).
     let shared = unsafe { &*(arg as *const Shared<'_>) };
-    let program = shared.program;
-    let fail = |step: u32| -> c_int {
-        // SAFETY: reading errno of the (shared) thread-local area is a plain load.
-        let errno = unsafe { *libc::__errno_location() };
-        shared.failure.record(step, errno);
+    let fail = |step: ChildStep, detail: i32| -> c_int {
+        shared.failure.record(step, detail, errno());
         // SAFETY: _exit is async-signal-safe and never returns.
         unsafe { libc::_exit(127) }
     };
+    match run_child(
+        shared.program,
+        shared.born_in_cgroup.load(Ordering::Relaxed),
+    ) {
+        Err((step, detail)) => fail(step, detail),
+        // `run_child` returns only when every exec failed.
+        Ok(never) => match never {},
+    }
+}
 
-    // SAFETY (whole block): every call below is an async-signal-safe syscall wrapper taking
-    // plain integers or pointers into the prepared program.
-    unsafe {
-        // No parent handler may run here, and the new program starts with default dispositions
-        // (including signals the parent ignores, SIGPIPE above all, unless the caller asked
-        // to keep those) and an empty mask. A kept signal is set to SIG_IGN again rather than
-        // skipped: a handler installed by another thread since the parent looked must not
-        // survive here. The raw syscall, not glibc's sigaction: glibc refuses to touch its
-        // internal signals 32 and 33 (EINVAL), so one the parent inherited as ignored would
-        // stay ignored in the new program.
-        let dfl = KernelSigaction::with_handler(libc::SIG_DFL);
-        let ign = KernelSigaction::with_handler(libc::SIG_IGN);
-        for bit in 0..64u32 {
-            let sig = bit.wrapping_add(1) as c_int;
-            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-                continue;
-            }
-            let action = if program.keep_ignored.wrapping_shr(bit) & 1 == 1 {
-                &ign
-            } else {
-                &dfl
-            };
+/// The steps of the child, in order; returns the failed step and its detail. Never returns
+/// `Ok`: success is an exec.
+fn run_child(
+    program: &ChildProgram<'_>,
+    born_in_cgroup: bool,
+) -> Result<std::convert::Infallible, (ChildStep, i32)> {
+    // No parent handler may run here, and the new program starts with default dispositions
+    // (including signals the parent ignores, SIGPIPE above all, unless the caller asked to keep
+    // those) and an empty mask. A kept signal is set to SIG_IGN again rather than skipped: a
+    // handler installed by another thread since the parent looked must not survive here. The
+    // raw syscall, not glibc's sigaction: glibc refuses to touch its internal signals 32 and
+    // 33 (EINVAL), so one the parent inherited as ignored would stay ignored in the new
+    // program.
+    let dfl = KernelSigaction::with_handler(libc::SIG_DFL);
+    let ign = KernelSigaction::with_handler(libc::SIG_IGN);
+    for bit in 0..64u32 {
+        let sig = bit.wrapping_add(1) as c_int;
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        let action = if program.keep_ignored.wrapping_shr(bit) & 1 == 1 {
+            &ign
+        } else {
+            &dfl
+        };
+        // SAFETY: rt_sigaction with a valid action of the kernel's layout and no old-action
+        // pointer; async-signal-safe.
+        unsafe {
             libc::syscall(
                 libc::SYS_rt_sigaction,
                 sig,
                 action as *const KernelSigaction,
                 std::ptr::null_mut::<KernelSigaction>(),
                 KERNEL_SIGSET_BYTES,
-            );
-        }
-        let mut empty = MaybeUninit::<libc::sigset_t>::uninit();
-        libc::sigemptyset(empty.as_mut_ptr());
-        libc::sigprocmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
-
-        match program.session {
-            Session::Inherit => {}
-            Session::New => {
-                if libc::setsid() == -1 {
-                    return fail(1);
-                }
-            }
-            Session::Group(pgid) => {
-                if libc::setpgid(0, pgid) == -1 {
-                    return fail(2);
-                }
-            }
-        }
-
-        for step in program.fd_steps {
-            match *step {
-                FdStep::Dup { from, to, cloexec } => {
-                    let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
-                    let ret = if cloexec {
-                        libc::dup3(from, to, flags)
-                    } else {
-                        libc::dup2(from, to)
-                    };
-                    if ret == -1 {
-                        return fail(1000u32.saturating_add(to as u32));
-                    }
-                }
-                FdStep::CloseRange { first, last } => {
-                    if close_range(first, last) == -1 {
-                        return fail(4);
-                    }
-                }
-            }
-        }
-
-        if let Some(tty) = program.controlling_tty
-            && libc::ioctl(tty, libc::TIOCSCTTY, 0) == -1
-        {
-            return fail(5);
-        }
-
-        if let Some(cwd) = program.cwd
-            && libc::chdir(cwd.as_ptr()) == -1
-        {
-            return fail(6);
-        }
-
-        // Raw syscalls: glibc's wrappers would broadcast the change to the parent's threads,
-        // which share our memory.
-        let creds = program.credentials;
-        match creds.groups {
-            Groups::Inherit => {}
-            Groups::ClearIfPermitted => {
-                if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) == -1
-                    && *libc::__errno_location() != libc::EPERM
-                {
-                    return fail(7);
-                }
-            }
-            Groups::Set(list) => {
-                if libc::syscall(libc::SYS_setgroups, list.len(), list.as_ptr()) == -1 {
-                    return fail(7);
-                }
-            }
-        }
-        if let Some(gid) = creds.gid
-            && libc::syscall(libc::SYS_setgid, gid) == -1
-        {
-            return fail(8);
-        }
-        if let Some(uid) = creds.uid
-            && libc::syscall(libc::SYS_setuid, uid) == -1
-        {
-            return fail(9);
-        }
-
-        // After the credential change: the kernel clears the parent-death signal when the
-        // effective uid or gid changes.
-        if program.parent_death_signal != 0 {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                program.parent_death_signal as libc::c_ulong,
-            ) == -1
-            {
-                return fail(3);
-            }
-            // The parent may have died before the prctl took effect.
-            if libc::getppid() != program.parent_pid {
-                *libc::__errno_location() = libc::ESRCH;
-                return fail(3);
-            }
-        }
-
-        // The PATH lookup, execvp-style: ENOENT-like misses go on to the next candidate, an
-        // EACCES is remembered and reported if nothing else works.
-        let mut saw_eacces = false;
-        for &path in program.exec_paths {
-            libc::execve(path, program.argv.as_ptr(), program.envp.as_ptr());
-            match *libc::__errno_location() {
-                libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENAMETOOLONG => {}
-                libc::EACCES => saw_eacces = true,
-                _ => return fail(10),
-            }
-        }
-        if saw_eacces {
-            *libc::__errno_location() = libc::EACCES;
-        }
-        fail(10)
+            )
+        };
     }
+    let mut empty = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: fills a set on our own stack through a valid out-pointer.
+    unsafe { libc::sigemptyset(empty.as_mut_ptr()) };
+    // SAFETY: installs the (initialised) empty mask; async-signal-safe.
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut()) };
+
+    // First, so that every later step and the program run inside the cgroup; before the fd
+    // plan, which closes this fd.
+    if let Some(dir) = program.cgroup_dir
+        && !born_in_cgroup
+    {
+        // Writing `0` to `cgroup.procs` moves the writer.
+        // SAFETY: openat with a directory fd the parent keeps open and a static C string.
+        let procs = unsafe {
+            libc::openat(
+                dir,
+                c"cgroup.procs".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            )
+        };
+        if procs == -1 {
+            return Err((ChildStep::JoinCgroup, 0));
+        }
+        // SAFETY: writes one byte from a static buffer to the fd just opened.
+        let written = unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) };
+        let write_errno = errno();
+        // SAFETY: closes the fd opened above, which nothing else knows of.
+        unsafe { libc::close(procs) };
+        if written != 1 {
+            set_errno(write_errno);
+            return Err((ChildStep::JoinCgroup, 0));
+        }
+    }
+
+    match program.session {
+        Session::Inherit => {}
+        Session::New => {
+            // SAFETY: setsid takes no arguments; async-signal-safe.
+            if unsafe { libc::setsid() } == -1 {
+                return Err((ChildStep::SetSid, 0));
+            }
+        }
+        Session::Group(pgid) => {
+            // SAFETY: setpgid with integers; async-signal-safe.
+            if unsafe { libc::setpgid(0, pgid) } == -1 {
+                return Err((ChildStep::SetProcessGroup, 0));
+            }
+        }
+    }
+
+    for step in program.fd_steps {
+        match *step {
+            FdStep::Dup { from, to, cloexec } => {
+                let ret = if cloexec {
+                    // SAFETY: dup3 with integers; async-signal-safe.
+                    unsafe { libc::dup3(from, to, libc::O_CLOEXEC) }
+                } else {
+                    // SAFETY: dup2 with integers; async-signal-safe.
+                    unsafe { libc::dup2(from, to) }
+                };
+                if ret == -1 {
+                    return Err((ChildStep::PlaceFd, to));
+                }
+            }
+            FdStep::CloseRange { first, last } => {
+                if close_range(first, last) == -1 {
+                    return Err((ChildStep::CloseFds, 0));
+                }
+            }
+        }
+    }
+
+    if let Some(tty) = program.controlling_tty {
+        // SAFETY: TIOCSCTTY takes an integer argument; async-signal-safe.
+        if unsafe { libc::ioctl(tty, libc::TIOCSCTTY, 0) } == -1 {
+            return Err((ChildStep::ControllingTerminal, 0));
+        }
+    }
+
+    if let Some(cwd) = program.cwd {
+        // SAFETY: chdir with a NUL-terminated string the parent keeps alive.
+        if unsafe { libc::chdir(cwd.as_ptr()) } == -1 {
+            return Err((ChildStep::Chdir, 0));
+        }
+    }
+
+    if let Some(mask) = program.umask {
+        // SAFETY: umask takes an integer and cannot fail.
+        unsafe { libc::umask(mask) };
+    }
+
+    // Before the credential change, so a privileged parent can raise a hard limit for an
+    // unprivileged child.
+    for limit in program.rlimits {
+        // SAFETY: prlimit64 on ourselves (pid 0) reading a struct of the kernel's layout the
+        // parent keeps alive; no old-limit pointer.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_prlimit64,
+                0,
+                limit.resource,
+                &limit.limit as *const KernelRlimit,
+                std::ptr::null_mut::<KernelRlimit>(),
+            )
+        };
+        if ret == -1 {
+            return Err((ChildStep::SetResourceLimit, limit.resource));
+        }
+    }
+
+    // Raw syscalls: glibc's wrappers would broadcast the change to the parent's threads,
+    // which share our memory.
+    let creds = program.credentials;
+    match creds.groups {
+        Groups::Inherit => {}
+        Groups::ClearIfPermitted => {
+            // SAFETY: setgroups with an empty list; the pointer is never read.
+            let ret =
+                unsafe { libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) };
+            if ret == -1 && errno() != libc::EPERM {
+                return Err((ChildStep::SetGroups, 0));
+            }
+        }
+        Groups::Set(list) => {
+            // SAFETY: setgroups reads `list.len()` ids from a slice the parent keeps alive.
+            if unsafe { libc::syscall(libc::SYS_setgroups, list.len(), list.as_ptr()) } == -1 {
+                return Err((ChildStep::SetGroups, 0));
+            }
+        }
+    }
+    if let Some(gid) = creds.gid {
+        // SAFETY: setgid with an integer, as a raw syscall (see above).
+        if unsafe { libc::syscall(libc::SYS_setgid, gid) } == -1 {
+            return Err((ChildStep::SetGid, 0));
+        }
+    }
+    if let Some(uid) = creds.uid {
+        // SAFETY: setuid with an integer, as a raw syscall (see above).
+        if unsafe { libc::syscall(libc::SYS_setuid, uid) } == -1 {
+            return Err((ChildStep::SetUid, 0));
+        }
+    }
+
+    // After the credential change: the kernel clears the parent-death signal when the
+    // effective uid or gid changes.
+    if program.parent_death_signal != 0 {
+        let sig = program.parent_death_signal as libc::c_ulong;
+        // SAFETY: prctl with integer arguments; async-signal-safe.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig) } == -1 {
+            return Err((ChildStep::ParentDeathSignal, 0));
+        }
+        // The parent may have died before the prctl took effect.
+        // SAFETY: getppid takes no arguments and cannot fail.
+        if unsafe { libc::getppid() } != program.parent_pid {
+            set_errno(libc::ESRCH);
+            return Err((ChildStep::ParentDeathSignal, 0));
+        }
+    }
+
+    if program.no_new_privs {
+        // SAFETY: prctl with integer arguments; async-signal-safe.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } == -1 {
+            return Err((ChildStep::NoNewPrivs, 0));
+        }
+    }
+
+    // The PATH lookup, execvp-style: ENOENT-like misses go on to the next candidate, an
+    // EACCES is remembered and reported if nothing else works.
+    let mut saw_eacces = false;
+    for &path in program.exec_paths {
+        // SAFETY: NUL-terminated path and NULL-terminated argv/envp arrays the parent keeps
+        // alive; returns only on failure.
+        unsafe { libc::execve(path, program.argv.as_ptr(), program.envp.as_ptr()) };
+        match errno() {
+            libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENAMETOOLONG => {}
+            libc::EACCES => saw_eacces = true,
+            _ => return Err((ChildStep::Exec, 0)),
+        }
+    }
+    if saw_eacces {
+        set_errno(libc::EACCES);
+    }
+    Err((ChildStep::Exec, 0))
 }
 
 /// The size of the kernel's signal set, which `rt_sigaction` insists on.
@@ -435,13 +777,12 @@ pub(crate) fn ignored_signals() -> u64 {
 
 /// `close_range(first, last)`, or a loop of `close` up to the fd limit on kernels before 5.9.
 ///
-/// # Safety
-/// Async-signal-safe; closes fds of the calling process.
-unsafe fn close_range(first: u32, last: u32) -> c_int {
+/// Async-signal-safe. Called in the child only, whose fd table is its own copy (no
+/// `CLONE_FILES`), so closing never pulls an fd from under the parent's owners.
+fn close_range(first: u32, last: u32) -> c_int {
     // SAFETY: close_range with integer arguments.
     let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
-    // SAFETY: reading errno.
-    if ret == 0 || unsafe { *libc::__errno_location() } != libc::ENOSYS {
+    if ret == 0 || errno() != libc::ENOSYS {
         return ret as c_int;
     }
     let mut limit = MaybeUninit::<libc::rlimit>::uninit();
@@ -495,6 +836,12 @@ impl ChildStack {
         Ok(ChildStack { base })
     }
 
+    /// The lowest usable byte, just above the guard page.
+    fn lowest(&self) -> *mut c_void {
+        // SAFETY: inside our own mapping (the guard page is its first page).
+        unsafe { self.base.cast::<u8>().add(GUARD_SIZE).cast() }
+    }
+
     fn top(&self) -> *mut c_void {
         // SAFETY: one past the end of our own mapping; stacks grow down from here.
         unsafe { self.base.cast::<u8>().add(STACK_SIZE + GUARD_SIZE).cast() }
@@ -508,7 +855,49 @@ impl Drop for ChildStack {
     }
 }
 
+/// Has every later child move itself into its cgroup instead of being created there (the
+/// path for kernels without `CLONE_INTO_CGROUP`, forced).
+pub(crate) fn disable_clone_into_cgroup() {
+    CLONE_INTO_CGROUP_SUPPORTED.store(false, Ordering::Relaxed);
+}
+
 /// Spawns every later child without a pidfd (the reaper's SIGCHLD fallback, forced).
 pub(crate) fn disable_pidfds() {
     PIDFD_SUPPORTED.store(false, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_step_code_converts_back_and_nothing_else_does() {
+        let mut seen = 0;
+        for code in 0..=64u32 {
+            if let Some(step) = ChildStep::from_code(code) {
+                assert_eq!(step as u32, code);
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 14, "one code per step");
+        assert_eq!(ChildStep::from_code(0), None, "0 means no failure");
+        assert_eq!(ChildStep::from_code(1000 + 3), None, "no fd-carrying codes");
+    }
+
+    #[test]
+    fn clone_args_have_the_kernels_size_with_the_cgroup_field() {
+        // CLONE_ARGS_SIZE_VER2: the first size that has `cgroup`.
+        assert_eq!(std::mem::size_of::<CloneArgs>(), 88);
+        assert_eq!(std::mem::offset_of!(CloneArgs, cgroup), 80);
+    }
+
+    #[test]
+    fn failure_record_carries_the_fd_apart_from_the_step() {
+        let failure = Failure::default();
+        assert!(failure.get().is_none());
+        failure.record(ChildStep::PlaceFd, i32::MAX, libc::EBADF);
+        let got = failure.get().unwrap();
+        assert_eq!(ChildStep::from_code(got.code), Some(ChildStep::PlaceFd));
+        assert_eq!((got.detail, got.errno), (i32::MAX, libc::EBADF));
+    }
 }

@@ -5,8 +5,7 @@
 //! glibc's all-thread broadcast), and for calls nix lacks or cannot make as we need them;
 //! each module says which and why.
 
-// Its one large unsafe block carries a SAFETY note the lint does not recognise.
-#[allow(clippy::undocumented_unsafe_blocks)] // lifted once the reshaping lands
+pub(crate) mod cgroup;
 pub(crate) mod child;
 pub(crate) mod epoll;
 pub(crate) mod fd;

@@ -47,7 +47,11 @@ impl ProcessTransport {
     /// sure to reach them; that works after the child was reaped too, unless a new process has
     /// taken the group's number.
     pub fn kill_tree(&self, sig: impl Into<Signal>) -> usize {
-        self.reach().kill_tree(sig.into().number())
+        let sig = sig.into().number();
+        if let Some(others) = self.kill_tree_in_cgroup(sig) {
+            return others;
+        }
+        self.reach().kill_tree(sig)
     }
 
     /// What signalling this child's processes needs (shared with [`ProcessHandle`]s).

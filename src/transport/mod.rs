@@ -24,7 +24,7 @@ use crate::pipe::PipeSet;
 use crate::reaper::{ExitSlot, ExitWatch};
 
 /// What a transport keeps of its command, decided once by the spawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct Settings {
     /// The child's pid.
     pub(crate) pid: libc::pid_t,
@@ -35,6 +35,8 @@ pub(crate) struct Settings {
     pub(crate) kill_on_drop: bool,
     /// What `kill_on_drop`, `terminate` and output deadlines signal.
     pub(crate) kill_target: crate::KillTarget,
+    /// The child's transient cgroup, if it was spawned into one.
+    pub(crate) cgroup: Option<crate::cgroup::Containment>,
     /// How long pipes may stay open after the child exited before they are closed.
     pub(crate) wait_delay: Option<Duration>,
 }
@@ -69,6 +71,7 @@ pub struct ProcessTransport {
     process_group: Option<libc::pid_t>,
     kill_on_drop: bool,
     pub(crate) kill_target: crate::KillTarget,
+    pub(crate) cgroup: Option<crate::cgroup::Containment>,
     wait_delay: Option<Duration>,
     wait_delay_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The child's pidfd in this task's reactor, to reap on exit without a thread hop.
@@ -104,6 +107,7 @@ impl ProcessTransport {
             process_group: settings.process_group,
             kill_on_drop: settings.kill_on_drop,
             kill_target: settings.kill_target,
+            cgroup: settings.cgroup,
             wait_delay: settings.wait_delay,
             wait_delay_timer: None,
             exit_watch: ExitWatch::default(),
