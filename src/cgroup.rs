@@ -342,6 +342,65 @@ pub(crate) struct Containment {
     kill_on_drop: bool,
 }
 
+impl Containment {
+    /// What signalling the tree needs, for the transport and each of its handles.
+    pub(crate) fn tree(&self) -> TreeCgroup {
+        TreeCgroup(self.inner.clone())
+    }
+}
+
+/// A transient cgroup seen as the child's tree, to signal all of it.
+#[derive(Debug, Clone)]
+pub(crate) struct TreeCgroup(Arc<Inner>);
+
+impl TreeCgroup {
+    /// `kill_tree` through the cgroup: SIGKILL with `cgroup.kill` (atomic, every descendant);
+    /// any other signal to each member of the frozen cgroup, the child through
+    /// `signal_child`. Returns how many besides the child were signalled; `None` sends the
+    /// caller to the `/proc` walk (no freezer).
+    pub(crate) fn kill_tree(
+        &self,
+        child: libc::pid_t,
+        signal_child: impl Fn(i32),
+        sig: i32,
+    ) -> Option<usize> {
+        let inner = &self.0;
+        let others = |pids: &[i32]| pids.iter().filter(|&&p| p != child).count();
+        if sig == libc::SIGKILL {
+            let members = inner.members().unwrap_or_default();
+            match inner.write("cgroup.kill", b"1") {
+                Ok(true) => return Some(others(&members)),
+                // Gone: nothing is left to kill.
+                Ok(false) => return Some(0),
+                // No cgroup.kill before 5.14: freeze and signal each instead.
+                Err(_) => {}
+            }
+        }
+        // Frozen, no member can fork or exit (short of a SIGKILL from elsewhere), so the
+        // list is complete and no pid in it can be reused before the signal lands.
+        match inner.write("cgroup.freeze", b"1") {
+            Ok(true) => {}
+            Ok(false) => return Some(0),
+            Err(_) => return None,
+        }
+        let frozen = wait_frozen(inner, Duration::from_secs(2));
+        let members = inner.members().unwrap_or_default();
+        let mut count = 0;
+        for &pid in &members {
+            if pid == child {
+                signal_child(sig);
+            } else if sys::cgroup::kill(pid, sig).is_ok() {
+                count += 1;
+            }
+        }
+        let _ = inner.write("cgroup.freeze", b"0");
+        if !frozen {
+            tracing::debug!(dir = %inner.dir.display(), "kill_tree: the cgroup did not report frozen in time");
+        }
+        Some(count)
+    }
+}
+
 impl Drop for Containment {
     fn drop(&mut self) {
         if self.kill_on_drop {
@@ -477,46 +536,6 @@ impl ProcessTransport {
             ))
         })?;
         containment.inner.usage().map_err(Error::Io)
-    }
-
-    /// [`kill_tree`](ProcessTransport::kill_tree) through the transient cgroup, if the child
-    /// has one: `None` sends the caller to the `/proc` walk.
-    pub(crate) fn kill_tree_in_cgroup(&self, sig: i32) -> Option<usize> {
-        let inner = &self.cgroup.as_ref()?.inner;
-        let child = self.spawned_pid() as i32;
-        let others = |pids: &[i32]| pids.iter().filter(|&&p| p != child).count();
-        if sig == libc::SIGKILL {
-            let members = inner.members().unwrap_or_default();
-            match inner.write("cgroup.kill", b"1") {
-                Ok(true) => return Some(others(&members)),
-                // Gone: nothing is left to kill.
-                Ok(false) => return Some(0),
-                // No cgroup.kill before 5.14: freeze and signal each instead.
-                Err(_) => {}
-            }
-        }
-        // Frozen, no member can fork or exit (short of a SIGKILL from elsewhere), so the
-        // list is complete and no pid in it can be reused before the signal lands.
-        match inner.write("cgroup.freeze", b"1") {
-            Ok(true) => {}
-            Ok(false) => return Some(0),
-            Err(_) => return None,
-        }
-        let frozen = wait_frozen(inner, Duration::from_secs(2));
-        let members = inner.members().unwrap_or_default();
-        let mut count = 0;
-        for &pid in &members {
-            if pid == child {
-                let _ = self.signal(sig);
-            } else if sys::cgroup::kill(pid, sig).is_ok() {
-                count += 1;
-            }
-        }
-        let _ = inner.write("cgroup.freeze", b"0");
-        if !frozen {
-            tracing::debug!(dir = %inner.dir.display(), "kill_tree: the cgroup did not report frozen in time");
-        }
-        Some(count)
     }
 }
 

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cgroup::TreeCgroup;
 use crate::error::Error;
 use crate::exit_status::ExitStatus;
 use crate::kill_target::{KillTarget, Reach, sent_or_gone};
@@ -55,6 +56,7 @@ pub struct ProcessHandle {
     spawned_pid: libc::pid_t,
     process_group: Option<libc::pid_t>,
     kill_target: KillTarget,
+    cgroup: Option<TreeCgroup>,
 }
 
 impl ProcessTransport {
@@ -66,6 +68,7 @@ impl ProcessTransport {
             spawned_pid: self.spawned_pid() as libc::pid_t,
             process_group: self.process_group(),
             kill_target: self.kill_target,
+            cgroup: self.cgroup_tree().cloned(),
         }
     }
 
@@ -86,6 +89,7 @@ impl ProcessHandle {
             exit: &self.exit,
             spawned_pid: self.spawned_pid,
             process_group: self.process_group,
+            cgroup: self.cgroup.as_ref(),
         }
     }
 

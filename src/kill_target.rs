@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::cgroup::TreeCgroup;
 use crate::command::{Command, SessionOption};
 use crate::error::Error;
 use crate::exit_status::ExitStatus;
@@ -74,6 +75,8 @@ pub(crate) struct Reach<'a> {
     pub(crate) exit: &'a ExitSlot,
     pub(crate) spawned_pid: libc::pid_t,
     pub(crate) process_group: Option<libc::pid_t>,
+    /// The child's transient cgroup, which `kill_tree` goes through when there is one.
+    pub(crate) cgroup: Option<&'a TreeCgroup>,
 }
 
 impl Reach<'_> {
@@ -89,6 +92,14 @@ impl Reach<'_> {
 
     /// `kill_tree`: how many besides the child were signalled.
     pub(crate) fn kill_tree(&self, sig: i32) -> usize {
+        if let Some(cgroup) = self.cgroup {
+            let signal_child = |s| {
+                let _ = self.exit.signal(s);
+            };
+            if let Some(others) = cgroup.kill_tree(self.spawned_pid, signal_child, sig) {
+                return others;
+            }
+        }
         let pid = || self.exit.pid();
         let signal = |s| {
             let _ = self.exit.signal(s);

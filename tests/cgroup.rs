@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use process_transport::{
-    ChildFd, Command, Event, ProcessTransport, SpawnError, SpawnStep, cgroup2_mount,
+    ChildFd, Command, Event, KillTarget, ProcessTransport, SpawnError, SpawnStep, cgroup2_mount,
 };
 
 /// Says a test is skipped on the real stderr: the test harness captures `eprintln!`, but
@@ -209,18 +209,8 @@ async fn a_transient_cgroup_holds_the_child_and_goes_once_the_tree_ends() {
     assert!(usage.cpu >= usage.user, "{usage:?}");
 }
 
-#[tokio::test]
-async fn kill_tree_reaches_a_double_forked_daemon_through_the_cgroup() {
-    let Some(test) = TestCgroup::new("kill") else {
-        return;
-    };
-    let mut child = tree_with_daemon()
-        .transient_cgroup(&test.dir)
-        .spawn()
-        .unwrap();
-    let daemon: i32 = first_line(&mut child).await.trim().parse().unwrap();
-    let made = child.cgroup_path().unwrap();
-    // Wait until it left the child's session: it is a daemon now, out of reach of groups.
+/// Waits until `daemon` left the child's session: it is a daemon now, out of reach of groups.
+async fn wait_daemonized(child: &ProcessTransport, daemon: i32) {
     assert!(
         eventually(Duration::from_secs(10), || {
             std::fs::read_to_string(format!("/proc/{daemon}/stat"))
@@ -244,6 +234,44 @@ async fn kill_tree_reaches_a_double_forked_daemon_through_the_cgroup() {
         "the daemon leads a session of its own, re-parented away from the child"
     );
     assert!(is_running(daemon));
+}
+
+#[tokio::test]
+async fn a_handle_and_the_tree_kill_target_go_through_the_cgroup_too() {
+    let Some(test) = TestCgroup::new("handle") else {
+        return;
+    };
+    let mut child = tree_with_daemon()
+        .transient_cgroup(&test.dir)
+        .kill_target(KillTarget::Tree)
+        .spawn()
+        .unwrap();
+    let daemon: i32 = first_line(&mut child).await.trim().parse().unwrap();
+    wait_daemonized(&child, daemon).await;
+    let handle = child.handle();
+    // From another task, while this one reads the events to the end.
+    let stopper = tokio::spawn(async move { handle.terminate(Duration::from_secs(5)).await });
+    let (_, code) = finish(&mut child).await;
+    assert_eq!(code, None, "the child was signalled");
+    stopper.await.unwrap().unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || !is_running(daemon)).await,
+        "the daemon, out of every group, is reached through the cgroup"
+    );
+}
+
+#[tokio::test]
+async fn kill_tree_reaches_a_double_forked_daemon_through_the_cgroup() {
+    let Some(test) = TestCgroup::new("kill") else {
+        return;
+    };
+    let mut child = tree_with_daemon()
+        .transient_cgroup(&test.dir)
+        .spawn()
+        .unwrap();
+    let daemon: i32 = first_line(&mut child).await.trim().parse().unwrap();
+    let made = child.cgroup_path().unwrap();
+    wait_daemonized(&child, daemon).await;
     let others = child.kill_tree(libc::SIGKILL);
     assert!(others >= 1, "the daemon is counted: {others}");
     assert!(

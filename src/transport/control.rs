@@ -47,11 +47,7 @@ impl ProcessTransport {
     /// sure to reach them; that works after the child was reaped too, unless a new process has
     /// taken the group's number.
     pub fn kill_tree(&self, sig: impl Into<Signal>) -> usize {
-        let sig = sig.into().number();
-        if let Some(others) = self.kill_tree_in_cgroup(sig) {
-            return others;
-        }
-        self.reach().kill_tree(sig)
+        self.reach().kill_tree(sig.into().number())
     }
 
     /// What signalling this child's processes needs (shared with [`ProcessHandle`]s).
@@ -62,6 +58,7 @@ impl ProcessTransport {
             exit: &self.exit,
             spawned_pid: self.spawned_pid,
             process_group: self.process_group,
+            cgroup: self.cgroup_tree.as_ref(),
         }
     }
 

@@ -72,6 +72,8 @@ pub struct ProcessTransport {
     kill_on_drop: bool,
     pub(crate) kill_target: crate::KillTarget,
     pub(crate) cgroup: Option<crate::cgroup::Containment>,
+    /// The same cgroup, as the tree to signal (shared with handles).
+    cgroup_tree: Option<crate::cgroup::TreeCgroup>,
     wait_delay: Option<Duration>,
     wait_delay_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The child's pidfd in this task's reactor, to reap on exit without a thread hop.
@@ -107,6 +109,7 @@ impl ProcessTransport {
             process_group: settings.process_group,
             kill_on_drop: settings.kill_on_drop,
             kill_target: settings.kill_target,
+            cgroup_tree: settings.cgroup.as_ref().map(|c| c.tree()),
             cgroup: settings.cgroup,
             wait_delay: settings.wait_delay,
             wait_delay_timer: None,
@@ -169,6 +172,11 @@ impl IntoFuture for ProcessTransport {
 }
 
 impl ProcessTransport {
+    /// The child's transient cgroup as the tree to signal, for handles.
+    pub(crate) fn cgroup_tree(&self) -> Option<&crate::cgroup::TreeCgroup> {
+        self.cgroup_tree.as_ref()
+    }
+
     /// The pipes, for the output collector.
     pub(crate) fn pipes(&self) -> &PipeSet {
         &self.pipes
