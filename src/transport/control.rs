@@ -40,12 +40,15 @@ impl ProcessTransport {
     /// joined this process's own group, the group is left out (as
     /// [`signal_group`](ProcessTransport::signal_group) refuses it) and only the child's
     /// descendants are signalled. In a group the child joined, the other members are
-    /// signalled (as `signal_group` would) but not their children, and once the child is
-    /// reaped such a group is left out. Descendants whose parent already exited are found only
-    /// through the group, so spawn with
+    /// signalled (as `signal_group` would) but not their children. Descendants whose parent
+    /// already exited are found only through the group, so spawn with
     /// [`Command::process_group`](crate::Command::process_group)`(0)` (or a new session) to be
-    /// sure to reach them; that works after the child was reaped too, unless a new process has
-    /// taken the group's number.
+    /// sure to reach them; that works after the child was reaped too, since its zombie keeps
+    /// the group's number for as long as the transport (or a handle) lives.
+    ///
+    /// With a [`transient_cgroup`](crate::Command::transient_cgroup) none of this is needed:
+    /// the cgroup holds the whole tree, daemons that left every group included, and SIGKILL
+    /// goes through `cgroup.kill` (other signals to each member of the frozen cgroup).
     pub fn kill_tree(&self, sig: impl Into<Signal>) -> usize {
         self.reach().kill_tree(sig.into().number())
     }
