@@ -64,33 +64,36 @@ sys.stdout.write('done\\n')
 #[tokio::test]
 async fn the_child_shutting_down_its_side_ends_only_the_read_side() {
     let _serial = serial_lock();
-    // The child says it is ready, shuts down its sending side, and reports what it reads.
+    // The child says it is ready, shuts down its sending side, says so on fd 1, and reports
+    // what it then reads.
     let script = format!(
         "{OPEN_FD3}
 sock.sendall(b'ready\\n')
 sock.shutdown(socket.SHUT_WR)
+sys.stdout.write('shut\\n')
+sys.stdout.flush()
 sys.stdout.write('read: %r\\n' % lines.read())
 "
     );
     let mut child = py(&script).fd(3, ChildFd::Duplex).spawn().unwrap();
     let mut out = Outcome::default();
-    within("the child reads to the end", async {
-        while let Some(event) = child.next().await {
-            if matches!(&event, Event::Data { fd: 3, data } if &data[..] == b"ready\n") {
-                // Whether or not the end of the child's sending has been read yet, the parent
-                // still writes, and closes its side when done.
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                child.write(3, "after your eof\n").unwrap();
-                child.close_child_fd(3).unwrap();
-            }
-            if out.record(event) {
-                break;
-            }
+    within("the child has shut down its side", async {
+        while out.text(3) != "ready\n" || out.text(1) != "shut\n" {
+            let event = child.next().await.unwrap();
+            out.record(event);
         }
     })
     .await;
-    assert_eq!(out.text(3), "ready\n");
-    assert_eq!(out.text(1), "read: b'after your eof\\n'\n");
+    // The end of what the child sends is readable now: the transport reads it while polled,
+    // and that ends the read side alone, without an event.
+    let quiet = tokio::time::timeout(std::time::Duration::from_secs(1), child.next()).await;
+    assert!(quiet.is_err(), "an event came: {quiet:?}");
+    assert!(!out.is_closed(3));
+    assert_eq!(child.open_fds().collect::<Vec<_>>(), [0, 1, 2, 3]);
+    child.write(3, "after your eof\n").unwrap();
+    child.close_child_fd(3).unwrap();
+    out.extend(run_to_end(&mut child).await);
+    assert_eq!(out.text(1), "shut\nread: b'after your eof\\n'\n");
     // One close for the fd, the parent's.
     assert_eq!(out.closes().iter().filter(|(fd, _)| *fd == 3).count(), 1);
     assert_eq!(out.close_reason(3), "Closed");
@@ -278,4 +281,21 @@ async fn bad_input_with_a_duplex_leaves_nothing_behind() {
     assert_eq!(open_fds(), before, "fds leaked");
     assert_eq!(ChildFd::Duplex, ChildFd::Duplex);
     assert_ne!(ChildFd::Duplex, ChildFd::ParentReads);
+}
+
+#[tokio::test]
+async fn taking_a_duplex_out_first_writes_what_is_queued_for_it() {
+    let _serial = serial_lock();
+    // The child counts what it reads on fd 3 until the end, and says how much on fd 1.
+    let script = format!("{OPEN_FD3}\nsys.stdout.write('%d\\n' % len(lines.read()))\n");
+    let mut child = py(&script).fd(3, ChildFd::Duplex).spawn().unwrap();
+    let size = 4 << 20;
+    child.write(3, vec![b'x'; size]).unwrap();
+    // Far more than a socket buffer holds: most of it waits in the transport's queue.
+    assert!(child.queued_len(3) > 0);
+    let mut stream = within("take_duplex", child.take_duplex(3)).await.unwrap();
+    within("shutdown", stream.shutdown()).await.unwrap();
+    let out = run_to_end(&mut child).await;
+    assert_eq!(out.text(1), format!("{size}\n"));
+    assert!(out.status().success());
 }
