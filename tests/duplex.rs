@@ -1,17 +1,20 @@
 //! Duplex fds: a socket pair at a child fd, read as events and written on the same fd
 //! number, or taken out as a `tokio::net::UnixStream`. Checked from inside the child.
 //!
-//! One test counts this process's fds, so every test takes the serial lock.
+//! One test counts this process's fds, so the tests run one at a time.
 
 mod common;
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use common::{Outcome, open_fds, py, run_to_end, serial_lock, within};
+use common::{Outcome, open_fds, py, run_to_end, within};
 use futures::StreamExt;
 use process_transport::{ChildFd, Error, Event, InvalidInput, SpawnError};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// Held by each test: see the module's doc.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Python that opens fd 3 as the socket it must be, as `sock`, with a line reader `lines`.
 const OPEN_FD3: &str = "\
@@ -23,7 +26,7 @@ lines = sock.makefile('rb')
 
 #[tokio::test]
 async fn both_directions_go_through_events_on_one_fd() {
-    let _serial = serial_lock();
+    let _serial = SERIAL.lock().await;
     // The child doubles each number it reads on fd 3 and answers on fd 3, until "end".
     let script = format!(
         "{OPEN_FD3}
@@ -63,7 +66,7 @@ sys.stdout.write('done\\n')
 
 #[tokio::test]
 async fn the_child_shutting_down_its_side_ends_only_the_read_side() {
-    let _serial = serial_lock();
+    let _serial = SERIAL.lock().await;
     // The child says it is ready, shuts down its sending side, says so on fd 1, and reports
     // what it then reads.
     let script = format!(
@@ -102,7 +105,7 @@ sys.stdout.write('read: %r\\n' % lines.read())
 
 #[tokio::test]
 async fn closing_the_fd_closes_both_directions() {
-    let _serial = serial_lock();
+    let _serial = SERIAL.lock().await;
     // After the end of its input, the child's own write must fail: the socket is gone.
     let script = format!(
         "{OPEN_FD3}
@@ -127,7 +130,7 @@ except BrokenPipeError:
 
 #[tokio::test]
 async fn wait_closes_a_duplex_so_a_child_reading_it_to_the_end_exits() {
-    let _serial = serial_lock();
+    let _serial = SERIAL.lock().await;
     let script = format!("{OPEN_FD3}\nlines.read()\nsys.exit(7)\n");
     let mut child = py(&script).fd(3, ChildFd::Duplex).spawn().unwrap();
     let status = within("wait returns", child.wait()).await.unwrap();
@@ -136,7 +139,7 @@ async fn wait_closes_a_duplex_so_a_child_reading_it_to_the_end_exits() {
 
 #[tokio::test]
 async fn taken_out_as_a_unix_stream() {
-    let _serial = serial_lock();
+    let _serial = SERIAL.lock().await;
     // The child answers each line upper-cased; at the end of its input it says bye.
     let script = format!(
         "{OPEN_FD3}
@@ -181,7 +184,7 @@ sock.sendall(b'bye\\n')
 
 #[tokio::test]
 async fn an_fd_passed_over_the_socket_works_in_the_child() {
-    let _serial = serial_lock();
+    let _serial = SERIAL.lock().await;
     use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 
     // The child receives one fd with SCM_RIGHTS and writes through it.
@@ -227,7 +230,7 @@ sock.sendall(b'sent\\n')
 
 #[tokio::test]
 async fn a_duplex_is_taken_only_whole_and_other_pipes_not_as_one() {
-    let _serial = serial_lock();
+    let _serial = SERIAL.lock().await;
     let mut child = py("import sys; sys.stdin.read()")
         .fd(3, ChildFd::Duplex)
         .spawn()
@@ -257,7 +260,7 @@ async fn a_duplex_is_taken_only_whole_and_other_pipes_not_as_one() {
 
 #[tokio::test]
 async fn bad_input_with_a_duplex_leaves_nothing_behind() {
-    let _serial = serial_lock();
+    let _serial = SERIAL.lock().await;
     // A first spawn starts the reaper and its fds, which stay: count after it.
     let warm_up = py("pass").fd(3, ChildFd::Duplex).spawn().unwrap();
     assert!(
@@ -285,7 +288,7 @@ async fn bad_input_with_a_duplex_leaves_nothing_behind() {
 
 #[tokio::test]
 async fn taking_a_duplex_out_first_writes_what_is_queued_for_it() {
-    let _serial = serial_lock();
+    let _serial = SERIAL.lock().await;
     // The child counts what it reads on fd 3 until the end, and says how much on fd 1.
     let script = format!("{OPEN_FD3}\nsys.stdout.write('%d\\n' % len(lines.read()))\n");
     let mut child = py(&script).fd(3, ChildFd::Duplex).spawn().unwrap();
