@@ -12,8 +12,10 @@ use crate::signal::Signal;
 
 /// What a child fd is connected to.
 ///
-/// Not `Copy` (since 0.2): [`Owned`](ChildFd::Owned) holds an fd.
+/// Not `Copy`: [`Owned`](ChildFd::Owned) holds an fd. Non-exhaustive, so a new kind of fd is
+/// not a breaking change.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum ChildFd {
     /// A pipe the child writes and the parent reads: data arrives as events (Twisted's `'r'`).
     ParentReads,
@@ -41,6 +43,26 @@ pub enum ChildFd {
     SameAs(RawFd),
     /// `/dev/null`, opened read-write.
     Null,
+    /// One end of a connected `AF_UNIX` stream socket pair (Node's `'pipe'`), for helpers
+    /// that talk both ways on one fd: IPC channels, `WAYLAND_SOCKET`, Xwayland's `-wm`.
+    ///
+    /// What the child sends arrives as [`Data`](crate::Event::Data) events for this fd, and
+    /// [`write`](crate::ProcessTransport::write) (and the rest of the writing API, flow
+    /// control included) sends on the same fd number. Or
+    /// [`take_duplex`](crate::ProcessTransport::take_duplex) hands the parent's end out as a
+    /// `tokio::net::UnixStream`, over which fds can also be passed (`SCM_RIGHTS`).
+    ///
+    /// The two directions end apart. The child shutting down its sending side
+    /// (`shutdown(SHUT_WR)`) ends the read side only: the parent can still write. A failed
+    /// write ends the write side only: what the child sent can still be read. One
+    /// [`Closed`](crate::Event::Closed) event comes once both have ended, typically when the
+    /// child closes the socket or exits; its reason is the first error of either side, or
+    /// else why the last side ended. [`close_child_fd`](crate::ProcessTransport::close_child_fd)
+    /// closes both directions (after flushing).
+    ///
+    /// A socket is not a pipe: [`Command::pipe_capacity`] does not apply to it, and a failure
+    /// to make it is reported as [`SpawnStep::CreatePipe`](crate::SpawnStep::CreatePipe).
+    Duplex,
 }
 
 impl ChildFd {
@@ -65,6 +87,7 @@ impl PartialEq for ChildFd {
         match (self, other) {
             (ChildFd::ParentReads, ChildFd::ParentReads)
             | (ChildFd::ParentWrites, ChildFd::ParentWrites)
+            | (ChildFd::Duplex, ChildFd::Duplex)
             | (ChildFd::Null, ChildFd::Null) => true,
             (ChildFd::Inherit(a), ChildFd::Inherit(b))
             | (ChildFd::SameAs(a), ChildFd::SameAs(b)) => a == b,

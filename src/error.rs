@@ -55,8 +55,12 @@ pub enum Error {
     NotReadable(i32),
     /// The pipe at this child fd is already closed.
     PipeClosed(i32),
-    /// The pipe at this child fd was taken out with `take_reader`/`take_writer`.
+    /// The pipe at this child fd was taken out with `take_reader`/`take_writer` (or
+    /// `take_duplex`).
     PipeTaken(i32),
+    /// The fd is a [`ChildFd::Duplex`](crate::ChildFd::Duplex) socket, which is taken out
+    /// whole with [`take_duplex`](crate::ProcessTransport::take_duplex), not as one direction.
+    Duplex(i32),
     /// The write would take the writer's queue past its
     /// [limit](crate::Command::write_buffer_limit); nothing was queued.
     WriteBufferFull(i32),
@@ -217,6 +221,7 @@ impl fmt::Display for Error {
             Error::NotReadable(fd) => write!(f, "child fd {fd} is written by the parent, not read"),
             Error::PipeClosed(fd) => write!(f, "the pipe at child fd {fd} is closed"),
             Error::PipeTaken(fd) => write!(f, "the pipe at child fd {fd} was taken out"),
+            Error::Duplex(fd) => write!(f, "child fd {fd} is a socket, taken out only whole"),
             Error::WriteBufferFull(fd) => {
                 write!(f, "the write buffer of child fd {fd} is at its limit")
             }

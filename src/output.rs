@@ -415,9 +415,14 @@ impl ProcessTransport {
     }
 
     /// Whether the pipe the parent reads at `fd` is still the transport's (not taken out).
+    /// A [duplex](crate::ChildFd::Duplex) counts: its data is collected like a pipe's (its
+    /// parent side stays open for writing until the child ends).
     fn is_own_reader(&self, fd: i32) -> bool {
-        self.pipes()
-            .get(fd)
-            .is_some_and(|pipe| matches!(pipe.state, crate::pipe::PipeState::Reader(_)))
+        self.pipes().get(fd).is_some_and(|pipe| {
+            matches!(
+                pipe.state,
+                crate::pipe::PipeState::Reader(_) | crate::pipe::PipeState::Duplex(_)
+            )
+        })
     }
 }

@@ -403,6 +403,19 @@ impl ChildFds {
                         fd
                     }
                 },
+                ChildFd::Duplex => {
+                    let (parent, child) =
+                        sys::fd::socketpair().map_err(failed(SpawnStep::CreatePipe))?;
+                    sys::fd::set_nonblocking(parent.as_fd())
+                        .map_err(failed(SpawnStep::CreatePipe))?;
+                    fds.parent_ends.push(ParentEnd {
+                        child_fd,
+                        dir: Direction::Duplex,
+                        fd: parent,
+                        capacity: Capacity::Fixed(DEFAULT_PIPE_CAPACITY),
+                    });
+                    fds.keep_child_end(child)
+                }
                 ChildFd::ParentReads | ChildFd::ParentWrites => {
                     let (read, write) = sys::fd::pipe().map_err(failed(SpawnStep::CreatePipe))?;
                     let (dir, parent, child) = if *what == ChildFd::ParentReads {
@@ -511,14 +524,27 @@ impl ChildFds {
                 capacity,
             } = end;
             // AsyncFd panics in a runtime built without I/O; report that as a typed error.
+            let register = |fd, interest| {
+                std::panic::catch_unwind(AssertUnwindSafe(|| sys::fd::register(fd, interest)))
+                    .map_err(|_| SpawnError::NoRuntime)?
+                    .map_err(failed(SpawnStep::RegisterPipe(child_fd)))
+            };
             let interest = match dir {
                 Direction::ParentWrites => Interest::WRITABLE,
                 Direction::ParentReads | Direction::PtyMaster => Interest::READABLE,
+                Direction::Duplex => {
+                    // A second copy of the same socket, so that each direction has its own
+                    // registration (epoll keys them by fd number) and its own readiness.
+                    let write = fd
+                        .try_clone()
+                        .map_err(failed(SpawnStep::RegisterPipe(child_fd)))?;
+                    let read = register(fd, Interest::READABLE)?;
+                    let write = register(write, Interest::WRITABLE)?;
+                    pipes.push(Pipe::duplex(child_fd, read, write, limits));
+                    continue;
+                }
             };
-            let registered =
-                std::panic::catch_unwind(AssertUnwindSafe(|| sys::fd::register(fd, interest)))
-                    .map_err(|_| SpawnError::NoRuntime)?
-                    .map_err(failed(SpawnStep::RegisterPipe(child_fd)))?;
+            let registered = register(fd, interest)?;
             pipes.push(Pipe::new(child_fd, dir, registered, capacity, limits));
         }
         Ok(PipeSet::new(pipes))

@@ -1,8 +1,9 @@
 //! The parent ends of a child's pipes: a [`Reader`] that turns readiness into `Bytes`, a
-//! [`Writer`] with a queue of `Bytes` flushed by `writev`, the [`PipeSet`] a transport keeps
-//! them in, and the standalone handles ([`PipeReader`], [`PipeWriter`]) a pipe becomes when it
+//! [`Writer`] with a queue of `Bytes` flushed by `writev`, a [`Duplex`] socket that is both,
+//! the [`PipeSet`] a transport keeps them in, and the standalone handles ([`PipeReader`], [`PipeWriter`]) a pipe becomes when it
 //! is taken out of its transport.
 
+mod duplex;
 mod handle;
 mod reader;
 mod set;
@@ -19,6 +20,7 @@ use tokio::io::unix::AsyncFd;
 
 use crate::sys;
 
+pub(crate) use duplex::{Duplex, Half};
 pub use handle::{PipeReader, PipeWriter};
 pub(crate) use reader::{ReadOutcome, ReadSource, Reader};
 pub(crate) use set::PipeSet;
@@ -38,6 +40,8 @@ pub(crate) enum Direction {
     ParentWrites,
     /// A pty master read as fd 1: EIO means the terminal's other side is gone, a clean close.
     PtyMaster,
+    /// A socket both sides read and write.
+    Duplex,
 }
 
 /// How big a pipe is, and whether it may grow when busy.
@@ -78,6 +82,8 @@ pub(crate) enum PipeState {
     Reader(Reader),
     /// Written by the transport (and flushed, then closed, once `closing`).
     Writer(Writer),
+    /// Read and written by the transport, until both halves have ended.
+    Duplex(Duplex),
     /// Handed out by `take_reader`/`take_writer`; `ended` waits for the handle to close it.
     Taken(Arc<TakenPipe>),
     /// Closed by either side; its `Closed` event has been queued.
@@ -86,7 +92,8 @@ pub(crate) enum PipeState {
 
 impl Pipe {
     /// The pipe at `child_fd`, registered with the reactor as `fd`; a writer starts with
-    /// `limits`.
+    /// `limits`. One fd makes one direction: a whole [`Direction::Duplex`] comes from
+    /// [`Pipe::duplex`], and one made here has its read half only.
     pub(crate) fn new(
         child_fd: i32,
         dir: Direction,
@@ -102,6 +109,11 @@ impl Pipe {
             Direction::PtyMaster => {
                 PipeState::Reader(Reader::new(fd, capacity, ReadSource::PtyMaster))
             }
+            Direction::Duplex => PipeState::Duplex(Duplex::read_only(Reader::new(
+                fd,
+                capacity,
+                ReadSource::Pipe,
+            ))),
         };
         Pipe {
             child_fd,
@@ -111,20 +123,48 @@ impl Pipe {
         }
     }
 
+    /// The socket at `child_fd`: `read` and `write` are two copies of the parent's end,
+    /// registered for reading and for writing; the writer starts with `limits`.
+    pub(crate) fn duplex(
+        child_fd: i32,
+        read: AsyncFd<OwnedFd>,
+        write: AsyncFd<OwnedFd>,
+        limits: WriteLimits,
+    ) -> Self {
+        // A socket's buffers are not a pipe's and cannot be resized with F_SETPIPE_SZ: fixed.
+        let capacity = Capacity::Fixed(DEFAULT_PIPE_CAPACITY);
+        Pipe {
+            child_fd,
+            dir: Direction::Duplex,
+            state: PipeState::Duplex(Duplex::new(
+                Reader::new(read, capacity, ReadSource::Pipe),
+                Writer::new(write, capacity, limits),
+            )),
+            paused: false,
+        }
+    }
+
     /// The fd number the child has this pipe at.
     pub(crate) fn child_fd(&self) -> i32 {
         self.child_fd
     }
 
-    /// Whether the parent writes this pipe (open, closed or taken alike).
+    /// Whether the parent writes this pipe and does not read it (open, closed or taken
+    /// alike).
     pub(crate) fn parent_writes(&self) -> bool {
         self.dir == Direction::ParentWrites
+    }
+
+    /// Whether this is a socket the parent both reads and writes (open, closed or taken
+    /// alike).
+    pub(crate) fn is_duplex(&self) -> bool {
+        self.dir == Direction::Duplex
     }
 
     /// Whether this pipe still keeps `ended` from arriving.
     pub(crate) fn is_open(&self) -> bool {
         match &self.state {
-            PipeState::Reader(_) | PipeState::Writer(_) => true,
+            PipeState::Reader(_) | PipeState::Writer(_) | PipeState::Duplex(_) => true,
             PipeState::Taken(taken) => !taken.is_closed(),
             PipeState::Closed => false,
         }
@@ -133,7 +173,10 @@ impl Pipe {
     /// Whether the transport itself still reads or writes this pipe (it is neither closed
     /// nor taken out).
     pub(crate) fn is_live(&self) -> bool {
-        matches!(self.state, PipeState::Reader(_) | PipeState::Writer(_))
+        matches!(
+            self.state,
+            PipeState::Reader(_) | PipeState::Writer(_) | PipeState::Duplex(_)
+        )
     }
 }
 
@@ -201,6 +244,14 @@ impl TakenPipe {
     /// Has the transport's task woken when the handle closes the pipe.
     pub(crate) fn register(&self, cx: &Context<'_>) {
         self.waker.register(cx.waker());
+    }
+
+    /// A link whose handle is already done: for a pipe handed out as a handle of another
+    /// kind (a socket), which the transport cannot follow.
+    pub(crate) fn released() -> Arc<Self> {
+        let taken = Arc::new(TakenPipe::default());
+        taken.close();
+        taken
     }
 
     /// Called by the handle when it closes its fd.

@@ -128,6 +128,11 @@ impl Reader {
         }
     }
 
+    /// The fd, out of the reactor, for a handle of another kind.
+    pub(crate) fn into_fd(self) -> OwnedFd {
+        self.fd.into_inner()
+    }
+
     /// Reads whatever is ready into `buf` (an `AsyncRead` read).
     pub(crate) fn poll_read_buf(
         &mut self,

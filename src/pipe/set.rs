@@ -4,8 +4,11 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use super::{Pipe, PipeReader, PipeState, PipeWriter, ReadOutcome, TakenPipe, Writer};
+use std::os::fd::OwnedFd;
+
+use super::{Half, Pipe, PipeReader, PipeState, PipeWriter, ReadOutcome, TakenPipe, Writer};
 use crate::error::Error;
+use crate::event::CloseReason;
 
 /// The pipes of one transport, sorted by child fd (each fd at most once).
 #[derive(Debug)]
@@ -77,9 +80,14 @@ impl PipeSet {
         self.fds_where(Pipe::is_live)
     }
 
-    /// The child fds of the writers the transport itself still holds (closing or not).
+    /// The child fds of the writers the transport itself still holds (closing or not),
+    /// sockets with a write half included.
     pub(crate) fn writer_fds(&self) -> Vec<i32> {
-        self.fds_where(|p| matches!(p.state, PipeState::Writer(_)))
+        self.fds_where(|p| match &p.state {
+            PipeState::Writer(_) => true,
+            PipeState::Duplex(d) => d.writer.is_some(),
+            _ => false,
+        })
     }
 
     fn fds_where(&self, keep: impl Fn(&Pipe) -> bool) -> Vec<i32> {
@@ -93,12 +101,16 @@ impl PipeSet {
     /// The writer at child fd `fd`, or why there is none to write to.
     pub(crate) fn writer(&mut self, fd: i32) -> Result<&mut Writer, Error> {
         let pipe = self.find_mut(fd)?;
-        if !pipe.parent_writes() {
+        if !pipe.parent_writes() && !pipe.is_duplex() {
             return Err(Error::NotWritable(fd));
         }
         match &mut pipe.state {
             PipeState::Writer(w) if w.closing => Err(Error::PipeClosed(fd)),
             PipeState::Writer(w) => Ok(w),
+            PipeState::Duplex(d) => match &mut d.writer {
+                Some(w) if !w.closing => Ok(w),
+                _ => Err(Error::PipeClosed(fd)),
+            },
             PipeState::Reader(_) => Err(Error::NotWritable(fd)),
             PipeState::Taken(_) => Err(Error::PipeTaken(fd)),
             PipeState::Closed => Err(Error::PipeClosed(fd)),
@@ -109,15 +121,26 @@ impl PipeSet {
     pub(crate) fn queued_len(&self, fd: i32) -> usize {
         match self.get(fd).map(|p| &p.state) {
             Some(PipeState::Writer(w)) => w.queued(),
+            Some(PipeState::Duplex(d)) => d.writer.as_ref().map_or(0, Writer::queued),
             _ => 0,
         }
     }
 
     /// Starts closing the pipe at child fd `fd`: `Ok(true)` when it is to close at once (a
     /// reader, or a writer with nothing queued), `Ok(false)` when there is nothing to do now
-    /// (a writer flushes first, and a closed pipe stays closed).
+    /// (a writer flushes first, and a closed pipe stays closed). A socket stops being read at
+    /// once and closes when its write half has flushed.
     pub(crate) fn begin_close(&mut self, fd: i32) -> Result<bool, Error> {
         match &mut self.find_mut(fd)?.state {
+            PipeState::Duplex(d) => match &mut d.writer {
+                Some(w) if w.queued() > 0 => {
+                    w.closing = true;
+                    // The write half is still there, so this cannot be the last half.
+                    let _ = d.end(Half::Read, CloseReason::Closed);
+                    Ok(false)
+                }
+                _ => Ok(true),
+            },
             PipeState::Writer(w) if w.queued() == 0 => Ok(true),
             PipeState::Writer(w) => {
                 w.closing = true;
@@ -139,6 +162,25 @@ impl PipeSet {
             }
             _ => false,
         }
+    }
+
+    /// Ends one half of the pipe at child fd `fd` for `reason`, if the transport still
+    /// holds it. Returns the reason for the pipe's `Closed` event when that closed the pipe:
+    /// at once for a one-way pipe, once both halves have ended for a socket.
+    pub(crate) fn end_half(
+        &mut self,
+        fd: i32,
+        half: Half,
+        reason: CloseReason,
+    ) -> Option<CloseReason> {
+        let pipe = self.get_mut(fd)?;
+        let closed = match &mut pipe.state {
+            PipeState::Duplex(d) => d.end(half, reason)?,
+            PipeState::Reader(_) | PipeState::Writer(_) => reason,
+            PipeState::Taken(_) | PipeState::Closed => return None,
+        };
+        pipe.state = PipeState::Closed;
+        Some(closed)
     }
 
     /// Fails unless child fd `fd` is a pipe the parent reads (in any state).
@@ -179,8 +221,13 @@ impl PipeSet {
             if pipe.paused {
                 continue;
             }
-            let PipeState::Reader(reader) = &mut pipe.state else {
-                continue;
+            let reader = match &mut pipe.state {
+                PipeState::Reader(reader) => reader,
+                PipeState::Duplex(d) => match &mut d.reader {
+                    Some(reader) => reader,
+                    None => continue,
+                },
+                _ => continue,
             };
             if let Poll::Ready(outcome) = reader.poll_read(cx) {
                 if matches!(outcome, ReadOutcome::Data(_)) {
@@ -210,9 +257,43 @@ impl PipeSet {
         }
     }
 
+    /// Takes the socket at child fd `fd` out, as the parent's end of it. Anything still
+    /// queued on its write half is dropped: the caller flushes first.
+    pub(crate) fn take_duplex(&mut self, fd: i32) -> Result<OwnedFd, Error> {
+        self.check_duplex(fd)?;
+        let pipe = self.find_mut(fd)?;
+        // The transport cannot see when a socket handed out closes: it no longer waits for it.
+        match std::mem::replace(&mut pipe.state, PipeState::Taken(TakenPipe::released())) {
+            PipeState::Duplex(d) => d.into_fd().ok_or(Error::PipeClosed(fd)),
+            other => {
+                pipe.state = other;
+                Err(Error::PipeClosed(fd))
+            }
+        }
+    }
+
+    /// Fails unless child fd `fd` is a socket the transport still reads or writes.
+    pub(crate) fn check_duplex(&self, fd: i32) -> Result<(), Error> {
+        let pipe = self.get(fd).ok_or(Error::NoSuchPipe(fd))?;
+        match &pipe.state {
+            _ if pipe.parent_writes() => Err(Error::NotReadable(fd)),
+            _ if !pipe.is_duplex() => Err(Error::NotWritable(fd)),
+            PipeState::Taken(_) => Err(Error::PipeTaken(fd)),
+            // Closing: it has stopped being read and goes once flushed.
+            PipeState::Duplex(d) if d.writer.as_ref().is_some_and(|w| w.closing) => {
+                Err(Error::PipeClosed(fd))
+            }
+            PipeState::Duplex(d) if d.reader.is_some() || d.writer.is_some() => Ok(()),
+            _ => Err(Error::PipeClosed(fd)),
+        }
+    }
+
     /// Swaps an open pipe of the wanted direction for a `Taken` marker, returning its state.
     fn take(&mut self, fd: i32, want: Take) -> Result<(PipeState, Arc<TakenPipe>), Error> {
         let pipe = self.find_mut(fd)?;
+        if pipe.is_duplex() {
+            return Err(Error::Duplex(fd));
+        }
         match (&pipe.state, pipe.parent_writes(), want) {
             (_, false, Take::Writer) => return Err(Error::NotWritable(fd)),
             (_, true, Take::Reader) => return Err(Error::NotReadable(fd)),
@@ -242,12 +323,82 @@ mod tests {
         let (read, write) = sys::fd::pipe().unwrap();
         let (parent, child, interest) = match dir {
             Direction::ParentWrites => (write, read, Interest::WRITABLE),
-            Direction::ParentReads | Direction::PtyMaster => (read, write, Interest::READABLE),
+            Direction::ParentReads | Direction::PtyMaster | Direction::Duplex => {
+                (read, write, Interest::READABLE)
+            }
         };
         sys::fd::set_nonblocking(parent.as_fd()).unwrap();
         keep.push(child);
         let fd = sys::fd::register(parent, interest).unwrap();
         Pipe::new(child_fd, dir, fd, Capacity::Default, WriteLimits::default())
+    }
+
+    /// A socket at `child_fd`, with the child's end kept open in `keep`.
+    fn duplex(child_fd: i32, keep: &mut Vec<OwnedFd>) -> Pipe {
+        let (parent, child) = sys::fd::socketpair().unwrap();
+        sys::fd::set_nonblocking(parent.as_fd()).unwrap();
+        keep.push(child);
+        let write = parent.try_clone().unwrap();
+        let read = sys::fd::register(parent, Interest::READABLE).unwrap();
+        let write = sys::fd::register(write, Interest::WRITABLE).unwrap();
+        Pipe::duplex(child_fd, read, write, WriteLimits::default())
+    }
+
+    #[tokio::test]
+    async fn a_socket_closes_once_both_halves_have_ended() {
+        let mut keep = Vec::new();
+        let mut pipes = PipeSet::new(vec![
+            duplex(3, &mut keep),
+            pipe(1, Direction::ParentReads, &mut keep),
+        ]);
+        assert!(pipes.writer(3).is_ok());
+        assert!(pipes.check_reader(3).is_ok());
+        assert_eq!(pipes.writer_fds(), [3]);
+        assert!(matches!(pipes.take_reader(3), Err(Error::Duplex(3))));
+        assert!(matches!(pipes.take_writer(3), Err(Error::Duplex(3))));
+        assert!(matches!(pipes.check_duplex(1), Err(Error::NotWritable(1))));
+
+        // The read half ending leaves the write half usable, and the pipe open.
+        assert_eq!(pipes.end_half(3, Half::Read, CloseReason::Eof), None);
+        assert!(pipes.writer(3).is_ok());
+        assert_eq!(pipes.open_fds().collect::<Vec<_>>(), [1, 3]);
+        // An error of the first half is what the close reports.
+        let broken = CloseReason::Error(Arc::new(std::io::Error::from_raw_os_error(libc::EPIPE)));
+        let mut other = PipeSet::new(vec![duplex(4, &mut keep)]);
+        assert_eq!(other.end_half(4, Half::Write, broken.clone()), None);
+        assert!(matches!(other.writer(4), Err(Error::PipeClosed(4))));
+        assert_eq!(
+            other.end_half(4, Half::Read, CloseReason::Eof),
+            Some(broken)
+        );
+        assert_eq!(other.end_half(4, Half::Read, CloseReason::Eof), None);
+
+        // Otherwise the reason of the last half; a one-way pipe closes at once.
+        assert_eq!(
+            pipes.end_half(3, Half::Write, CloseReason::Closed),
+            Some(CloseReason::Closed)
+        );
+        assert_eq!(
+            pipes.end_half(1, Half::Read, CloseReason::Eof),
+            Some(CloseReason::Eof)
+        );
+        assert!(!pipes.any_open());
+        assert!(matches!(pipes.check_duplex(3), Err(Error::PipeClosed(3))));
+    }
+
+    #[tokio::test]
+    async fn a_socket_taken_out_no_longer_holds_the_set_open() {
+        let mut keep = Vec::new();
+        let mut pipes = PipeSet::new(vec![duplex(3, &mut keep)]);
+        let fd = pipes.take_duplex(3).unwrap();
+        assert!(!pipes.any_open());
+        assert!(matches!(pipes.take_duplex(3), Err(Error::PipeTaken(3))));
+        assert!(matches!(pipes.writer(3), Err(Error::PipeTaken(3))));
+        // The parent's end of the same socket: what goes in reaches the child's end.
+        std::io::Write::write_all(&mut std::fs::File::from(fd), b"x").unwrap();
+        let mut got = [0u8; 1];
+        std::io::Read::read_exact(&mut std::fs::File::from(keep.remove(0)), &mut got).unwrap();
+        assert_eq!(&got, b"x");
     }
 
     /// Writers at 0 and 4, readers at 1 and 3, given out of order.

@@ -241,6 +241,12 @@ impl Writer {
         }
     }
 
+    /// The fd, out of the reactor, for a handle of another kind. Whatever is still queued is
+    /// dropped.
+    pub(crate) fn into_fd(self) -> OwnedFd {
+        self.fd.into_inner()
+    }
+
     /// Flushes the queue, then writes from `bufs` directly (one `writev`).
     pub(crate) fn poll_write_slices(
         &mut self,

@@ -21,6 +21,19 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
 }
 
+/// A connected `AF_UNIX` stream socket pair, both ends close-on-exec and blocking:
+/// `(parent end, child end)`. A stream, not datagrams, so that it reads and writes like a
+/// pipe, and `AF_UNIX` so that fds can travel over it (`SCM_RIGHTS`).
+pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType};
+    Ok(nix::sys::socket::socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?)
+}
+
 /// Opens `/dev/null` read-write, close-on-exec.
 pub(crate) fn open_dev_null() -> io::Result<OwnedFd> {
     retry(|| {

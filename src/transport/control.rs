@@ -82,8 +82,8 @@ impl ProcessTransport {
 
     /// Waits for the child to be reaped and returns its status.
     ///
-    /// Before waiting it resumes reading and closes every writer (after flushing), as Tokio's
-    /// `wait` closes stdin: a child waiting for EOF would otherwise never exit. Output read
+    /// Before waiting it resumes reading and closes every writer (after flushing), duplex
+    /// sockets included, as Tokio's `wait` closes stdin: a child waiting for EOF would otherwise never exit. Output read
     /// meanwhile is discarded, so a child writing more than a pipe holds cannot block
     /// (pipes taken out with [`take_reader`](ProcessTransport::take_reader) are yours to
     /// drain). Cancel-safe: cancelling loses no exit status, but those changes stay.

@@ -7,7 +7,7 @@ use std::task::Poll;
 use super::ProcessTransport;
 use crate::error::Error;
 use crate::event::{CloseReason, Event};
-use crate::pipe::{FlowChange, PipeReader, PipeWriter, WriteFlow, same_os_error};
+use crate::pipe::{FlowChange, Half, PipeReader, PipeWriter, WriteFlow, same_os_error};
 
 impl ProcessTransport {
     // ----- writing -------------------------------------------------------------------------
@@ -77,7 +77,7 @@ impl ProcessTransport {
         if was_idle && let Err(e) = writer.write_now() {
             // Both the caller and the `Closed` event get the OS error, with its errno.
             let returned = same_os_error(&e);
-            self.close_pipe(fd, CloseReason::Error(e.into()));
+            self.end_half(fd, Half::Write, CloseReason::Error(e.into()));
             return Err(Error::Io(returned));
         }
         let change = writer.check_paused();
@@ -136,7 +136,7 @@ impl ProcessTransport {
                 }
                 Poll::Ready(Err(e)) => {
                     let returned = same_os_error(&e);
-                    self.close_pipe(fd, CloseReason::Error(e.into()));
+                    self.end_half(fd, Half::Write, CloseReason::Error(e.into()));
                     Poll::Ready(Err(Error::Io(returned)))
                 }
                 Poll::Pending => Poll::Pending,
@@ -152,6 +152,10 @@ impl ProcessTransport {
     /// polled, as all flushing is). A reader closes at once; the child's next write to it fails
     /// with `EPIPE`. Either way a [`Closed`](Event::Closed) event with
     /// [`CloseReason::Closed`] follows. Closing an already closed pipe does nothing.
+    ///
+    /// A [`Duplex`](crate::ChildFd::Duplex) socket closes both ways: it is not read any
+    /// more, and it closes once what is queued for it is written; the child then reads end
+    /// of file, and its writes fail with `EPIPE`.
     pub fn close_child_fd(&mut self, fd: i32) -> Result<(), Error> {
         // Nothing to flush: close now, so the child sees EOF even if nobody polls.
         if self.pipes.begin_close(fd)? {
@@ -227,6 +231,38 @@ impl ProcessTransport {
     /// failed) or is dropped.
     pub fn take_reader(&mut self, fd: i32) -> Result<PipeReader, Error> {
         self.pipes.take_reader(fd)
+    }
+
+    /// Takes the socket at child fd `fd` (a [`ChildFd::Duplex`](crate::ChildFd::Duplex)) out
+    /// of the transport, as a `tokio::net::UnixStream` on the parent's end, once the bytes
+    /// queued for it have been written. Over it the parent reads and writes with
+    /// `AsyncRead`/`AsyncWrite`, shuts down one direction with `shutdown`, and can pass fds
+    /// with `SCM_RIGHTS` (through the stream's raw fd and `sendmsg`).
+    ///
+    /// From here the socket is the caller's: no more events come for it (data read before
+    /// and not yet consumed still comes as [`Event::Data`]), and [`Event::Ended`] no longer
+    /// waits for it. The child sees the socket close when the stream is dropped (and any
+    /// other copy of it, as in the child's own descendants, is closed).
+    ///
+    /// Fails with [`Error::NotWritable`] for a pipe the parent only reads,
+    /// [`Error::NotReadable`] for one it only writes, [`Error::PipeTaken`] once taken,
+    /// [`Error::PipeClosed`] once closed or closing, and [`Error::Io`] if flushing meets a
+    /// broken socket (the write half then ends as on any failed write). Cancel-safe: until
+    /// it returns, the socket stays in the transport.
+    pub async fn take_duplex(&mut self, fd: i32) -> Result<tokio::net::UnixStream, Error> {
+        self.pipes.check_duplex(fd)?;
+        if self.pipes.queued_len(fd) > 0 {
+            self.flush(fd).await?;
+        }
+        let socket = std::os::unix::net::UnixStream::from(self.pipes.take_duplex(fd)?);
+        // Tokio panics when the runtime polling this has no I/O driver; report it instead.
+        std::panic::catch_unwind(|| tokio::net::UnixStream::from_std(socket))
+            .map_err(|_| {
+                Error::Io(std::io::Error::other(
+                    "take_duplex needs a Tokio runtime with I/O enabled",
+                ))
+            })?
+            .map_err(Error::Io)
     }
 
     /// Takes the pipe the parent writes at child fd `fd` out of the transport, as an

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use super::ProcessTransport;
 use crate::event::{CloseReason, Event};
-use crate::pipe::{FlowChange, PipeState, ReadOutcome};
+use crate::pipe::{FlowChange, Half, PipeState, ReadOutcome};
 
 impl ProcessTransport {
     /// Polls for the next event: flushes writers, notices closes and the exit, reads one
@@ -48,27 +48,43 @@ impl ProcessTransport {
         }
     }
 
+    /// Ends one half of the pipe at `fd` for `reason`: the whole pipe, with its `Closed`
+    /// event, unless it is a socket whose other half is still open.
+    pub(super) fn end_half(&mut self, fd: i32, half: Half, reason: CloseReason) {
+        if let Some(reason) = self.pipes.end_half(fd, half, reason) {
+            tracing::trace!(fd, ?reason, "pipe closed");
+            self.pending.push_back(Event::Closed { fd, reason });
+        }
+    }
+
     /// Flushes every writer, noticing resumes and closes, and has the taken pipes wake this
     /// task when their handles close them.
     fn poll_writers(&mut self, cx: &mut Context<'_>) {
+        let mut ended = Vec::new();
         for pipe in self.pipes.iter_mut() {
             let fd = pipe.child_fd();
-            let (done, change) = match &mut pipe.state {
-                PipeState::Writer(w) => (w.poll_done(cx), w.check_resumed()),
+            let writer = match &mut pipe.state {
+                PipeState::Writer(w) => w,
+                PipeState::Duplex(d) => match &mut d.writer {
+                    Some(w) => w,
+                    None => continue,
+                },
                 PipeState::Taken(taken) => {
                     taken.register(cx);
                     continue;
                 }
                 PipeState::Reader(_) | PipeState::Closed => continue,
             };
+            let (done, change) = (writer.poll_done(cx), writer.check_resumed());
             if change == FlowChange::Resumed {
                 self.pending.push_back(Event::WriteResumed { fd });
             }
             if let Poll::Ready(reason) = done {
-                pipe.state = PipeState::Closed;
-                tracing::trace!(fd, ?reason, "pipe closed");
-                self.pending.push_back(Event::Closed { fd, reason });
+                ended.push((fd, reason));
             }
+        }
+        for (fd, reason) in ended {
+            self.end_half(fd, Half::Write, reason);
         }
     }
 
@@ -92,8 +108,10 @@ impl ProcessTransport {
         // A close is queued behind what this poll queued before it, keeping the order.
         match outcome {
             ReadOutcome::Data(data) => self.pending.push_back(Event::Data { fd, data }),
-            ReadOutcome::Eof => self.close_pipe(fd, CloseReason::Eof),
-            ReadOutcome::Failed(e) => self.close_pipe(fd, CloseReason::Error(Arc::new(e))),
+            ReadOutcome::Eof => self.end_half(fd, Half::Read, CloseReason::Eof),
+            ReadOutcome::Failed(e) => {
+                self.end_half(fd, Half::Read, CloseReason::Error(Arc::new(e)));
+            }
         }
     }
 
