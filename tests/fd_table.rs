@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use process_transport::{ChildFd, Command, PtySize};
+use process_transport::{ChildFd, Command, PtySize, cgroup2_mount};
 
 use common::{cloexec_pipe, fd_report_script, identity, parse_fd_report, set_nofile_soft};
 
@@ -94,6 +94,19 @@ fn a_child_never_gets_a_copy_of_the_parents_high_fds_on_any_path() {
     let mut pty = pipes.clone();
     pty.pty(PtySize { rows: 24, cols: 80 });
     paths.push(("pty", pty));
+    // The cgroup directory is one more fd the child reads (to be created in the cgroup, or
+    // to move itself there), opened at each spawn: above the high fd.
+    let cgroup = cgroup2_mount()
+        .map(|mount| mount.join(format!("pt-fd-table-{}", std::process::id())))
+        .filter(|dir| std::fs::create_dir(dir).is_ok());
+    match &cgroup {
+        Some(dir) => {
+            let mut in_cgroup = pipes.clone();
+            in_cgroup.cgroup(dir);
+            paths.push(("3 pipes in a cgroup", in_cgroup));
+        }
+        None => eprintln!("no writable cgroup v2 mount: the cgroup path is not checked"),
+    }
 
     for (path, command) in paths {
         rt.block_on(async {
@@ -117,6 +130,9 @@ fn a_child_never_gets_a_copy_of_the_parents_high_fds_on_any_path() {
             }
             common::within(path, child.kill()).await.unwrap();
         });
+    }
+    if let Some(dir) = cgroup {
+        std::fs::remove_dir(dir).unwrap();
     }
 }
 

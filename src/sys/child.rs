@@ -7,6 +7,10 @@
 //! A vfork-style clone costs the same as glibc's `posix_spawn` (which is built the same way)
 //! and runs exactly the steps we planned.
 //!
+//! Why `CLONE_FILES`: copying the fd table costs time in proportion to the parent's highest
+//! fd, so where it can the child shares the table and then keeps only the low fds it reads
+//! (see [`spawn`] and `crate::fd_slots`).
+//!
 //! The child shares the parent's memory while the calling thread is suspended, so everything
 //! it does must be async-signal-safe: it reads the prepared program, makes raw syscalls, and
 //! writes its failure (step, errno) into memory the parent reads after `clone` returns. It
