@@ -12,9 +12,11 @@
 //!
 //! Slots are reserved at first use, at the lowest free numbers then: a process that opened
 //! thousands of fds before its first spawn gets high slot numbers and less gain. Spawns
-//! running at the same time each take a set of their own from a pool (a new one is reserved
-//! when the pool is empty), so they do not wait on each other; the pool therefore grows to
-//! the highest number of spawns ever in flight at once. A spawn whose sources do not fit in a
+//! running at the same time each take a set of their own, so they do not wait on each other:
+//! [`SETS`] sets are reserved together at the first spawn, a fixed footprint of
+//! `SETS * SLOTS_PER_SET + 1` fds that never grows. A spawn that finds them all lent out
+//! reserves a set for itself alone, at whatever numbers are free then, and closes it after
+//! (less gain where the low numbers are taken). A spawn whose sources do not fit in a
 //! set, or any spawn once the kernel has refused `CLOSE_RANGE_UNSHARE` (or with
 //! `PROCESS_TRANSPORT_FD_TABLE=copy`), takes the old path: a full copy of the table, closed
 //! in the child.
@@ -29,6 +31,10 @@ use crate::sys;
 /// Slots in one set: stdio, a few extra fds and the cgroup directory fit.
 pub(crate) const SLOTS_PER_SET: usize = 8;
 
+/// Sets kept for the life of the process: spawns in flight at once without a set of their
+/// own made for them.
+pub(crate) const SETS: usize = 4;
+
 /// Set to `copy` to have every child copy the whole fd table (the path for kernels that
 /// refuse `CLOSE_RANGE_UNSHARE`, forced, to test it).
 const TABLE_ENV: &str = "PROCESS_TRANSPORT_FD_TABLE";
@@ -36,10 +42,12 @@ const TABLE_ENV: &str = "PROCESS_TRANSPORT_FD_TABLE";
 /// Reserved fd numbers, ascending, each holding a copy of the placeholder while unused.
 struct SlotSet {
     slots: Vec<OwnedFd>,
+    /// One of the [`SETS`] kept sets, returned to the pool after use (else closed).
+    kept: bool,
 }
 
-/// Sets not lent to a spawn right now.
-static POOL: Mutex<Vec<SlotSet>> = Mutex::new(Vec::new());
+/// The kept sets not lent to a spawn right now, and whether they were reserved yet.
+static POOL: Mutex<(bool, Vec<SlotSet>)> = Mutex::new((false, Vec::new()));
 
 /// `/dev/null`, what every idle slot refers to.
 static PLACEHOLDER: OnceLock<OwnedFd> = OnceLock::new();
@@ -201,9 +209,25 @@ impl Drop for Lease {
 }
 
 fn take_set() -> Option<SlotSet> {
-    if let Some(set) = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-        return Some(set);
+    {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        if !pool.0 {
+            // All at once, so that the crate's fd footprint is settled by the first spawn.
+            let sets: Option<Vec<SlotSet>> = (0..SETS).map(|_| reserve_set(true)).collect();
+            if let Some(sets) = sets {
+                pool.1 = sets;
+                pool.0 = true;
+            }
+        }
+        if let Some(set) = pool.1.pop() {
+            return Some(set);
+        }
     }
+    reserve_set(false)
+}
+
+/// A new set at the lowest free numbers.
+fn reserve_set(kept: bool) -> Option<SlotSet> {
     let placeholder = match PLACEHOLDER.get() {
         Some(fd) => fd,
         None => {
@@ -218,11 +242,13 @@ fn take_set() -> Option<SlotSet> {
         slots.push(sys::fd::dup_lowest(placeholder).ok()?);
     }
     slots.sort_by_key(|s| s.as_raw_fd());
-    Some(SlotSet { slots })
+    Some(SlotSet { slots, kept })
 }
 
 fn give_back(set: SlotSet) {
-    POOL.lock().unwrap_or_else(|e| e.into_inner()).push(set);
+    if set.kept {
+        POOL.lock().unwrap_or_else(|e| e.into_inner()).1.push(set);
+    }
 }
 
 #[cfg(test)]
