@@ -148,6 +148,8 @@ mod exit_status;
 #[cfg(target_os = "linux")]
 #[cfg_attr(not(fuzzing), allow(unreachable_pub))]
 mod fd_plan;
+#[cfg(target_os = "linux")]
+mod fd_slots;
 #[cfg(all(target_os = "linux", fuzzing))]
 pub mod fuzz;
 #[cfg(target_os = "linux")]

@@ -11,6 +11,7 @@ use tokio::io::Interest;
 use crate::command::{ChildFd, Command, SessionOption};
 use crate::error::{Field, InvalidInput, SpawnError, SpawnStep};
 use crate::fd_plan;
+use crate::fd_slots;
 use crate::pipe::{Capacity, DEFAULT_PIPE_CAPACITY, Direction, Pipe, PipeSet, WriteLimits};
 use crate::reaper::{Reaper, Zombie};
 use crate::sys;
@@ -53,7 +54,22 @@ fn spawn(command: &Command) -> Result<ProcessTransport, SpawnError> {
 
     let strings = Strings::new(command)?;
     let mut fds = ChildFds::open(command)?;
-    let fd_steps = fd_plan::plan(&fds.mappings)?;
+    // The child reads its sources under low, reserved numbers where they fit (see
+    // `fd_slots`), one slot kept for the cgroup directory opened below.
+    let sources: Vec<i32> = fds.mappings.iter().map(|&(_, source)| source).collect();
+    let reserve = usize::from(command.cgroup != crate::command::CgroupOption::None);
+    let mut lease = fd_slots::Lease::new(&sources, reserve);
+    let fd_steps = match &lease {
+        Some(lease) => {
+            let moved: Vec<(i32, i32)> = fds
+                .mappings
+                .iter()
+                .map(|&(child_fd, source)| (child_fd, lease.source(source)))
+                .collect();
+            fd_plan::plan(&moved)
+        }
+        None => fd_plan::plan(&fds.mappings),
+    }?;
     let pipes = fds.register_parent_ends(WriteLimits {
         high_water: command.write_high_water,
         limit: command.write_buffer_limit,
@@ -70,6 +86,11 @@ fn spawn(command: &Command) -> Result<ProcessTransport, SpawnError> {
         .collect();
     let reaper = Reaper::get().map_err(failed(SpawnStep::StartReaper))?;
     sys::signal::refresh_sigpipe_disposition();
+
+    let cgroup_dir = cgroup.as_ref().map(|c| match &mut lease {
+        Some(lease) => lease.late(c.dir_fd()),
+        None => c.dir_fd(),
+    });
 
     let argv = pointers(&strings.argv);
     let envp = pointers(&strings.envp);
@@ -102,13 +123,21 @@ fn spawn(command: &Command) -> Result<ProcessTransport, SpawnError> {
         } else {
             0
         },
-        cgroup_dir: cgroup.as_ref().map(|c| c.dir_fd()),
+        cgroup_dir,
         umask: command.umask.map(|mask| (mask & 0o777) as libc::mode_t),
         rlimits: &rlimits,
         no_new_privs: command.no_new_privs,
+        fds_below: lease.as_ref().map(|lease| lease.first_unneeded()),
     };
 
-    let spawned = sys::child::spawn(&program).map_err(|failure| {
+    // Just before the clone, and undone (by dropping the lease) right after it, so that no
+    // slot holds a child end any longer than that.
+    if let Some(lease) = &mut lease {
+        lease.place().map_err(failed(SpawnStep::Clone))?;
+    }
+    let spawned = sys::child::spawn(&program);
+    drop(lease);
+    let spawned = spawned.map_err(|failure| {
         let (step, source) = match failure {
             SpawnFailure::Clone(source) => (SpawnStep::Clone, source),
             SpawnFailure::Child {
@@ -167,7 +196,7 @@ fn spawn_step(step: ChildStep, detail: i32) -> SpawnStep {
         ChildStep::SetSid => SpawnStep::SetSid,
         ChildStep::SetProcessGroup => SpawnStep::SetProcessGroup,
         ChildStep::ParentDeathSignal => SpawnStep::ParentDeathSignal,
-        ChildStep::CloseFds => SpawnStep::CloseFds,
+        ChildStep::CloseFds | ChildStep::UnshareFds => SpawnStep::CloseFds,
         ChildStep::ControllingTerminal => SpawnStep::ControllingTerminal,
         ChildStep::Chdir => SpawnStep::Chdir,
         ChildStep::SetGroups => SpawnStep::SetGroups,
@@ -611,6 +640,30 @@ mod tests {
             Err(other) => panic!("expected a RegisterPipe spawn error, got {other:?}"),
             Ok(pipes) => panic!("a regular file was registered: {pipes:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_kernel_refusing_to_unshare_the_fd_table_is_detected_and_the_spawn_retried() {
+        use std::sync::atomic::Ordering;
+        if !sys::child::fd_table_sharing_supported() {
+            eprintln!("fd table sharing is off here; nothing to detect");
+            return;
+        }
+        // An undefined close_range flag: the kernel refuses the child's unshare with EINVAL,
+        // as one without CLOSE_RANGE_UNSHARE does.
+        sys::child::UNSHARE_EXTRA_FLAGS.store(1 << 30, Ordering::Relaxed);
+        let mut c = Command::new("sh");
+        c.args(["-c", "echo out; echo three >&3"])
+            .fd(3, ChildFd::ParentReads);
+        let output = c.output().await;
+        sys::child::UNSHARE_EXTRA_FLAGS.store(0, Ordering::Relaxed);
+        let detected = !sys::child::fd_table_sharing_supported();
+        sys::child::enable_fd_table_sharing();
+        let output = output.unwrap();
+        assert!(output.status.success());
+        assert_eq!(output.fd(1), b"out\n");
+        assert_eq!(output.fd(3), b"three\n");
+        assert!(detected, "the refusal was not remembered");
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! A vfork-style clone costs the same as glibc's `posix_spawn` (which is built the same way)
 //! and runs exactly the steps we planned.
 //!
+//! Why `CLONE_FILES`: copying the fd table costs time in proportion to the parent's highest
+//! fd, so where it can the child shares the table and then keeps only the low fds it reads
+//! (see [`spawn`] and `crate::fd_slots`).
+//!
 //! The child shares the parent's memory while the calling thread is suspended, so everything
 //! it does must be async-signal-safe: it reads the prepared program, makes raw syscalls, and
 //! writes its failure (step, errno) into memory the parent reads after `clone` returns. It
@@ -77,6 +81,10 @@ pub(crate) struct ChildProgram<'a> {
     pub(crate) umask: Option<libc::mode_t>,
     pub(crate) rlimits: &'a [ResourceLimit],
     pub(crate) no_new_privs: bool,
+    /// `Some(first)`: every fd the child reads (the fd plan's sources, the cgroup directory)
+    /// is below `first`, so the child may share the parent's fd table at clone and copy only
+    /// that part of it (see [`spawn`]). `None`: it copies the whole table.
+    pub(crate) fds_below: Option<u32>,
 }
 
 /// One resource limit to set, in the layout `prlimit64` reads.
@@ -127,12 +135,15 @@ pub(crate) enum ChildStep {
     SetResourceLimit = 13,
     /// `prctl(PR_SET_NO_NEW_PRIVS)`.
     NoNewPrivs = 14,
+    /// `close_range(first, ~0, CLOSE_RANGE_UNSHARE)`, the child's first step when it shares
+    /// the parent's fd table. A refusal is retried without sharing, never reported.
+    UnshareFds = 15,
 }
 
 impl ChildStep {
     /// The step a code written by [`ChildStep`]`as u32` stands for; `None` for anything else.
     pub(crate) fn from_code(code: u32) -> Option<ChildStep> {
-        const ALL: [ChildStep; 14] = [
+        const ALL: [ChildStep; 15] = [
             ChildStep::SetSid,
             ChildStep::SetProcessGroup,
             ChildStep::ParentDeathSignal,
@@ -147,6 +158,7 @@ impl ChildStep {
             ChildStep::JoinCgroup,
             ChildStep::SetResourceLimit,
             ChildStep::NoNewPrivs,
+            ChildStep::UnshareFds,
         ];
         ALL.into_iter().find(|step| *step as u32 == code)
     }
@@ -175,9 +187,61 @@ pub(crate) struct Spawned {
 
 /// Spawns the child and returns once it has exec'd, or with the step that failed (the failed
 /// child already reaped).
+///
+/// Where the program allows ([`ChildProgram::fds_below`]) the child is cloned with
+/// `CLONE_FILES` and unshares the table as its first step, keeping only the fds below
+/// `first`: the kernel then never touches the parent's other fds, however many there are.
+/// Until then the table is shared with the parent's other threads, so the child touches no fd
+/// before it. A kernel that refuses the step (before 5.9, or a seccomp filter) makes the child
+/// exit at once, having done nothing; the spawn is then made again with a copied table, and
+/// every later one too.
 pub(crate) fn spawn(program: &ChildProgram<'_>) -> Result<Spawned, SpawnFailure> {
+    let share = program
+        .fds_below
+        .filter(|_| FD_TABLE_SHARING_SUPPORTED.load(Ordering::Relaxed));
+    match spawn_sharing(program, share) {
+        Err(SpawnFailure::Child {
+            step: ChildStep::UnshareFds,
+            ..
+        }) if share.is_some() => {
+            FD_TABLE_SHARING_SUPPORTED.store(false, Ordering::Relaxed);
+            spawn_sharing(program, None)
+        }
+        other => other,
+    }
+}
+
+/// Whether children may share the fd table at clone: true until a kernel refuses
+/// `CLOSE_RANGE_UNSHARE`, or sharing is turned off.
+static FD_TABLE_SHARING_SUPPORTED: AtomicBool = AtomicBool::new(true);
+
+/// Whether children still share the fd table at clone (see [`spawn`]).
+pub(crate) fn fd_table_sharing_supported() -> bool {
+    FD_TABLE_SHARING_SUPPORTED.load(Ordering::Relaxed)
+}
+
+/// Has every later child copy the whole fd table (the path for kernels that refuse
+/// `CLOSE_RANGE_UNSHARE`, forced).
+pub(crate) fn disable_fd_table_sharing() {
+    FD_TABLE_SHARING_SUPPORTED.store(false, Ordering::Relaxed);
+}
+
+/// Lets children share the fd table again (after a test forced a refusal).
+#[cfg(test)]
+pub(crate) fn enable_fd_table_sharing() {
+    FD_TABLE_SHARING_SUPPORTED.store(true, Ordering::Relaxed);
+}
+
+/// Extra `close_range` flags for the child's unshare step; tests set an undefined one so the
+/// kernel refuses the step as an old kernel would.
+#[cfg(test)]
+pub(crate) static UNSHARE_EXTRA_FLAGS: AtomicU32 = AtomicU32::new(0);
+
+/// One spawn, sharing the fd table below `share` if given.
+fn spawn_sharing(program: &ChildProgram<'_>, share: Option<u32>) -> Result<Spawned, SpawnFailure> {
     let shared = Shared {
         program,
+        share_fds_below: share,
         failure: Failure::default(),
         born_in_cgroup: AtomicBool::new(false),
     };
@@ -265,6 +329,9 @@ fn clone_plain(
     loop {
         let with_pidfd = PIDFD_SUPPORTED.load(Ordering::Relaxed) && !retried;
         let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+        if shared.share_fds_below.is_some() {
+            flags |= libc::CLONE_FILES;
+        }
         if with_pidfd {
             flags |= libc::CLONE_PIDFD;
         }
@@ -337,6 +404,9 @@ fn clone_into_cgroup(
     let with_pidfd = PIDFD_SUPPORTED.load(Ordering::Relaxed);
     let mut pidfd: c_int = -1;
     let mut flags = (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP;
+    if shared.share_fds_below.is_some() {
+        flags |= libc::CLONE_FILES as u64;
+    }
     if with_pidfd {
         flags |= libc::CLONE_PIDFD as u64;
     }
@@ -422,6 +492,8 @@ fn raw_clone3(_args: &CloneArgs, _shared: &Shared<'_>) -> libc::c_long {
 /// What the parent hands the child: the program and a slot for the failure.
 struct Shared<'a> {
     program: &'a ChildProgram<'a>,
+    /// Cloned with `CLONE_FILES`; the child keeps the fds below this.
+    share_fds_below: Option<u32>,
     failure: Failure,
     /// The child was created inside `program.cgroup_dir` and need not move itself.
     born_in_cgroup: AtomicBool,
@@ -489,6 +561,13 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         // SAFETY: _exit is async-signal-safe and never returns.
         unsafe { libc::_exit(127) }
     };
+    // First of all: until this returns the fd table is the parent's, which its other threads
+    // keep using, so nothing may open, close or dup an fd before it.
+    if let Some(first) = shared.share_fds_below
+        && unshare_fds(first) == -1
+    {
+        return fail(ChildStep::UnshareFds, 0);
+    }
     match run_child(
         shared.program,
         shared.born_in_cgroup.load(Ordering::Relaxed),
@@ -775,10 +854,22 @@ pub(crate) fn ignored_signals() -> u64 {
     mask
 }
 
+/// Gives the child a table of its own holding only the fds below `first`:
+/// `close_range(first, ~0, CLOSE_RANGE_UNSHARE)`. Async-signal-safe.
+fn unshare_fds(first: u32) -> c_int {
+    #[cfg(test)]
+    let flags = libc::CLOSE_RANGE_UNSHARE | UNSHARE_EXTRA_FLAGS.load(Ordering::Relaxed);
+    #[cfg(not(test))]
+    let flags = libc::CLOSE_RANGE_UNSHARE;
+    // SAFETY: close_range with integer arguments; with CLOSE_RANGE_UNSHARE it closes only
+    // in the child's new copy of the table, never in the parent's.
+    unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, flags) as c_int }
+}
+
 /// `close_range(first, last)`, or a loop of `close` up to the fd limit on kernels before 5.9.
 ///
-/// Async-signal-safe. Called in the child only, whose fd table is its own copy (no
-/// `CLONE_FILES`), so closing never pulls an fd from under the parent's owners.
+/// Async-signal-safe. Called in the child only, once its fd table is its own copy (never
+/// shared, or unshared first), so closing never pulls an fd from under the parent's owners.
 fn close_range(first: u32, last: u32) -> c_int {
     // SAFETY: close_range with integer arguments.
     let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
@@ -879,7 +970,7 @@ mod tests {
                 seen += 1;
             }
         }
-        assert_eq!(seen, 14, "one code per step");
+        assert_eq!(seen, 15, "one code per step");
         assert_eq!(ChildStep::from_code(0), None, "0 means no failure");
         assert_eq!(ChildStep::from_code(1000 + 3), None, "no fd-carrying codes");
     }

@@ -61,6 +61,22 @@ pub(crate) fn set_fresh_pipe_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// A close-on-exec copy of `fd` at the lowest free number.
+pub(crate) fn dup_lowest(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    fd.try_clone()
+}
+
+/// Makes fd number `to` (one this crate owns) a close-on-exec copy of fd number `from`,
+/// in one step, so that `to` is never free for another thread to take.
+///
+/// Raw libc: nix's `dup3` wants the destination as an `OwnedFd` it consumes.
+pub(crate) fn dup_onto(from: RawFd, to: RawFd) -> io::Result<()> {
+    // SAFETY: dup3 on fd numbers; `to` belongs to the caller, who means to replace what it
+    // refers to, and a bad `from` gives EBADF.
+    cvt_retry(|| unsafe { libc::dup3(from, to, libc::O_CLOEXEC) })?;
+    Ok(())
+}
+
 /// Whether `fd` is open in this process.
 pub(crate) fn is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD only reads the fd's flags; an unopened fd gives EBADF.
