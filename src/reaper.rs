@@ -180,13 +180,16 @@ impl ExitSlot {
     /// through it: it turns readable when the child exits, and [`reap_now`](Self::reap_now)
     /// then collects the status on the caller's thread, without the hop through the reaper
     /// thread. `None` where the child has no watched pidfd.
+    ///
+    /// A pidfd of its own (`pidfd_open`), not a `dup` of the reaper's: epoll keeps watching a
+    /// file while any fd of it is open, so with a shared file the reaper's set would keep
+    /// reporting the reaped child, spinning, until this copy was closed. Opened under the
+    /// slot's lock, which reaping takes, so the pid is still this child's.
     pub(crate) fn exit_watch(&self) -> Option<OwnedFd> {
         self.token?;
         match &*self.lock() {
-            SlotState::Running {
-                pidfd: Some(pidfd), ..
-            } => pidfd.try_clone().ok(),
-            _ => None,
+            SlotState::Running { pid, .. } => sys::signal::pidfd_open(*pid).ok().flatten(),
+            SlotState::Done { .. } => None,
         }
     }
 

@@ -350,3 +350,43 @@ fn a_forked_process_reaps_the_children_it_spawns() {
         );
     });
 }
+
+/// CPU ticks (user + system) the reaper thread has used so far.
+fn reaper_thread_ticks() -> u64 {
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() == "process-transpo" || comm.trim().starts_with("process-transp") {
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+            let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+            // utime and stime are fields 14 and 15 of the whole line.
+            return fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        }
+    }
+    panic!("no reaper thread in /proc/self/task");
+}
+
+#[test]
+fn the_reaper_does_not_spin_after_an_exit_while_a_transport_still_watches() {
+    let name = "the_reaper_does_not_spin_after_an_exit_while_a_transport_still_watches";
+    if !is_inner(name) {
+        rerun(name, &[]);
+        return;
+    }
+    runtime().block_on(async {
+        let mut child = Command::new("sleep").arg("0.1").spawn().unwrap();
+        // Polled once: the transport now watches the child's exit in this runtime.
+        let polled = tokio::time::timeout(Duration::from_millis(1), child.wait()).await;
+        assert!(polled.is_err(), "sleep 0.1 is still running");
+        // The child exits and the reaper thread reaps it while nobody polls the transport.
+        std::thread::sleep(Duration::from_millis(300));
+        let before = reaper_thread_ticks();
+        std::thread::sleep(Duration::from_millis(500));
+        let spent = reaper_thread_ticks() - before;
+        assert!(
+            spent <= 5,
+            "the reaper thread used {spent} ticks while idle"
+        );
+        assert!(child.wait().await.unwrap().success());
+    });
+}
