@@ -41,7 +41,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use futures_util::task::AtomicWaker;
-use tokio::io::unix::AsyncFd;
 
 use crate::error::WaitError;
 use crate::exit_status::{ExitStatus, ResourceUsage};
@@ -76,10 +75,6 @@ pub(crate) struct ExitSlot {
     /// The tasks of handles awaiting the exit: any number of them, besides the transport's.
     handle_wakers: Mutex<Vec<Waker>>,
     zombie: Zombie,
-    /// The reaper that watches this child, and the child's epoll token there (its pidfd's
-    /// number) when it is watched through its pidfd.
-    reaper: &'static Reaper,
-    token: Option<RawFd>,
 }
 
 enum SlotState {
@@ -173,37 +168,6 @@ impl ExitSlot {
             SlotState::Done {
                 kept_zombie: None, ..
             } => Err(crate::Error::AlreadyExited),
-        }
-    }
-
-    /// A copy of the pidfd for the caller's own reactor, while the child runs and is watched
-    /// through it: it turns readable when the child exits, and [`reap_now`](Self::reap_now)
-    /// then collects the status on the caller's thread, without the hop through the reaper
-    /// thread. `None` where the child has no watched pidfd.
-    ///
-    /// A pidfd of its own (`pidfd_open`), not a `dup` of the reaper's: epoll keeps watching a
-    /// file while any fd of it is open, so with a shared file the reaper's set would keep
-    /// reporting the reaped child, spinning, until this copy was closed. Opened under the
-    /// slot's lock, which reaping takes, so the pid is still this child's.
-    pub(crate) fn exit_watch(&self) -> Option<OwnedFd> {
-        self.token?;
-        match &*self.lock() {
-            SlotState::Running { pid, .. } => sys::signal::pidfd_open(*pid).ok().flatten(),
-            SlotState::Done { .. } => None,
-        }
-    }
-
-    /// Reaps the child now if it has exited (after its [`exit_watch`](Self::exit_watch)
-    /// turned readable), as the reaper thread would; whichever comes first does it.
-    pub(crate) fn reap_now(&self) {
-        let Some(token) = self.token else { return };
-        let mut table = self.reaper.lock_table();
-        let is_this = table
-            .by_pidfd
-            .get(&token)
-            .is_some_and(|slot| std::ptr::eq(Arc::as_ptr(slot), self));
-        if is_this {
-            reap_pidfd_child(&mut table, &self.reaper.epoll, token);
         }
     }
 
@@ -347,66 +311,6 @@ fn already_exited_or_io(e: io::Error) -> crate::Error {
     }
 }
 
-/// A child's exit as seen from the polling task's own reactor: its pidfd (a copy) registered
-/// there, so the task that awaits the exit wakes when the child exits and reaps it itself,
-/// instead of waiting for the reaper thread to reap and wake it (a thread hop per exit). The
-/// reaper thread still covers every child, so nothing depends on this being polled.
-#[derive(Debug, Default)]
-pub(crate) struct ExitWatch {
-    state: WatchState,
-}
-
-#[derive(Debug, Default)]
-enum WatchState {
-    /// Not polled yet.
-    #[default]
-    Unset,
-    Watching(AsyncFd<OwnedFd>),
-    /// No pidfd, no reactor, or done.
-    Off,
-}
-
-impl ExitWatch {
-    /// Polls `slot`'s exit, reaping it on this thread when the pidfd says it has exited.
-    pub(crate) fn poll_exit(
-        &mut self,
-        slot: &ExitSlot,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<ExitStatus, WaitError>> {
-        if let WatchState::Unset = self.state {
-            self.state = match slot.exit_watch() {
-                Some(fd) => {
-                    register_in_this_reactor(fd).map_or(WatchState::Off, WatchState::Watching)
-                }
-                None => WatchState::Off,
-            };
-        }
-        if let WatchState::Watching(fd) = &self.state
-            && fd.poll_read_ready(cx).is_ready()
-        {
-            // Readable: the child has exited (or the reactor is gone; then this finds
-            // nothing and the reaper thread stays in charge).
-            slot.reap_now();
-            self.state = WatchState::Off;
-        }
-        let exit = slot.poll_exit(cx);
-        if exit.is_ready() {
-            self.state = WatchState::Off;
-        }
-        exit
-    }
-}
-
-/// Registers `fd` for reading with the reactor of the runtime the caller is polled in; `None`
-/// outside a runtime or in one without I/O (Tokio panics there, hence the catch).
-fn register_in_this_reactor(fd: OwnedFd) -> Option<AsyncFd<OwnedFd>> {
-    tokio::runtime::Handle::try_current().ok()?;
-    let register = || sys::fd::register(fd, tokio::io::Interest::READABLE);
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(register))
-        .ok()?
-        .ok()
-}
-
 /// The children being waited for.
 #[derive(Default)]
 struct Table {
@@ -487,27 +391,27 @@ impl Reaper {
 
     /// Starts tracking a child. Cannot fail: the child exists already.
     pub(crate) fn register(
-        &'static self,
+        &self,
         pid: libc::pid_t,
         pidfd: Option<OwnedFd>,
         zombie: Zombie,
     ) -> Arc<ExitSlot> {
-        let mut slot = ExitSlot {
+        let slot = ExitSlot {
             state: Mutex::new(SlotState::Running { pid, pidfd }),
             waker: AtomicWaker::new(),
             handle_wakers: Mutex::new(Vec::new()),
             zombie,
-            reaper: self,
-            token: None,
         };
         // The table stays locked until the child is in it, so the reaper cannot take an
         // event for it before it can find it.
         let mut table = self.lock_table();
-        if self.pidfd_waits {
-            slot.token = slot.watch(&self.epoll);
-        }
+        let token = if self.pidfd_waits {
+            slot.watch(&self.epoll)
+        } else {
+            None
+        };
         let slot = Arc::new(slot);
-        match slot.token {
+        match token {
             Some(token) => {
                 table.by_pidfd.insert(token, slot.clone());
             }

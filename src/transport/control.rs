@@ -97,6 +97,9 @@ impl ProcessTransport {
 
     fn poll_exit_status(&mut self, cx: &mut Context<'_>) -> Poll<Result<ExitStatus, Error>> {
         loop {
+            // The exit first: once it is known, what is left in the pipes is discarded anyway,
+            // so the status does not wait for their ends to be read and closed.
+            self.poll_reaped(cx);
             if let Some(result) = self.exit_seen {
                 return Poll::Ready(result.map_err(Error::Wait));
             }

@@ -21,7 +21,7 @@ use crate::error::{Error, WaitError};
 use crate::event::Event;
 use crate::exit_status::ExitStatus;
 use crate::pipe::PipeSet;
-use crate::reaper::{ExitSlot, ExitWatch};
+use crate::reaper::ExitSlot;
 
 /// What a transport keeps of its command, decided once by the spawn.
 #[derive(Debug)]
@@ -76,8 +76,6 @@ pub struct ProcessTransport {
     cgroup_tree: Option<crate::cgroup::TreeCgroup>,
     wait_delay: Option<Duration>,
     wait_delay_timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// The child's pidfd in this task's reactor, to reap on exit without a thread hop.
-    exit_watch: ExitWatch,
     /// A spare pty master: resizes go through it, and it keeps the terminal from hanging up
     /// the child when the pipes close before the child exits. Dropped once the child is
     /// reaped, on `lose_connection`, or with the transport.
@@ -113,7 +111,6 @@ impl ProcessTransport {
             cgroup: settings.cgroup,
             wait_delay: settings.wait_delay,
             wait_delay_timer: None,
-            exit_watch: ExitWatch::default(),
             is_pty: pty_master.is_some(),
             pty_master,
         }

@@ -88,11 +88,11 @@ impl ProcessTransport {
         }
     }
 
-    fn poll_reaped(&mut self, cx: &mut Context<'_>) {
+    pub(super) fn poll_reaped(&mut self, cx: &mut Context<'_>) {
         if self.exit_seen.is_some() {
             return;
         }
-        if let Poll::Ready(result) = self.exit_watch.poll_exit(&self.exit, cx) {
+        if let Poll::Ready(result) = self.exit.poll_exit(cx) {
             self.exit_seen = Some(result);
             self.pty_master = None;
             tracing::debug!(?result, "process exited");
