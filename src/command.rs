@@ -320,6 +320,17 @@ impl Command {
 
     /// Maps child fd `child_fd` to `what`, keeping the rest of the map (the default fds 0, 1
     /// and 2 included); only an earlier mapping of `child_fd` itself is replaced.
+    ///
+    /// ```
+    /// use process_transport::{ChildFd, Command};
+    ///
+    /// // gpg writes machine-readable status lines to the fd named by --status-fd.
+    /// let mut gpg = Command::new("gpg");
+    /// gpg.args(["--status-fd", "3", "--verify", "file.sig"])
+    ///     .fd(3, ChildFd::ParentReads)
+    ///     .stdin(ChildFd::Null);
+    /// assert_eq!(gpg.get_fds().count(), 4); // 0 (null), 1, 2 (pipes) and 3
+    /// ```
     pub fn fd(&mut self, child_fd: RawFd, what: ChildFd) -> &mut Self {
         if child_fd < 0 {
             self.fd_error
@@ -453,6 +464,29 @@ impl Command {
     /// closed this way report [`CloseReason::WaitDelay`](crate::CloseReason::WaitDelay).
     /// The delay counts from the first poll of the transport after the exit (when `Exited`
     /// is produced), and needs the runtime's timer.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use process_transport::{CloseReason, Command, Event};
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // The shell exits at once, but the background sleep keeps its stdout open.
+    /// let mut child = Command::new("sh")
+    ///     .args(["-c", "sleep 2 & exit 0"])
+    ///     .wait_delay(Duration::from_millis(100))
+    ///     .spawn()?;
+    /// let mut forced = false;
+    /// while let Some(event) = child.next().await {
+    ///     if let Event::Closed { reason: CloseReason::WaitDelay, .. } = event {
+    ///         forced = true;
+    ///     }
+    /// }
+    /// assert!(forced, "Ended came 100 ms after the exit, not 2 s later");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn wait_delay(&mut self, delay: Duration) -> &mut Self {
         self.wait_delay = Some(delay);
         self

@@ -15,7 +15,8 @@
 //!    binary);
 //! 7. `roundtrip`: 64-byte lines written to `cat` and read back, one at a time;
 //! 8. `exit_latency`: from closing `cat`'s stdin to the awaited status;
-//! 9. `many_fds`: spawn + wait with a few and with 16,000 parent fds open.
+//! 9. `many_fds`: spawn + wait with a few and with 16,000 parent fds open;
+//! 10. `setup`: what each child setup option (umask, rlimits, `2>&1`, cgroups) adds.
 //!
 //! Like-for-like stdio: `ChildFd::Null` against `Stdio::null()` and a `/dev/null` dup in the
 //! floor; three pipes against `Stdio::piped()` and three `pipe2`s in the floor.

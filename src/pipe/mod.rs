@@ -271,7 +271,11 @@ mod tests {
     /// up in the memory-per-child benchmark against Tokio.
     #[test]
     fn a_pipe_stays_small() {
-        assert!(std::mem::size_of::<Pipe>() <= 128, "{}", std::mem::size_of::<Pipe>());
+        assert!(
+            std::mem::size_of::<Pipe>() <= 128,
+            "{}",
+            std::mem::size_of::<Pipe>()
+        );
     }
 
     #[test]

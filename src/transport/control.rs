@@ -21,7 +21,31 @@ impl ProcessTransport {
 
     /// Sends `sig` to the child's whole process group (see
     /// [`process_group`](ProcessTransport::process_group)), which reaches the descendants
-    /// that stayed in it even after the child itself has exited.
+    /// that stayed in it even after the child itself has exited: the child's zombie keeps the
+    /// group's number for as long as the transport (or a handle) lives, so the signal can
+    /// never reach a new group that took the number.
+    ///
+    /// ```
+    /// use process_transport::Command;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // A shell and the helpers it starts, all in one new group.
+    /// let mut child = Command::new("sh")
+    ///     .args(["-c", "sleep 30 & sleep 30 & wait"])
+    ///     .process_group(0)
+    ///     .spawn()?;
+    /// child.signal_group(libc::SIGTERM)?;
+    /// assert_eq!(child.wait().await?.signal(), Some(libc::SIGTERM));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoProcessGroup`] without a group of the child's own (or one that is this
+    /// process's); [`Error::AlreadyExited`] once the number is no longer held (only without a
+    /// pidfd, see the crate's reaping notes); [`Error::Io`] if the kernel refuses the signal.
     pub fn signal_group(&self, sig: impl Into<Signal>) -> Result<(), Error> {
         self.reach().signal_group(sig.into().number())
     }
@@ -49,6 +73,23 @@ impl ProcessTransport {
     /// With a [`transient_cgroup`](crate::Command::transient_cgroup) none of this is needed:
     /// the cgroup holds the whole tree, daemons that left every group included, and SIGKILL
     /// goes through `cgroup.kill` (other signals to each member of the frozen cgroup).
+    ///
+    /// ```
+    /// use process_transport::Command;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut child = Command::new("sh")
+    ///     .args(["-c", "sleep 30 & sleep 30 & wait"])
+    ///     .process_group(0)
+    ///     .spawn()?;
+    /// # tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    /// let others = child.kill_tree(libc::SIGKILL);
+    /// assert!(others >= 1, "the sleeps besides the shell");
+    /// assert_eq!(child.wait().await?.signal(), Some(libc::SIGKILL));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn kill_tree(&self, sig: impl Into<Signal>) -> usize {
         self.reach().kill_tree(sig.into().number())
     }
@@ -125,6 +166,28 @@ impl ProcessTransport {
     /// then sends SIGKILL to the target, and returns the final status. With
     /// [`KillTarget::Group`](crate::KillTarget) or `Tree`, the child's exit ends the grace:
     /// what is left of the target then gets SIGKILL at once.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use process_transport::Command;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // A child that ignores SIGTERM gets SIGKILL after the grace.
+    /// let mut stubborn = Command::new("sh")
+    ///     .args(["-c", "trap '' TERM; sleep 30"])
+    ///     .spawn()?;
+    /// # tokio::time::sleep(Duration::from_millis(100)).await;
+    /// let status = stubborn.terminate(Duration::from_millis(200)).await?;
+    /// assert_eq!(status.signal(), Some(libc::SIGKILL));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the kernel refuses a signal; [`Error::Wait`] if the status was lost
+    /// (the child was reaped by someone else).
     pub async fn terminate(&mut self, grace: Duration) -> Result<ExitStatus, Error> {
         self.terminate_kill_target(grace).await
     }

@@ -34,6 +34,42 @@ impl ProcessTransport {
     /// queued, no [`Event::WritePaused`] is queued, and the pipe closes with a
     /// [`Closed`](Event::Closed) event carrying the same error. A pipe that breaks while
     /// queued bytes wait for room is reported by that `Closed` event alone.
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    /// use process_transport::{Command, Event, WriteFlow};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut cat = Command::new("cat").spawn()?;
+    /// let chunk = vec![b'x'; 16 * 1024];
+    /// let mut sent = 0;
+    /// // Produce until the queue passes its high-water mark...
+    /// while cat.write_stdin(chunk.clone())? == WriteFlow::Open {
+    ///     sent += chunk.len();
+    /// }
+    /// sent += chunk.len();
+    /// // ...then read the echo while the queue drains, and resume on WriteResumed.
+    /// let mut echoed = 0;
+    /// while echoed < sent {
+    ///     match cat.next().await {
+    ///         Some(Event::Data { fd: 1, data }) => echoed += data.len(),
+    ///         Some(Event::WriteResumed { fd: 0 }) => {} // room again: produce more here
+    ///         Some(_) => {}
+    ///         None => break,
+    ///     }
+    /// }
+    /// assert_eq!(echoed, sent);
+    /// cat.close_stdin()?;
+    /// assert!(cat.wait().await?.success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As listed above: [`Error::NoSuchPipe`], [`Error::NotWritable`], [`Error::PipeClosed`],
+    /// [`Error::PipeTaken`], [`Error::WriteBufferFull`], or [`Error::Io`] for a broken pipe.
     pub fn write(&mut self, fd: i32, data: impl Into<Bytes>) -> Result<WriteFlow, Error> {
         let data = data.into();
         self.queue(fd, data.len(), std::iter::once(data))
@@ -229,6 +265,37 @@ impl ProcessTransport {
     /// `AsyncRead` + `Stream` handle. Its data no longer appears as events (nor does its
     /// close), but [`Event::Ended`] still waits until the handle has read to end of file (or
     /// failed) or is dropped.
+    ///
+    /// With a codec from `tokio-util`, line records from fd 3:
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    /// use process_transport::{ChildFd, Command};
+    /// use tokio_util::codec::{FramedRead, LinesCodec};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut child = Command::new("sh")
+    ///     .args(["-c", "echo one >&3; echo two >&3"])
+    ///     .fd(3, ChildFd::ParentReads)
+    ///     .spawn()?;
+    /// let mut lines = FramedRead::new(child.take_reader(3)?, LinesCodec::new());
+    /// let mut got = Vec::new();
+    /// while let Some(line) = lines.next().await {
+    ///     got.push(line?);
+    /// }
+    /// assert_eq!(got, ["one", "two"]);
+    /// assert!(child.wait().await?.success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSuchPipe`] if `fd` is no pipe of this transport, [`Error::NotReadable`] for
+    /// a pipe the parent writes, [`Error::PipeTaken`] if it was taken already,
+    /// [`Error::PipeClosed`] once it is closed, [`Error::Duplex`] for a duplex (see
+    /// [`take_duplex`](Self::take_duplex)).
     pub fn take_reader(&mut self, fd: i32) -> Result<PipeReader, Error> {
         self.pipes.take_reader(fd)
     }

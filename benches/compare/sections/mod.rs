@@ -43,5 +43,6 @@ sections![
     memory,
     roundtrip,
     exit_latency,
-    many_fds
+    many_fds,
+    setup,
 ];
