@@ -12,7 +12,7 @@
 //! `clone3`, for other architectures, and after any `clone3` failure (so that a refusal is
 //! reported as [`SpawnStep::JoinCgroup`](crate::SpawnStep::JoinCgroup) rather than as a failed
 //! clone). Either way the program starts inside the cgroup. The choice is for the placement,
-//! not for speed: measured here (x86-64, 6.x, `examples/setup_cost`), both ways add about
+//! not for speed: measured here (x86-64, 6.x, `cargo bench --bench compare -- --only setup`), both ways add about
 //! 30-45 µs to a spawn at the 10th percentile (medians on the loaded test machine are too
 //! noisy to tell them apart), and a transient cgroup adds its `mkdir`, the opening of two
 //! files and a first placement, 150-220 µs in all; its removal happens off the spawning

@@ -589,7 +589,7 @@ impl Command {
     /// remove it with `rmdir`.
     ///
     /// Making the cgroup costs each spawn a `mkdir` and two opens (0.15 to 0.2 ms in all,
-    /// measured with `examples/setup_cost`); removing it happens on the background thread.
+    /// measured with `cargo bench --bench compare -- --only setup`); removing it happens on the background thread.
     ///
     /// `parent_dir` must be on a cgroup v2 mount (see [`cgroup2_mount`](crate::cgroup2_mount))
     /// and writable; otherwise the spawn fails with

@@ -21,34 +21,33 @@ const LINE: &[u8; 64] =
 pub fn run(rt: &Runtime, cfg: &Config, report: &mut Report) {
     eprintln!("== round trips of 64-byte lines through cat");
     let trips = cfg.roundtrips;
-    let per_trip = |total_us: f64| total_us / trips as f64;
-    let contenders = vec![
-        contender(Role::Ours, "process-transport events", || {
-            per_trip(rt.block_on(ours_events(trips)))
-        }),
-        contender(Role::Tokio, "tokio::process", || {
-            per_trip(rt.block_on(tokio_pipes(trips)))
-        }),
-        contender(Role::Floor, "blocking std thread", || {
-            per_trip(blocking(trips))
+    let per_trip = move |total_us: f64| total_us / trips as f64;
+    let ours: [OursPath; 2] = [
+        ("process-transport events", "64 B line through cat", |n| Box::pin(ours_events(n))),
+        ("process-transport taken pipes", "taken PipeWriter/PipeReader", |n| {
+            Box::pin(ours_taken(n))
         }),
     ];
-    let name = format!("round trip, 64 B line through cat, {trips} in a row");
-    report.race(&name, "µs/trip", false, Budget::fixed(cfg.rounds), contenders);
-    let contenders = vec![
-        contender(Role::Ours, "process-transport taken pipes", || {
-            per_trip(rt.block_on(ours_taken(trips)))
-        }),
-        contender(Role::Tokio, "tokio::process", || {
-            per_trip(rt.block_on(tokio_pipes(trips)))
-        }),
-        contender(Role::Floor, "blocking std thread", || {
-            per_trip(blocking(trips))
-        }),
-    ];
-    let name = format!("round trip, taken PipeWriter/PipeReader, {trips} in a row");
-    report.race(&name, "µs/trip", false, Budget::fixed(cfg.rounds), contenders);
+    for (name, what, trip) in ours {
+        let contenders = vec![
+            contender(Role::Ours, name, || per_trip(rt.block_on(trip(trips)))),
+            contender(Role::Tokio, "tokio::process", || {
+                per_trip(rt.block_on(tokio_pipes(trips)))
+            }),
+            contender(Role::Floor, "blocking std thread", || {
+                per_trip(blocking(trips))
+            }),
+        ];
+        let scenario = format!("round trip, {what}, {trips} in a row");
+        report.race(&scenario, "µs/trip", false, Budget::fixed(cfg.rounds), contenders);
+    }
 }
+
+/// Microseconds for a number of round trips, as a future the runtime drives.
+type Trips = std::pin::Pin<Box<dyn std::future::Future<Output = f64>>>;
+
+/// One of our paths: its contender name, what the scenario calls it, and the trips.
+type OursPath = (&'static str, &'static str, fn(usize) -> Trips);
 
 fn cat() -> ProcessTransport {
     let mut cmd = process_transport::Command::new("cat");
