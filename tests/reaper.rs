@@ -390,3 +390,43 @@ fn the_reaper_does_not_spin_after_an_exit_while_a_transport_still_watches() {
         assert!(child.wait().await.unwrap().success());
     });
 }
+
+#[test]
+fn orphans_adopted_as_a_subreaper_cost_the_reaper_nothing() {
+    let name = "orphans_adopted_as_a_subreaper_cost_the_reaper_nothing";
+    const ORPHANS: usize = 20;
+    if is_inner(name) {
+        // SAFETY: prctl with integer arguments; makes this process adopt its descendants'
+        // orphans (as service managers and container inits do).
+        assert_eq!(
+            unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
+            0
+        );
+        runtime().block_on(async {
+            // Each shell leaves an orphan that this process adopts and nobody ever waits for:
+            // zombies standing first in the kernel's list of children.
+            for _ in 0..ORPHANS {
+                let mut orphaner = Command::new("sh");
+                orphaner.args(["-c", "true & exit 0"]);
+                assert!(orphaner.spawn().unwrap().await.unwrap().success());
+            }
+            let mut children: Vec<ProcessTransport> =
+                (0..CHILDREN).map(|_| sleeper().spawn().unwrap()).collect();
+            for child in &mut children {
+                child.kill().await.unwrap();
+            }
+        });
+        return;
+    }
+    if forced_sigchld() {
+        return; // The fallback scans beside foreign zombies, by design.
+    }
+    let Some(waits) = wait_syscalls_of(name) else {
+        return;
+    };
+    let ours = (ORPHANS + CHILDREN) as u64;
+    assert!(
+        waits <= 2 * ours,
+        "{waits} wait syscalls for {ours} exits of ours beside {ORPHANS} adopted orphans"
+    );
+}
