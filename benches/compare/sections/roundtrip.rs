@@ -8,7 +8,7 @@ use std::process::Stdio;
 
 use futures::StreamExt;
 use process_transport::{Event, ProcessTransport};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::runtime::Runtime;
 
 use crate::Config;
@@ -80,16 +80,25 @@ async fn ours_taken(trips: usize) -> f64 {
     let mut child = cat();
     let mut input = child.take_writer(0).expect("writer");
     let mut output = child.take_reader(1).expect("reader");
+    let took = async_trips(&mut input, &mut output, trips).await;
+    drop(input);
+    assert!(child.wait().await.expect("wait").success());
+    took
+}
+
+/// Microseconds for `trips` lines written to `input` and read back from `output`.
+async fn async_trips(
+    input: &mut (impl AsyncWrite + Unpin),
+    output: &mut (impl AsyncRead + Unpin),
+    trips: usize,
+) -> f64 {
     let mut buf = [0u8; 64];
     let start = std::time::Instant::now();
     for _ in 0..trips {
         input.write_all(LINE).await.expect("write");
         output.read_exact(&mut buf).await.expect("read");
     }
-    let took = start.elapsed().as_secs_f64() * 1e6;
-    drop(input);
-    assert!(child.wait().await.expect("wait").success());
-    took
+    start.elapsed().as_secs_f64() * 1e6
 }
 
 async fn tokio_pipes(trips: usize) -> f64 {
@@ -101,13 +110,7 @@ async fn tokio_pipes(trips: usize) -> f64 {
         .expect("spawn cat");
     let mut input = child.stdin.take().expect("stdin");
     let mut output = child.stdout.take().expect("stdout");
-    let mut buf = [0u8; 64];
-    let start = std::time::Instant::now();
-    for _ in 0..trips {
-        input.write_all(LINE).await.expect("write");
-        output.read_exact(&mut buf).await.expect("read");
-    }
-    let took = start.elapsed().as_secs_f64() * 1e6;
+    let took = async_trips(&mut input, &mut output, trips).await;
     drop(input);
     assert!(child.wait().await.expect("wait").success());
     took
