@@ -144,6 +144,8 @@ mod error;
 mod event;
 #[cfg(target_os = "linux")]
 mod exit_status;
+#[cfg(target_os = "linux")]
+mod exit_watch;
 // Its items are `pub` only for the fuzz module, which exists only when fuzzing.
 #[cfg(target_os = "linux")]
 #[cfg_attr(not(fuzzing), allow(unreachable_pub))]

@@ -14,6 +14,12 @@
 //! No SIGCHLD handler is installed and there is no periodic scan while every child has a
 //! pidfd.
 //!
+//! A transport awaited in a Tokio runtime takes its child's exit over: the pidfd moves from the
+//! reaper's set into the task's own reactor, so the exit wakes the awaiting task directly and
+//! it reaps there (see [`crate::exit_watch`]). The pidfd comes back to the reaper when that
+//! watch ends without the exit (the transport dropped, its runtime gone) and as soon as
+//! anyone else asks (a handle awaiting or checking the exit).
+//!
 //! A child that leads or joined a process group keeps its zombie while the transport lives:
 //! the status is read with `WNOWAIT` and the zombie is released when the last owner of its
 //! [`ExitSlot`] lets go. A zombie member keeps the group's number from being reused, so
@@ -75,17 +81,26 @@ pub(crate) struct ExitSlot {
     /// The tasks of handles awaiting the exit: any number of them, besides the transport's.
     handle_wakers: Mutex<Vec<Waker>>,
     zombie: Zombie,
+    /// The reaper that tracks this child, and the child's epoll token there (its pidfd's
+    /// number) when it is tracked through its pidfd.
+    reaper: &'static Reaper,
+    token: Option<RawFd>,
 }
 
+/// A pidfd is shared (reference-counted), not duplicated, between the reaper and a task
+/// watching it in its own reactor: the file is never closed under either, so its number (the
+/// reaper's token) cannot be reused while anyone can see it.
 enum SlotState {
     Running {
         pid: libc::pid_t,
-        pidfd: Option<OwnedFd>,
+        pidfd: Option<Arc<OwnedFd>>,
+        /// Whether the pidfd is in the reaper's epoll set; if not, a task watches it.
+        reaper_watches: bool,
     },
     Done {
         result: Result<ExitStatus, WaitError>,
         /// The pidfd of a zombie kept for its process group, released on drop.
-        kept_zombie: Option<OwnedFd>,
+        kept_zombie: Option<Arc<OwnedFd>>,
     },
 }
 
@@ -101,7 +116,7 @@ impl ExitSlot {
     /// The exit result once reaped, registering `cx` to be woken otherwise.
     pub(crate) fn poll_exit(&self, cx: &mut Context<'_>) -> Poll<Result<ExitStatus, WaitError>> {
         self.waker.register(cx.waker());
-        match self.try_exit() {
+        match self.result() {
             Some(result) => Poll::Ready(result),
             None => Poll::Pending,
         }
@@ -113,6 +128,8 @@ impl ExitSlot {
         &self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<ExitStatus, WaitError>> {
+        // A handle must not depend on the transport being polled.
+        self.watch_from_reaper();
         {
             // Registered before the state is read: a reap after that read wakes this task.
             let mut wakers = self.handle_wakers.lock().unwrap_or_else(|e| e.into_inner());
@@ -120,7 +137,7 @@ impl ExitSlot {
                 wakers.push(cx.waker().clone());
             }
         }
-        match self.try_exit() {
+        match self.result() {
             Some(result) => Poll::Ready(result),
             None => Poll::Pending,
         }
@@ -134,11 +151,81 @@ impl ExitSlot {
         wakers.into_iter().for_each(Waker::wake);
     }
 
-    /// The exit result if the child has been reaped.
+    /// The exit result if the child has been reaped. A child watched by a task rather than
+    /// the reaper is reaped here if it has exited, so the answer is as fresh as the reaper's.
     pub(crate) fn try_exit(&self) -> Option<Result<ExitStatus, WaitError>> {
+        let watched_by_task = matches!(
+            *self.lock(),
+            SlotState::Running {
+                reaper_watches: false,
+                ..
+            }
+        );
+        if watched_by_task {
+            self.reap_now();
+        }
+        self.result()
+    }
+
+    /// The exit result if the child has been reaped, as recorded.
+    fn result(&self) -> Option<Result<ExitStatus, WaitError>> {
         match *self.lock() {
             SlotState::Done { result, .. } => Some(result),
             SlotState::Running { .. } => None,
+        }
+    }
+
+    /// The pidfd, for a task to watch in its own reactor, while the child runs and is
+    /// tracked through it; see [`crate::exit_watch`].
+    pub(crate) fn exit_watch(&self) -> Option<Arc<OwnedFd>> {
+        self.token?;
+        match &*self.lock() {
+            SlotState::Running { pidfd, .. } => pidfd.clone(),
+            SlotState::Done { .. } => None,
+        }
+    }
+
+    /// A task now watches the pidfd (registered in its reactor): the reaper stops, so the
+    /// exit wakes only that task, which reaps with [`reap_now`](Self::reap_now).
+    pub(crate) fn watch_from_task(&self) {
+        if let SlotState::Running {
+            pidfd: Some(pidfd),
+            reaper_watches: reaper_watches @ true,
+            ..
+        } = &mut *self.lock()
+            && self.reaper.epoll.delete(pidfd.as_fd()).is_ok()
+        {
+            *reaper_watches = false;
+        }
+    }
+
+    /// The reaper watches the pidfd (again): a task's watch ended without the exit, or
+    /// someone else waits. An exit that came meanwhile is reported at once (level-triggered).
+    pub(crate) fn watch_from_reaper(&self) {
+        let Some(token) = self.token else { return };
+        if let SlotState::Running {
+            pid,
+            pidfd: Some(pidfd),
+            reaper_watches: reaper_watches @ false,
+        } = &mut *self.lock()
+        {
+            match self.reaper.epoll.add(pidfd.as_fd(), token as u64) {
+                Ok(()) => *reaper_watches = true,
+                Err(e) => tracing::warn!(error = %e, pid, "pidfd not handed back to the reaper"),
+            }
+        }
+    }
+
+    /// Reaps the child now if it has exited, as the reaper thread would on the same news.
+    pub(crate) fn reap_now(&self) {
+        let Some(token) = self.token else { return };
+        let mut table = self.reaper.lock_table();
+        let is_this = table
+            .by_pidfd
+            .get(&token)
+            .is_some_and(|slot| std::ptr::eq(Arc::as_ptr(slot), self));
+        if is_this {
+            reap_pidfd_child(&mut table, token);
         }
     }
 
@@ -148,7 +235,7 @@ impl ExitSlot {
     pub(crate) fn signal(&self, sig: i32) -> Result<(), crate::Error> {
         match &*self.lock() {
             SlotState::Done { .. } => Err(crate::Error::AlreadyExited),
-            SlotState::Running { pid, pidfd } => {
+            SlotState::Running { pid, pidfd, .. } => {
                 sys::signal::send(*pid, pidfd.as_ref().map(|fd| fd.as_fd()), sig)
                     .map_err(already_exited_or_io)
             }
@@ -184,11 +271,11 @@ impl ExitSlot {
         )
     }
 
-    /// Reaps the child if it has exited; `true` once it is done. Called by the reaper only,
-    /// with the table locked. `shared` says whether anyone besides the reaper holds the slot.
+    /// Reaps the child if it has exited; `true` once it is done. Called with the reaper's
+    /// table locked. `shared` says whether anyone besides the reaper holds the slot.
     fn try_reap(&self, shared: bool) -> bool {
         let mut state = self.lock();
-        let SlotState::Running { pid, pidfd } = &*state else {
+        let SlotState::Running { pid, pidfd, .. } = &*state else {
             return true;
         };
         let pid = *pid;
@@ -209,11 +296,23 @@ impl ExitSlot {
             Ok(status) => tracing::debug!(pid, %status, kept, "child reaped"),
             Err(error) => tracing::debug!(pid, %error, "child lost"),
         }
-        let pidfd = match &mut *state {
-            SlotState::Running { pidfd, .. } => pidfd.take(),
-            SlotState::Done { .. } => None,
+        let (pidfd, reaper_watches) = match &mut *state {
+            SlotState::Running {
+                pidfd,
+                reaper_watches,
+                ..
+            } => (pidfd.take(), *reaper_watches),
+            SlotState::Done { .. } => (None, false),
         };
-        // A pidfd not kept is closed here, which also takes it out of the epoll set.
+        if let Some(pidfd) = &pidfd
+            && reaper_watches
+            && (kept || Arc::strong_count(pidfd) > 1)
+        {
+            // The file stays open (a kept zombie, or a copy in a task's reactor), so it would
+            // stay in the reaper's set, readable for good, and the reaper would spin on it.
+            let _ = self.reaper.epoll.delete(pidfd.as_fd());
+        }
+        // A pidfd neither kept nor shared is closed here, which also takes it out of the set.
         *state = SlotState::Done {
             result,
             kept_zombie: pidfd.filter(|_| kept),
@@ -239,34 +338,26 @@ impl ExitSlot {
     /// Adds the running child's pidfd to `epoll`, with the pidfd's number as the token.
     /// `None` if there is no pidfd or it could not be added.
     fn watch(&self, epoll: &Epoll) -> Option<RawFd> {
-        let state = self.lock();
+        let mut state = self.lock();
         let SlotState::Running {
             pid,
             pidfd: Some(pidfd),
-        } = &*state
+            reaper_watches,
+        } = &mut *state
         else {
             return None;
         };
         let token = pidfd.as_raw_fd();
         // Level-triggered: a child that has exited already is reported at once.
         match epoll.add(pidfd.as_fd(), token as u64) {
-            Ok(()) => Some(token),
+            Ok(()) => {
+                *reaper_watches = true;
+                Some(token)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, pid, "pidfd not watched; falling back to SIGCHLD");
                 None
             }
-        }
-    }
-
-    /// A kept zombie's pidfd stays readable: take it out of the epoll set, or the reaper
-    /// would spin on it.
-    fn unwatch_kept_zombie(&self, epoll: &Epoll) {
-        if let SlotState::Done {
-            kept_zombie: Some(pidfd),
-            ..
-        } = &*self.lock()
-        {
-            let _ = epoll.delete(pidfd.as_fd());
         }
     }
 
@@ -391,27 +482,31 @@ impl Reaper {
 
     /// Starts tracking a child. Cannot fail: the child exists already.
     pub(crate) fn register(
-        &self,
+        &'static self,
         pid: libc::pid_t,
         pidfd: Option<OwnedFd>,
         zombie: Zombie,
     ) -> Arc<ExitSlot> {
-        let slot = ExitSlot {
-            state: Mutex::new(SlotState::Running { pid, pidfd }),
+        let mut slot = ExitSlot {
+            state: Mutex::new(SlotState::Running {
+                pid,
+                pidfd: pidfd.map(Arc::new),
+                reaper_watches: false,
+            }),
             waker: AtomicWaker::new(),
             handle_wakers: Mutex::new(Vec::new()),
             zombie,
+            reaper: self,
+            token: None,
         };
         // The table stays locked until the child is in it, so the reaper cannot take an
         // event for it before it can find it.
         let mut table = self.lock_table();
-        let token = if self.pidfd_waits {
-            slot.watch(&self.epoll)
-        } else {
-            None
-        };
+        if self.pidfd_waits {
+            slot.token = slot.watch(&self.epoll);
+        }
         let slot = Arc::new(slot);
-        match token {
+        match slot.token {
             Some(token) => {
                 table.by_pidfd.insert(token, slot.clone());
             }
@@ -452,7 +547,7 @@ impl Reaper {
                 if event.token() == WAKE_TOKEN {
                     signals += sys::fd::drain(self.wake_read.as_fd());
                 } else {
-                    reap_pidfd_child(&mut table, &self.epoll, event.token() as RawFd);
+                    reap_pidfd_child(&mut table, event.token() as RawFd);
                 }
             }
             if !table.by_pid.is_empty() && (signals > 0 || events.is_empty()) {
@@ -477,14 +572,13 @@ impl Reaper {
 }
 
 /// Reaps the child whose pidfd is ready (a stale token finds nothing and does nothing).
-fn reap_pidfd_child(table: &mut Table, epoll: &Epoll, token: RawFd) {
+fn reap_pidfd_child(table: &mut Table, token: RawFd) {
     let Some(slot) = table.by_pidfd.get(&token) else {
         return;
     };
     // The table's reference is one; any other is a transport or handle.
     let shared = Arc::strong_count(slot) > 1;
     if slot.try_reap(shared) {
-        slot.unwatch_kept_zombie(epoll);
         table.by_pidfd.remove(&token);
     }
 }

@@ -365,7 +365,7 @@ fn the_reaper_does_not_spin_after_an_exit_while_a_transport_still_watches() {
         // Polled once: the transport now watches the child's exit in this runtime.
         let polled = tokio::time::timeout(Duration::from_millis(1), child.wait()).await;
         assert!(polled.is_err(), "sleep 0.1 is still running");
-        // The child exits and the reaper thread reaps it while nobody polls the transport.
+        // The child exits while nobody polls the transport that watches it.
         std::thread::sleep(Duration::from_millis(300));
         let before = reaper_thread_ticks();
         std::thread::sleep(Duration::from_millis(500));

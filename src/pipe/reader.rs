@@ -11,8 +11,14 @@ use tokio::io::unix::AsyncFd;
 use super::{Capacity, Growth};
 use crate::sys;
 
-/// The smallest read the parent makes (see [`read_size_for`]).
+/// The smallest read the parent makes (see [`read_size_for`]), but for [`TAIL_READ`].
 const MIN_READ: usize = 64 * 1024;
+
+/// The first read after the child's end closed, when no read buffer is at hand: what is left
+/// is often nothing (every exit closes stdout and stderr), and a read buffer of
+/// [`MIN_READ`] or more allocated for it and freed with the reader moves the heap's top
+/// (`brk`) up and down again at every exit.
+const TAIL_READ: usize = 4096;
 
 /// What one read produced.
 pub(crate) enum ReadOutcome {
@@ -43,6 +49,8 @@ pub(crate) struct Reader {
     source: ReadSource,
     /// Grows a default pipe that the child keeps filling up.
     growth: Growth,
+    /// The child's end was seen closed and a [`TAIL_READ`] was made.
+    tail_read: bool,
 }
 
 /// The largest read: bigger reads into a fresh buffer run out of cache and are slower than
@@ -65,6 +73,7 @@ impl Reader {
             read_size: read_size_for(capacity.bytes()),
             source,
             growth: Growth::new(capacity),
+            tail_read: false,
         }
     }
 
@@ -81,12 +90,19 @@ impl Reader {
                 Ok(guard) => guard,
                 Err(e) => return Poll::Ready(ReadOutcome::Failed(e)),
             };
-            match sys::fd::read_into(guard.get_inner().as_fd(), &mut self.buf, self.read_size) {
+            let size =
+                if guard.ready().is_read_closed() && self.buf.capacity() == 0 && !self.tail_read {
+                    self.tail_read = true;
+                    TAIL_READ
+                } else {
+                    self.read_size
+                };
+            match sys::fd::read_into(guard.get_inner().as_fd(), &mut self.buf, size) {
                 Ok(0) => return Poll::Ready(ReadOutcome::Eof),
                 Ok(n) => {
                     // A short read drained the pipe; the next write by the child raises a new
                     // edge, so skip the read that would only say EAGAIN.
-                    if n < self.read_size {
+                    if n < size {
                         guard.clear_ready();
                     }
                     self.maybe_grow(n);

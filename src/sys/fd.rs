@@ -8,6 +8,7 @@
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
@@ -148,6 +149,17 @@ pub(crate) fn register(
 ) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: an OwnedFd is open, owned by the AsyncFd from here on, and always reports the
     // same fd number.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }
+        .map_err(|e| e.into_parts().1)
+}
+
+/// [`register`] for an fd shared with others (a pidfd the reaper also holds).
+pub(crate) fn register_shared(
+    fd: Arc<OwnedFd>,
+    interest: tokio::io::Interest,
+) -> io::Result<tokio::io::unix::AsyncFd<Arc<OwnedFd>>> {
+    // SAFETY: the AsyncFd holds a reference, so the fd stays open on the same file until it
+    // is dropped, and an Arc always reports its OwnedFd's one number.
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }
         .map_err(|e| e.into_parts().1)
 }

@@ -20,6 +20,7 @@ use futures_core::Stream;
 use crate::error::{Error, WaitError};
 use crate::event::Event;
 use crate::exit_status::ExitStatus;
+use crate::exit_watch::ExitWatch;
 use crate::pipe::PipeSet;
 use crate::reaper::ExitSlot;
 
@@ -76,6 +77,8 @@ pub struct ProcessTransport {
     cgroup_tree: Option<crate::cgroup::TreeCgroup>,
     wait_delay: Option<Duration>,
     wait_delay_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The child's pidfd in this task's reactor, to reap on exit without a thread hop.
+    exit_watch: ExitWatch,
     /// A spare pty master: resizes go through it, and it keeps the terminal from hanging up
     /// the child when the pipes close before the child exits. Dropped once the child is
     /// reaped, on `lose_connection`, or with the transport.
@@ -111,6 +114,7 @@ impl ProcessTransport {
             cgroup: settings.cgroup,
             wait_delay: settings.wait_delay,
             wait_delay_timer: None,
+            exit_watch: ExitWatch::default(),
             is_pty: pty_master.is_some(),
             pty_master,
         }

@@ -92,7 +92,7 @@ impl ProcessTransport {
         if self.exit_seen.is_some() {
             return;
         }
-        if let Poll::Ready(result) = self.exit.poll_exit(cx) {
+        if let Poll::Ready(result) = self.exit_watch.poll_exit(&self.exit, cx) {
             self.exit_seen = Some(result);
             self.pty_master = None;
             tracing::debug!(?result, "process exited");

@@ -1,9 +1,11 @@
 //! Exit latency: from the moment the parent closes `cat`'s stdin (so `cat` exits) to the
 //! moment the awaited status is in hand, one child at a time. Each `cat` first echoes a line,
 //! so it is running (not still loading) when the clock starts. The floor is a blocking
-//! `waitpid` on the spawning thread.
+//! `waitpid` on the spawning thread. Measured from `block_on` and again inside a task.
 
 use std::ffi::CStr;
+use std::future::Future;
+use std::pin::Pin;
 use std::io::{Read, Write};
 use std::process::Stdio;
 
@@ -30,6 +32,26 @@ pub fn run(rt: &Runtime, cfg: &Config, report: &mut Report) {
     ];
     report.race(
         "exit latency: close cat's stdin -> status in hand",
+        "µs",
+        false,
+        cfg.spawn,
+        contenders,
+    );
+    // The same awaited in a task on the runtime's workers, as a service would: `block_on`
+    // runs the future on the calling thread, which the exit reaches only through a worker.
+    let in_task = |fut: fn() -> Pin<Box<dyn Future<Output = f64> + Send>>| {
+        rt.block_on(async { tokio::spawn(fut()).await.expect("task") })
+    };
+    let contenders = vec![
+        contender(Role::Ours, "process-transport", || {
+            in_task(|| Box::pin(ours()))
+        }),
+        contender(Role::Tokio, "tokio::process", || in_task(|| Box::pin(tokio()))),
+        contender(Role::Std, "std::process", std),
+        contender(Role::Floor, "posix_spawn + waitpid", floor),
+    ];
+    report.race(
+        "exit latency: close cat's stdin -> status in hand, in a task",
         "µs",
         false,
         cfg.spawn,

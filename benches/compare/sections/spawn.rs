@@ -104,6 +104,9 @@ fn scenarios(rt: &Runtime, cfg: &Config, report: &mut Report, prefix: &str) {
         }
         report.race(&seq_name(prefix, &case), "µs", false, cfg.spawn, contenders);
     }
+    if prefix.is_empty() {
+        in_a_task(rt, cfg, report);
+    }
     for case in cases().into_iter().filter(|c| !c.extra_fds && !c.ids) {
         let k = cfg.concurrent_rounds;
         let per_spawn = |f: &dyn Fn()| micros(f) / (TASKS * k) as f64;
@@ -133,6 +136,38 @@ fn scenarios(rt: &Runtime, cfg: &Config, report: &mut Report, prefix: &str) {
             contenders,
         );
     }
+}
+
+/// The sequential 3-pipes case again, awaited in a task on the runtime's workers as a
+/// service would (`block_on` above runs the future on the calling thread, which the exit
+/// then reaches through a worker: one more wake-up). Timed inside the task.
+fn in_a_task(rt: &Runtime, cfg: &Config, report: &mut Report) {
+    let case = cases()[1];
+    let cmd = std::sync::Arc::new(ours_command(case));
+    let timed = |fut: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+        rt.block_on(async {
+            tokio::spawn(async move {
+                let start = std::time::Instant::now();
+                fut.await;
+                start.elapsed().as_secs_f64() * 1e6
+            })
+            .await
+            .expect("task")
+        })
+    };
+    let contenders = vec![
+        contender(Role::Ours, "process-transport", || {
+            let cmd = cmd.clone();
+            timed(Box::pin(async move { ours_once(&cmd).await }))
+        }),
+        contender(Role::Tokio, "tokio::process", || {
+            timed(Box::pin(tokio_once(case)))
+        }),
+        contender(Role::Std, "std::process", || micros(|| std_once(case))),
+        contender(Role::Floor, "posix_spawn", || micros(|| floor_once(case))),
+    ];
+    let name = format!("{}, in a task", seq_name("", &case));
+    report.race(&name, "µs", false, cfg.spawn, contenders);
 }
 
 /// Notes our big-parent / small-parent ratio (target ≤ 1.2).
