@@ -137,7 +137,11 @@ pub(crate) fn writev<'a>(
         return Ok(0);
     };
     let _guard = super::signal::SigpipeGuard::new();
-    retry(|| nix::sys::uio::writev(fd, iov))
+    match iov {
+        // The common small message: write(2) skips writev's import of the vector.
+        [one] => retry(|| nix::unistd::write(fd, one)),
+        _ => retry(|| nix::sys::uio::writev(fd, iov)),
+    }
 }
 
 /// Registers `fd` with the current runtime's reactor for `interest`.
