@@ -24,39 +24,26 @@ const CAT: [&CStr; 1] = [c"/bin/cat"];
 
 pub fn run(rt: &Runtime, cfg: &Config, report: &mut Report) {
     eprintln!("== exit latency");
-    let contenders = vec![
-        contender(Role::Ours, "process-transport", || rt.block_on(ours())),
-        contender(Role::Tokio, "tokio::process", || rt.block_on(tokio())),
-        contender(Role::Std, "std::process", std),
-        contender(Role::Floor, "posix_spawn + waitpid", floor),
-    ];
-    report.race(
-        "exit latency: close cat's stdin -> status in hand",
-        "µs",
-        false,
-        cfg.spawn,
-        contenders,
-    );
-    // The same awaited in a task on the runtime's workers, as a service would: `block_on`
-    // runs the future on the calling thread, which the exit reaches only through a worker.
-    let in_task = |fut: fn() -> Pin<Box<dyn Future<Output = f64> + Send>>| {
-        rt.block_on(async { tokio::spawn(fut()).await.expect("task") })
-    };
-    let contenders = vec![
-        contender(Role::Ours, "process-transport", || {
-            in_task(|| Box::pin(ours()))
-        }),
-        contender(Role::Tokio, "tokio::process", || in_task(|| Box::pin(tokio()))),
-        contender(Role::Std, "std::process", std),
-        contender(Role::Floor, "posix_spawn + waitpid", floor),
-    ];
-    report.race(
-        "exit latency: close cat's stdin -> status in hand, in a task",
-        "µs",
-        false,
-        cfg.spawn,
-        contenders,
-    );
+    // From `block_on`, and awaited in a task on the runtime's workers as a service would:
+    // `block_on` runs the future on the calling thread, which the exit reaches through a
+    // worker.
+    for (shape, in_task) in [("", false), (", in a task", true)] {
+        let run = |fut: fn() -> Pin<Box<dyn Future<Output = f64> + Send>>| {
+            if in_task {
+                rt.block_on(async { tokio::spawn(fut()).await.expect("task") })
+            } else {
+                rt.block_on(fut())
+            }
+        };
+        let contenders = vec![
+            contender(Role::Ours, "process-transport", || run(|| Box::pin(ours()))),
+            contender(Role::Tokio, "tokio::process", || run(|| Box::pin(tokio()))),
+            contender(Role::Std, "std::process", std),
+            contender(Role::Floor, "posix_spawn + waitpid", floor),
+        ];
+        let scenario = format!("exit latency: close cat's stdin -> status in hand{shape}");
+        report.race(&scenario, "µs", false, cfg.spawn, contenders);
+    }
 }
 
 fn since(start: Instant) -> f64 {
