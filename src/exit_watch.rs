@@ -9,81 +9,106 @@
 //!
 //! While a task watches, the reaper thread does not: two threads woken by one exit race for
 //! the reaper's table and, on two CPUs, for the CPUs (measured: 15-20 µs more per exit with
-//! both watching). The reaper takes the pidfd back when the watch ends without the exit (the
-//! transport dropped, the reactor gone) and whenever a handle waits, so nothing depends on
-//! the transport being polled again.
+//! both watching). The reaper takes the pidfd back, so nothing depends on the transport being
+//! polled again, when the watch ends without the exit (the transport dropped, the reactor
+//! gone), when another task polls the transport (perhaps in another runtime, whose reactor
+//! is not the one watching), and for good once a handle waits.
 //!
-//! A future driven by `block_on` on a multi-thread runtime does not watch: its thread does
-//! not drive the reactor, so the exit would reach it through a worker anyway, a hop as long
-//! as the reaper thread's, and the registration would only add syscalls.
+//! Only a task watches, and only one whose transport's spawn registered pipes with a
+//! reactor. A task's runtime drives its reactor whenever the task can run; a future under
+//! `block_on` or a foreign executor may sit in a runtime nobody drives (and on a multi-thread
+//! runtime the exit would reach it through a worker anyway, a hop as long as the reaper
+//! thread's). The pipes prove that the runtime has I/O: a registration in a runtime without
+//! panics inside Tokio.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::runtime::RuntimeFlavor;
 
 use crate::error::WaitError;
 use crate::exit_status::ExitStatus;
 use crate::reaper::ExitSlot;
 use crate::sys;
 
-/// A registration of the pidfd, and the slot to hand back to the reaper when it ends.
+/// A registration of the pidfd, the task it wakes, and the slot to hand back to the reaper
+/// when it ends.
 struct Watching {
     pidfd: AsyncFd<Arc<OwnedFd>>,
+    waker: Waker,
     slot: Arc<ExitSlot>,
 }
 
-/// The awaiting side of one child's exit: its pidfd in the reactor of the runtime the task is
-/// polled in, registered on the first poll that finds the child running.
-#[derive(Default)]
+/// The awaiting side of one child's exit: its pidfd in the reactor of the runtime whose task
+/// polls the transport, registered on the first poll in a task that finds the child running.
 pub(crate) struct ExitWatch {
     state: WatchState,
 }
 
-#[derive(Default)]
 enum WatchState {
-    /// Not polled while the child runs yet.
-    #[default]
-    Unset,
+    /// May watch, from the first poll in a task.
+    Possible,
     /// Boxed: every transport carries an `ExitWatch` and idle ones never watch, so they pay
     /// two words, not the registration's size.
     Watching(Box<Watching>),
-    /// No pidfd, no reactor, or done: the reaper thread reaps.
+    /// Never again (or never): the reaper thread reaps.
     Off,
 }
 
 impl ExitWatch {
+    /// A watch for a transport whose spawn registered pipes with a reactor (`registered`),
+    /// which proves that runtime has I/O: Tokio panics on a registration in a runtime
+    /// without, so a transport without pipes never watches.
+    pub(crate) fn new(registered: bool) -> Self {
+        ExitWatch {
+            state: if registered {
+                WatchState::Possible
+            } else {
+                WatchState::Off
+            },
+        }
+    }
+
     /// Polls `slot`'s exit, reaping on this thread as soon as the pidfd says the child exited.
     pub(crate) fn poll_exit(
         &mut self,
         slot: &Arc<ExitSlot>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<ExitStatus, WaitError>> {
-        if let WatchState::Unset = self.state {
+        // Only a task: its runtime's reactor is driven whenever the task can run. A future
+        // under `block_on` or a foreign executor may sit in a reactor nobody drives (and on a
+        // multi-thread runtime the exit would reach it through a worker anyway).
+        if let WatchState::Possible = self.state
+            && tokio::task::try_id().is_some()
+        {
             self.state = match slot.exit_watch().and_then(register_in_this_reactor) {
                 Some(pidfd) => {
                     slot.watch_from_task();
                     WatchState::Watching(Box::new(Watching {
                         pidfd,
+                        waker: cx.waker().clone(),
                         slot: slot.clone(),
                     }))
                 }
                 None => WatchState::Off,
             };
         }
-        if let WatchState::Watching(watching) = &self.state
-            && let Poll::Ready(ready) = watching.pidfd.poll_read_ready(cx)
-        {
-            if ready.is_ok() {
-                // Readable: the child has exited.
-                slot.reap_now();
+        if let WatchState::Watching(watching) = &self.state {
+            if !watching.waker.will_wake(cx.waker()) {
+                // Another task polls now, perhaps in another runtime, whose reactor is not
+                // the one watching: the reaper thread takes over for good.
+                self.stop();
+            } else if let Poll::Ready(ready) = watching.pidfd.poll_read_ready(cx) {
+                if ready.is_ok() {
+                    // Readable: the child has exited.
+                    slot.reap_now();
+                }
+                // Either way (an error means the reactor is gone) the reaper takes over
+                // whatever is left.
+                self.stop();
             }
-            // Either way (an error means the reactor is gone) the reaper takes over whatever
-            // is left.
-            self.stop();
         }
         let exit = slot.poll_exit(cx);
         if exit.is_ready() {
@@ -92,11 +117,11 @@ impl ExitWatch {
         exit
     }
 
-    /// Ends the watch, handing the child back to the reaper if it still runs.
+    /// Ends the watch for good, handing the child back to the reaper if it still runs.
     fn stop(&mut self) {
         if let WatchState::Watching(watching) = std::mem::replace(&mut self.state, WatchState::Off)
         {
-            watching.slot.watch_from_reaper();
+            watching.slot.return_to_reaper();
         }
     }
 }
@@ -104,7 +129,7 @@ impl ExitWatch {
 impl std::fmt::Debug for ExitWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self.state {
-            WatchState::Unset => "ExitWatch::Unset",
+            WatchState::Possible => "ExitWatch::Possible",
             WatchState::Watching(_) => "ExitWatch::Watching",
             WatchState::Off => "ExitWatch::Off",
         })
@@ -117,15 +142,10 @@ impl Drop for ExitWatch {
     }
 }
 
-/// Registers `pidfd` for reading with the reactor of the runtime the caller is polled in;
-/// `None` outside a runtime or in one without I/O (Tokio panics there, hence the catch).
+/// Registers `pidfd` for reading with the reactor of the runtime the caller is polled in.
+/// `None` if that fails, or in a runtime without I/O (possible only if the transport moved
+/// into one after its spawn; Tokio panics there, hence the catch).
 fn register_in_this_reactor(pidfd: Arc<OwnedFd>) -> Option<AsyncFd<Arc<OwnedFd>>> {
-    let runtime = tokio::runtime::Handle::try_current().ok()?;
-    if runtime.runtime_flavor() == RuntimeFlavor::MultiThread && tokio::task::try_id().is_none() {
-        // `block_on` on a multi-thread runtime (see the module docs; measured 5-15 % slower
-        // with a watch).
-        return None;
-    }
     let register = || sys::fd::register_shared(pidfd, Interest::READABLE);
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(register))
         .ok()?

@@ -87,6 +87,18 @@ pub(crate) struct ExitSlot {
     token: Option<RawFd>,
 }
 
+/// Who watches a running child's pidfd for its exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watcher {
+    /// The reaper thread (the pidfd is in its epoll set).
+    Reaper,
+    /// A task, in its own reactor; the reaper thread does not.
+    Task,
+    /// The reaper thread, for good: a handle waits, and a handle must never depend on the
+    /// transport being polled. A task may still watch too.
+    ReaperForGood,
+}
+
 /// A pidfd is shared (reference-counted), not duplicated, between the reaper and a task
 /// watching it in its own reactor: the file is never closed under either, so its number (the
 /// reaper's token) cannot be reused while anyone can see it.
@@ -94,8 +106,8 @@ enum SlotState {
     Running {
         pid: libc::pid_t,
         pidfd: Option<Arc<OwnedFd>>,
-        /// Whether the pidfd is in the reaper's epoll set; if not, a task watches it.
-        reaper_watches: bool,
+        /// Who watches the pidfd for the exit.
+        watcher: Watcher,
     },
     Done {
         result: Result<ExitStatus, WaitError>,
@@ -129,7 +141,7 @@ impl ExitSlot {
         cx: &mut Context<'_>,
     ) -> Poll<Result<ExitStatus, WaitError>> {
         // A handle must not depend on the transport being polled.
-        self.watch_from_reaper();
+        self.keep_with_reaper();
         {
             // Registered before the state is read: a reap after that read wakes this task.
             let mut wakers = self.handle_wakers.lock().unwrap_or_else(|e| e.into_inner());
@@ -157,7 +169,7 @@ impl ExitSlot {
         let watched_by_task = matches!(
             *self.lock(),
             SlotState::Running {
-                reaper_watches: false,
+                watcher: Watcher::Task,
                 ..
             }
         );
@@ -176,49 +188,79 @@ impl ExitSlot {
     }
 
     /// The pidfd, for a task to watch in its own reactor, while the child runs and is
-    /// tracked through it; see [`crate::exit_watch`].
+    /// tracked through it; see [`crate::exit_watch`]. `None` in a forked process, whose
+    /// reaper this is not.
     pub(crate) fn exit_watch(&self) -> Option<Arc<OwnedFd>> {
         self.token?;
+        if !self.reaper.is_ours() {
+            return None;
+        }
         match &*self.lock() {
             SlotState::Running { pidfd, .. } => pidfd.clone(),
             SlotState::Done { .. } => None,
         }
     }
 
-    /// A task now watches the pidfd (registered in its reactor): the reaper stops, so the
-    /// exit wakes only that task, which reaps with [`reap_now`](Self::reap_now).
+    /// A task now watches the pidfd (registered in its reactor): the reaper thread stops, so
+    /// the exit wakes only that task, which reaps with [`reap_now`](Self::reap_now). Not
+    /// while a handle waits.
     pub(crate) fn watch_from_task(&self) {
         if let SlotState::Running {
             pidfd: Some(pidfd),
-            reaper_watches: reaper_watches @ true,
+            watcher: watcher @ Watcher::Reaper,
             ..
         } = &mut *self.lock()
             && self.reaper.epoll.delete(pidfd.as_fd()).is_ok()
         {
-            *reaper_watches = false;
+            *watcher = Watcher::Task;
         }
     }
 
-    /// The reaper watches the pidfd (again): a task's watch ended without the exit, or
-    /// someone else waits. An exit that came meanwhile is reported at once (level-triggered).
-    pub(crate) fn watch_from_reaper(&self) {
+    /// The reaper thread watches the pidfd again: a task's watch ended without the exit. An
+    /// exit that came meanwhile is reported at once (level-triggered).
+    pub(crate) fn return_to_reaper(&self) {
+        self.reaper_watches(Watcher::Reaper);
+    }
+
+    /// The reaper thread watches the pidfd from now on, whatever tasks do (a handle waits).
+    fn keep_with_reaper(&self) {
+        self.reaper_watches(Watcher::ReaperForGood);
+    }
+
+    fn reaper_watches(&self, watcher: Watcher) {
         let Some(token) = self.token else { return };
-        if let SlotState::Running {
+        if !self.reaper.is_ours() {
+            // A forked process: the epoll set is shared with the parent's reaper.
+            return;
+        }
+        let mut state = self.lock();
+        let SlotState::Running {
             pid,
             pidfd: Some(pidfd),
-            reaper_watches: reaper_watches @ false,
-        } = &mut *self.lock()
+            watcher: now,
+        } = &mut *state
+        else {
+            return;
+        };
+        if *now == Watcher::Task
+            && let Err(e) = self.reaper.epoll.add(pidfd.as_fd(), token as u64)
         {
-            match self.reaper.epoll.add(pidfd.as_fd(), token as u64) {
-                Ok(()) => *reaper_watches = true,
-                Err(e) => tracing::warn!(error = %e, pid, "pidfd not handed back to the reaper"),
-            }
+            tracing::warn!(error = %e, pid, "pidfd not handed back to the reaper");
+            return;
+        }
+        if *now != Watcher::ReaperForGood {
+            *now = watcher;
         }
     }
 
     /// Reaps the child now if it has exited, as the reaper thread would on the same news.
     pub(crate) fn reap_now(&self) {
         let Some(token) = self.token else { return };
+        if !self.reaper.is_ours() {
+            // A forked process: not its children, and the table's lock may have been held by
+            // a thread that is not in this process.
+            return;
+        }
         let mut table = self.reaper.lock_table();
         let is_this = table
             .by_pidfd
@@ -296,16 +338,12 @@ impl ExitSlot {
             Ok(status) => tracing::debug!(pid, %status, kept, "child reaped"),
             Err(error) => tracing::debug!(pid, %error, "child lost"),
         }
-        let (pidfd, reaper_watches) = match &mut *state {
-            SlotState::Running {
-                pidfd,
-                reaper_watches,
-                ..
-            } => (pidfd.take(), *reaper_watches),
-            SlotState::Done { .. } => (None, false),
+        let (pidfd, watcher) = match &mut *state {
+            SlotState::Running { pidfd, watcher, .. } => (pidfd.take(), *watcher),
+            SlotState::Done { .. } => (None, Watcher::Task),
         };
         if let Some(pidfd) = &pidfd
-            && reaper_watches
+            && watcher != Watcher::Task
             && (kept || Arc::strong_count(pidfd) > 1)
         {
             // The file stays open (a kept zombie, or a copy in a task's reactor), so it would
@@ -342,7 +380,7 @@ impl ExitSlot {
         let SlotState::Running {
             pid,
             pidfd: Some(pidfd),
-            reaper_watches,
+            watcher,
         } = &mut *state
         else {
             return None;
@@ -351,7 +389,7 @@ impl ExitSlot {
         // Level-triggered: a child that has exited already is reported at once.
         match epoll.add(pidfd.as_fd(), token as u64) {
             Ok(()) => {
-                *reaper_watches = true;
+                *watcher = Watcher::Reaper;
                 Some(token)
             }
             Err(e) => {
@@ -491,7 +529,7 @@ impl Reaper {
             state: Mutex::new(SlotState::Running {
                 pid,
                 pidfd: pidfd.map(Arc::new),
-                reaper_watches: false,
+                watcher: Watcher::Reaper,
             }),
             waker: AtomicWaker::new(),
             handle_wakers: Mutex::new(Vec::new()),
@@ -568,6 +606,11 @@ impl Reaper {
 
     fn lock_table(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether this is the reaper of the calling process (not one inherited through fork).
+    fn is_ours(&self) -> bool {
+        self.owner == std::process::id() as libc::pid_t
     }
 }
 

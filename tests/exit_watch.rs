@@ -1,11 +1,12 @@
-//! An awaited transport hears of its child's exit in its own runtime, without the reaper
-//! thread; and whatever stops awaiting it (a handle waiting instead, the transport dropped,
-//! its runtime gone) leaves the child to the reaper again, so it is still reaped and its
-//! status still reaches everyone who asks.
+//! A transport awaited in a task hears of its child's exit in its own runtime, without the
+//! reaper thread; and whatever stops that task from watching (a handle waiting, the
+//! transport dropped or moved to another task or runtime, its runtime gone, a fork) leaves
+//! the child to the reaper again, so it is still reaped, its status still reaches everyone
+//! who asks, and the reaper never spins.
 //!
-//! The reaper thread is shared by the whole test binary, so the test that counts its
-//! wake-ups runs in a fresh process (see `common::rerun`). Under the forced SIGCHLD fallback
-//! there is no pidfd to watch and the tests that need one return.
+//! The reaper thread is shared by the whole test binary, so the tests that watch it (and
+//! those that fork or set a panic hook) run in a fresh process (see `common::rerun`). Under
+//! the forced SIGCHLD fallback there is no pidfd to watch; the tests that need one return.
 
 mod common;
 
@@ -21,26 +22,48 @@ fn forced_sigchld() -> bool {
     std::env::var_os("PROCESS_TRANSPORT_REAPER").is_some_and(|v| v == "sigchld")
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+fn current_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
 }
 
-/// A child that runs for `secs`, with null stdio.
-fn sleep_for(secs: &str) -> ProcessTransport {
-    Command::new("sleep")
-        .arg(secs)
-        .fds([(0, ChildFd::Null), (1, ChildFd::Null), (2, ChildFd::Null)])
-        .spawn()
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
         .unwrap()
+}
+
+/// Runs `fut` as a task on `rt` (a task, not `block_on`: only a task watches).
+fn in_a_task<F>(rt: &tokio::runtime::Runtime, fut: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    rt.block_on(async { tokio::spawn(fut).await.unwrap() })
+}
+
+/// A child that runs for `secs`, with its stdio on pipes.
+fn sleep_for(secs: &str) -> ProcessTransport {
+    Command::new("sleep").arg(secs).spawn().unwrap()
 }
 
 /// Polls `child.wait()` once (it must still be pending), so the transport watches the exit.
 async fn poll_once(child: &mut ProcessTransport) {
     let polled = tokio::time::timeout(Duration::from_millis(1), child.wait()).await;
     assert!(polled.is_err(), "the child exited before it was watched");
+}
+
+/// A child spawned and polled once in a task on `rt`, handed back watched.
+fn watched_in(rt: &tokio::runtime::Runtime, secs: &'static str) -> ProcessTransport {
+    in_a_task(rt, async move {
+        let mut child = sleep_for(secs);
+        poll_once(&mut child).await;
+        child
+    })
 }
 
 /// Awaits `fut`, failing instead of hanging.
@@ -50,26 +73,39 @@ async fn within_limit<F: Future>(fut: F) -> F::Output {
         .expect("still waiting after the limit")
 }
 
-/// Context switches of the reaper thread so far: each is one wake-up and sleep.
-fn reaper_thread_switches() -> u64 {
+/// The reaper thread's `/proc` directory.
+fn reaper_thread() -> std::path::PathBuf {
     for task in std::fs::read_dir("/proc/self/task").unwrap() {
         let dir = task.unwrap().path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
         if comm.trim().starts_with("process-transp") {
-            let status = std::fs::read_to_string(dir.join("status")).unwrap();
-            return status
-                .lines()
-                .filter(|l| l.contains("ctxt_switches"))
-                .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
-                .sum();
+            return dir;
         }
     }
     panic!("no reaper thread in /proc/self/task");
 }
 
+/// Context switches of the reaper thread so far: each is one wake-up and sleep.
+fn reaper_thread_switches() -> u64 {
+    let status = std::fs::read_to_string(reaper_thread().join("status")).unwrap();
+    status
+        .lines()
+        .filter(|l| l.contains("ctxt_switches"))
+        .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// CPU ticks (user + system) the reaper thread has used so far.
+fn reaper_thread_ticks() -> u64 {
+    let stat = std::fs::read_to_string(reaper_thread().join("stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
 #[test]
-fn awaited_exits_do_not_wake_the_reaper_thread() {
-    let name = "awaited_exits_do_not_wake_the_reaper_thread";
+fn exits_awaited_in_a_task_do_not_wake_the_reaper_thread() {
+    let name = "exits_awaited_in_a_task_do_not_wake_the_reaper_thread";
     if forced_sigchld() {
         return;
     }
@@ -77,7 +113,8 @@ fn awaited_exits_do_not_wake_the_reaper_thread() {
         rerun(name, &[]);
         return;
     }
-    runtime().block_on(async {
+    let rt = current_thread();
+    in_a_task(&rt, async {
         // The first spawn starts the reaper; count from a settled thread.
         assert!(sleep_for("0").wait().await.unwrap().success());
         std::thread::sleep(Duration::from_millis(100));
@@ -97,29 +134,45 @@ fn awaited_exits_do_not_wake_the_reaper_thread() {
 
 #[test]
 fn a_handle_sees_the_exit_while_the_watching_transport_is_left_alone() {
-    runtime().block_on(async {
-        let mut child = sleep_for("0.2");
-        poll_once(&mut child).await;
-        // The transport is never polled again; the handle must not depend on it.
-        let status = within_limit(child.handle().exited()).await.unwrap();
-        assert!(status.success());
-        assert_eq!(child.try_status().unwrap(), Some(status));
+    let rt = current_thread();
+    let child = watched_in(&rt, "0.2");
+    // The transport is never polled again; the handle must not depend on it.
+    let status = in_a_task(&rt, {
+        let handle = child.handle();
+        async move { within_limit(handle.exited()).await.unwrap() }
     });
+    assert!(status.success());
+    assert_eq!(child.try_status().unwrap(), Some(status));
+}
+
+#[test]
+fn a_handle_waiting_before_the_transport_watches_still_sees_the_exit() {
+    let rt = current_thread();
+    let status = in_a_task(&rt, async {
+        let mut child = sleep_for("0.3");
+        let handle = child.handle();
+        let waiter = tokio::spawn(async move { within_limit(handle.exited()).await });
+        // The handle waits first; then the transport is polled once and left alone.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        poll_once(&mut child).await;
+        let status = waiter.await.unwrap().unwrap();
+        drop(child);
+        status
+    });
+    assert!(status.success());
 }
 
 #[test]
 fn a_watched_child_is_reaped_once_its_transport_is_dropped() {
-    runtime().block_on(async {
-        let mut child = sleep_for("0.2");
-        poll_once(&mut child).await;
-        let pid = child.pid().unwrap();
-        drop(child);
-        assert!(
-            wait_until(LIMIT, || process_state(pid).is_none()),
-            "the child is left a zombie (state {:?})",
-            process_state(pid)
-        );
-    });
+    let rt = current_thread();
+    let child = watched_in(&rt, "0.2");
+    let pid = child.pid().unwrap();
+    drop(child);
+    assert!(
+        wait_until(LIMIT, || process_state(pid).is_none()),
+        "the child is left a zombie (state {:?})",
+        process_state(pid)
+    );
 }
 
 #[test]
@@ -127,25 +180,127 @@ fn try_status_knows_the_exit_of_a_watched_child_nobody_polls() {
     if forced_sigchld() {
         return;
     }
-    runtime().block_on(async {
-        let mut child = sleep_for("0.1");
-        poll_once(&mut child).await;
-        let pid = child.pid().unwrap();
-        assert!(wait_until(LIMIT, || process_state(pid) == Some('Z')));
-        let status = child.try_status().unwrap().expect("the child has exited");
-        assert!(status.success());
-        assert_eq!(child.pid(), None, "reaped by try_status");
-    });
+    let rt = current_thread();
+    let child = watched_in(&rt, "0.1");
+    let pid = child.pid().unwrap();
+    assert!(wait_until(LIMIT, || process_state(pid) == Some('Z')));
+    let status = child.try_status().unwrap().expect("the child has exited");
+    assert!(status.success());
+    assert_eq!(child.pid(), None, "reaped by try_status");
 }
 
 #[test]
 fn a_transport_outlives_the_runtime_that_watched_its_child() {
-    let mut child = runtime().block_on(async {
+    let mut child = watched_in(&current_thread(), "0.2");
+    // That runtime, and the reactor the exit was registered with, are gone.
+    let status = current_thread()
+        .block_on(within_limit(child.wait()))
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_transport_moved_to_another_runtime_while_the_first_idles_is_still_reaped() {
+    for (to, runtime) in [
+        ("current-thread", current_thread()),
+        ("multi-thread", multi_thread()),
+    ] {
+        let first = current_thread();
+        let mut child = watched_in(&first, "0.2");
+        // `first` lives on, but nothing drives its reactor any more.
+        let status = in_a_task(&runtime, async move { within_limit(child.wait()).await });
+        assert!(status.unwrap().success(), "moved to a {to} runtime");
+        drop(first);
+    }
+}
+
+#[test]
+fn a_future_driven_outside_tokio_in_an_entered_runtime_is_still_reaped() {
+    let rt = current_thread();
+    let handle = rt.handle().clone();
+    let (done, status) = std::sync::mpsc::channel();
+    // Nothing drives this runtime (not even its timers): the reaper thread must deliver the
+    // exit. The limit is kept from outside.
+    std::thread::spawn(move || {
+        let _entered = handle.enter();
         let mut child = sleep_for("0.2");
+        let _ = done.send(futures::executor::block_on(child.wait()));
+    });
+    let status = status
+        .recv_timeout(LIMIT)
+        .expect("still waiting after the limit");
+    assert!(status.unwrap().success());
+}
+
+#[test]
+fn waiting_in_a_runtime_without_io_panics_nowhere() {
+    let name = "waiting_in_a_runtime_without_io_panics_nowhere";
+    if !is_inner(name) {
+        rerun(name, &[]);
+        return;
+    }
+    // A panic caught inside the crate would still run the hook (and abort under
+    // `panic = "abort"`).
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("panic hook ran: {info}");
+        std::process::abort();
+    }));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let status = in_a_task(&rt, async {
+        let mut child = Command::new("sleep")
+            .arg("0.05")
+            .fds([(0, ChildFd::Null), (1, ChildFd::Null), (2, ChildFd::Null)])
+            .spawn()
+            .unwrap();
+        within_limit(child.wait()).await
+    });
+    assert!(status.unwrap().success());
+}
+
+#[test]
+fn a_fork_dropping_a_watched_transport_leaves_the_parent_s_reaper_alone() {
+    let name = "a_fork_dropping_a_watched_transport_leaves_the_parent_s_reaper_alone";
+    if forced_sigchld() {
+        return;
+    }
+    if !is_inner(name) {
+        rerun(name, &[]);
+        return;
+    }
+    let rt = current_thread();
+    let mut child = in_a_task(&rt, async {
+        // A group leader: its zombie is kept, its pidfd stays readable.
+        let mut child = Command::new("sleep")
+            .arg("0.3")
+            .process_group(0)
+            .spawn()
+            .unwrap();
         poll_once(&mut child).await;
         child
     });
-    // That runtime, and the reactor the exit was registered with, are gone.
-    let status = runtime().block_on(within_limit(child.wait())).unwrap();
-    assert!(status.success());
+    // SAFETY: the forked process only drops the transport and leaves with `_exit`.
+    let forked = unsafe { libc::fork() };
+    if forked == 0 {
+        drop(child);
+        // SAFETY: leaves the forked process at once, running nothing of the parent's.
+        unsafe { libc::_exit(0) };
+    }
+    let mut raw = 0;
+    // SAFETY: waits for the process just forked, ours.
+    assert_eq!(unsafe { libc::waitpid(forked, &mut raw, 0) }, forked);
+    let status = in_a_task(&rt, async move {
+        let status = within_limit(child.wait()).await.unwrap();
+        (status, child)
+    });
+    assert!(status.0.success());
+    let before = reaper_thread_ticks();
+    std::thread::sleep(Duration::from_millis(500));
+    let spent = reaper_thread_ticks() - before;
+    assert!(
+        spent <= 5,
+        "the reaper thread used {spent} ticks while idle"
+    );
 }

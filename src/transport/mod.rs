@@ -103,7 +103,6 @@ impl ProcessTransport {
         ProcessTransport {
             spawned_pid: settings.pid,
             exit,
-            pipes,
             pending: VecDeque::new(),
             exit_seen: None,
             ended: false,
@@ -114,7 +113,8 @@ impl ProcessTransport {
             cgroup: settings.cgroup,
             wait_delay: settings.wait_delay,
             wait_delay_timer: None,
-            exit_watch: ExitWatch::default(),
+            exit_watch: ExitWatch::new(pipes.any_open()),
+            pipes,
             is_pty: pty_master.is_some(),
             pty_master,
         }
