@@ -11,8 +11,8 @@
 //! the reaper's table and, on two CPUs, for the CPUs (measured: 15-20 µs more per exit with
 //! both watching). The reaper takes the pidfd back, so nothing depends on the transport being
 //! polled again, when the watch ends without the exit (the transport dropped, the reactor
-//! gone), when another task polls the transport (perhaps in another runtime, whose reactor
-//! is not the one watching), and for good once a handle waits.
+//! gone, or another task polling it, perhaps in another runtime, which then watches in its
+//! own reactor), and for good once a handle waits.
 //!
 //! Only a task watches, and only one whose transport's spawn registered pipes with a
 //! reactor. A task's runtime drives its reactor whenever the task can run; a future under
@@ -42,73 +42,57 @@ struct Watching {
 }
 
 /// The awaiting side of one child's exit: its pidfd in the reactor of the runtime whose task
-/// polls the transport, registered on the first poll in a task that finds the child running.
-pub(crate) struct ExitWatch {
-    state: WatchState,
-}
-
-enum WatchState {
-    /// May watch, from the first poll in a task.
-    Possible,
-    /// Boxed: every transport carries an `ExitWatch` and idle ones never watch, so they pay
-    /// two words, not the registration's size.
-    Watching(Box<Watching>),
-    /// Never again (or never): the reaper thread reaps.
-    Off,
-}
+/// polls the transport, registered on the first poll in a task that finds the child running
+/// (and again from another task, once a watch has ended).
+///
+/// Boxed: every transport carries an `ExitWatch` and idle ones never watch, so they pay a
+/// pointer, not the registration's size.
+#[derive(Default)]
+pub(crate) struct ExitWatch(Option<Box<Watching>>);
 
 impl ExitWatch {
-    /// A watch for a transport whose spawn registered pipes with a reactor (`registered`),
-    /// which proves that runtime has I/O: Tokio panics on a registration in a runtime
-    /// without, so a transport without pipes never watches.
-    pub(crate) fn new(registered: bool) -> Self {
-        ExitWatch {
-            state: if registered {
-                WatchState::Possible
-            } else {
-                WatchState::Off
-            },
-        }
-    }
-
     /// Polls `slot`'s exit, reaping on this thread as soon as the pidfd says the child exited.
     pub(crate) fn poll_exit(
         &mut self,
         slot: &Arc<ExitSlot>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<ExitStatus, WaitError>> {
+        if let Some(watching) = &self.0
+            && !watching.waker.will_wake(cx.waker())
+        {
+            // Another task polls now, perhaps in another runtime, whose reactor is not the
+            // one watching.
+            self.stop();
+        }
         // Only a task: its runtime's reactor is driven whenever the task can run. A future
         // under `block_on` or a foreign executor may sit in a reactor nobody drives (and on a
         // multi-thread runtime the exit would reach it through a worker anyway).
-        if let WatchState::Possible = self.state
+        if self.0.is_none()
             && tokio::task::try_id().is_some()
+            && let Some(pidfd) = slot.exit_watch()
         {
-            self.state = match slot.exit_watch().and_then(register_in_this_reactor) {
+            match register_in_this_reactor(pidfd) {
                 Some(pidfd) => {
                     slot.watch_from_task();
-                    WatchState::Watching(Box::new(Watching {
+                    self.0 = Some(Box::new(Watching {
                         pidfd,
                         waker: cx.waker().clone(),
                         slot: slot.clone(),
-                    }))
+                    }));
                 }
-                None => WatchState::Off,
-            };
-        }
-        if let WatchState::Watching(watching) = &self.state {
-            if !watching.waker.will_wake(cx.waker()) {
-                // Another task polls now, perhaps in another runtime, whose reactor is not
-                // the one watching: the reaper thread takes over for good.
-                self.stop();
-            } else if let Poll::Ready(ready) = watching.pidfd.poll_read_ready(cx) {
-                if ready.is_ok() {
-                    // Readable: the child has exited.
-                    slot.reap_now();
-                }
-                // Either way (an error means the reactor is gone) the reaper takes over
-                // whatever is left.
-                self.stop();
+                None => slot.reaper_only(),
             }
+        }
+        if let Some(watching) = &self.0
+            && let Poll::Ready(ready) = watching.pidfd.poll_read_ready(cx)
+        {
+            if ready.is_ok() {
+                // Readable: the child has exited.
+                slot.reap_now();
+            }
+            // Either way (an error means the reactor is gone) the reaper takes over whatever
+            // is left.
+            self.stop();
         }
         let exit = slot.poll_exit(cx);
         if exit.is_ready() {
@@ -117,10 +101,9 @@ impl ExitWatch {
         exit
     }
 
-    /// Ends the watch for good, handing the child back to the reaper if it still runs.
+    /// Ends the watch, handing the child back to the reaper if it still runs.
     fn stop(&mut self) {
-        if let WatchState::Watching(watching) = std::mem::replace(&mut self.state, WatchState::Off)
-        {
+        if let Some(watching) = self.0.take() {
             watching.slot.return_to_reaper();
         }
     }
@@ -128,10 +111,9 @@ impl ExitWatch {
 
 impl std::fmt::Debug for ExitWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self.state {
-            WatchState::Possible => "ExitWatch::Possible",
-            WatchState::Watching(_) => "ExitWatch::Watching",
-            WatchState::Off => "ExitWatch::Off",
+        f.write_str(match self.0 {
+            Some(_) => "ExitWatch::Watching",
+            None => "ExitWatch::Idle",
         })
     }
 }
@@ -144,7 +126,8 @@ impl Drop for ExitWatch {
 
 /// Registers `pidfd` for reading with the reactor of the runtime the caller is polled in.
 /// `None` if that fails, or in a runtime without I/O (possible only if the transport moved
-/// into one after its spawn; Tokio panics there, hence the catch).
+/// into one after its spawn; Tokio panics there, hence the catch, after which the child is
+/// left to the reaper for good).
 fn register_in_this_reactor(pidfd: Arc<OwnedFd>) -> Option<AsyncFd<Arc<OwnedFd>>> {
     let register = || sys::fd::register_shared(pidfd, Interest::READABLE);
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(register))
@@ -157,7 +140,10 @@ mod tests {
     use super::ExitWatch;
 
     #[test]
-    fn an_exit_watch_that_never_watches_costs_two_words() {
-        assert!(std::mem::size_of::<ExitWatch>() <= 2 * std::mem::size_of::<usize>());
+    fn an_exit_watch_that_never_watches_costs_a_pointer() {
+        assert_eq!(
+            std::mem::size_of::<ExitWatch>(),
+            std::mem::size_of::<usize>()
+        );
     }
 }

@@ -94,9 +94,9 @@ enum Watcher {
     Reaper,
     /// A task, in its own reactor; the reaper thread does not.
     Task,
-    /// The reaper thread, for good: a handle waits, and a handle must never depend on the
-    /// transport being polled. A task may still watch too.
-    ReaperForGood,
+    /// The reaper thread, and no task ever: a handle waits (it must never depend on the
+    /// transport being polled), or the transport has no reactor known to have I/O.
+    ReaperOnly,
 }
 
 /// A pidfd is shared (reference-counted), not duplicated, between the reaper and a task
@@ -141,7 +141,7 @@ impl ExitSlot {
         cx: &mut Context<'_>,
     ) -> Poll<Result<ExitStatus, WaitError>> {
         // A handle must not depend on the transport being polled.
-        self.keep_with_reaper();
+        self.reaper_only();
         {
             // Registered before the state is read: a reap after that read wakes this task.
             let mut wakers = self.handle_wakers.lock().unwrap_or_else(|e| e.into_inner());
@@ -196,14 +196,17 @@ impl ExitSlot {
             return None;
         }
         match &*self.lock() {
+            SlotState::Running {
+                watcher: Watcher::ReaperOnly,
+                ..
+            }
+            | SlotState::Done { .. } => None,
             SlotState::Running { pidfd, .. } => pidfd.clone(),
-            SlotState::Done { .. } => None,
         }
     }
 
     /// A task now watches the pidfd (registered in its reactor): the reaper thread stops, so
-    /// the exit wakes only that task, which reaps with [`reap_now`](Self::reap_now). Not
-    /// while a handle waits.
+    /// the exit wakes only that task, which reaps with [`reap_now`](Self::reap_now).
     pub(crate) fn watch_from_task(&self) {
         if let SlotState::Running {
             pidfd: Some(pidfd),
@@ -222,9 +225,10 @@ impl ExitSlot {
         self.reaper_watches(Watcher::Reaper);
     }
 
-    /// The reaper thread watches the pidfd from now on, whatever tasks do (a handle waits).
-    fn keep_with_reaper(&self) {
-        self.reaper_watches(Watcher::ReaperForGood);
+    /// The reaper thread watches the pidfd from now on, and no task will (see
+    /// [`Watcher::ReaperOnly`]).
+    pub(crate) fn reaper_only(&self) {
+        self.reaper_watches(Watcher::ReaperOnly);
     }
 
     fn reaper_watches(&self, watcher: Watcher) {
@@ -248,7 +252,7 @@ impl ExitSlot {
             tracing::warn!(error = %e, pid, "pidfd not handed back to the reaper");
             return;
         }
-        if *now != Watcher::ReaperForGood {
+        if *now != Watcher::ReaperOnly {
             *now = watcher;
         }
     }

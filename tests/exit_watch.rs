@@ -130,6 +130,18 @@ fn exits_awaited_in_a_task_do_not_wake_the_reaper_thread() {
             "the reaper thread woke {woken} times for 40 awaited exits"
         );
     });
+    // Watched in one task, then awaited in another, which takes the watch over.
+    let before = reaper_thread_switches();
+    for _ in 0..20 {
+        let mut child = watched_in(&rt, "0.05");
+        let status = in_a_task(&rt, async move { within_limit(child.wait()).await });
+        assert!(status.unwrap().success());
+    }
+    let woken = reaper_thread_switches() - before;
+    assert!(
+        woken <= 4,
+        "the reaper thread woke {woken} times for 20 exits awaited elsewhere"
+    );
 }
 
 #[test]

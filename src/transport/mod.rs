@@ -100,6 +100,11 @@ impl ProcessTransport {
         pipes: PipeSet,
         pty_master: Option<OwnedFd>,
     ) -> Self {
+        if !pipes.any_open() {
+            // Nothing was registered with a reactor, so nothing proves this runtime has I/O,
+            // and a registration in one without panics inside Tokio: no exit watch.
+            exit.reaper_only();
+        }
         ProcessTransport {
             spawned_pid: settings.pid,
             exit,
@@ -113,7 +118,7 @@ impl ProcessTransport {
             cgroup: settings.cgroup,
             wait_delay: settings.wait_delay,
             wait_delay_timer: None,
-            exit_watch: ExitWatch::new(pipes.any_open()),
+            exit_watch: ExitWatch::default(),
             pipes,
             is_pty: pty_master.is_some(),
             pty_master,
