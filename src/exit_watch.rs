@@ -1,25 +1,23 @@
 //! A child's exit seen from the awaiting task's own reactor.
 //!
-//! Through the reaper thread an awaited exit costs two wake-ups: the exit wakes the reaper
-//! thread, which wakes the task's worker. On this 2-vCPU VM a wake-up of an idle CPU costs
-//! tens of µs. With the child's pidfd registered in the task's reactor instead, the exit
-//! wakes the worker directly and the task reaps there. Measured with `cargo bench --bench
-//! compare -- --only exit_latency` (close `cat`'s stdin, status in hand, awaited in a task):
-//! 0.76-0.80x Tokio's latency through the reaper thread, 0.92-1.02x with this watch.
+//! Through the reaper thread alone an awaited exit costs two wake-ups: the exit wakes the
+//! reaper thread, which wakes the task's worker. On this 2-vCPU VM a wake-up of an idle CPU
+//! costs tens of µs. With the child's pidfd also registered in the task's reactor, the exit
+//! wakes the task's worker directly, and the task reaps there (or finds the status the
+//! reaper thread just recorded). Measured with `cargo bench --bench compare -- --only
+//! exit_latency` (close `cat`'s stdin, status in hand, awaited in a task): see the README.
 //!
-//! While a task watches, the reaper thread does not: two threads woken by one exit race for
-//! the reaper's table and, on two CPUs, for the CPUs (measured: 15-20 µs more per exit with
-//! both watching). The reaper takes the pidfd back, so nothing depends on the transport being
-//! polled again, when the watch ends without the exit (the transport dropped, the reactor
-//! gone, or another task polling it, perhaps in another runtime, which then watches in its
-//! own reactor), and for good once a handle waits.
+//! The reaper thread watches every child all the same, so nothing depends on a task: a task
+//! that stops polling, a future under a foreign executor, a forked process deregistering the
+//! shared pidfd, a runtime gone. (Taking the pidfd out of the reaper's set while a task
+//! watches, which saves the reaper's wake-up, was tried and measured quicker, but each of
+//! those cases then left an exit undelivered or a zombie unreaped.)
 //!
-//! Only a task watches, and only one whose transport's spawn registered pipes with a
-//! reactor. A task's runtime drives its reactor whenever the task can run; a future under
-//! `block_on` or a foreign executor may sit in a runtime nobody drives (and on a multi-thread
-//! runtime the exit would reach it through a worker anyway, a hop as long as the reaper
-//! thread's). The pipes prove that the runtime has I/O: a registration in a runtime without
-//! panics inside Tokio.
+//! Only a task watches (a future under `block_on` may sit in a reactor nobody drives, and on
+//! a multi-thread runtime its exit would reach it through a worker anyway), and only in the
+//! runtime the transport's pipes were registered with: that proves the runtime has I/O
+//! (registering in one without panics inside Tokio). A transport polled by another task
+//! drops its registration and registers again from there.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -33,17 +31,14 @@ use crate::exit_status::ExitStatus;
 use crate::reaper::ExitSlot;
 use crate::sys;
 
-/// A registration of the pidfd, the task it wakes, and the slot to hand back to the reaper
-/// when it ends.
+/// A registration of the pidfd, and the task it wakes.
 struct Watching {
     pidfd: AsyncFd<Arc<OwnedFd>>,
     waker: Waker,
-    slot: Arc<ExitSlot>,
 }
 
-/// The awaiting side of one child's exit: its pidfd in the reactor of the runtime whose task
-/// polls the transport, registered on the first poll in a task that finds the child running
-/// (and again from another task, once a watch has ended).
+/// The awaiting side of one child's exit: its pidfd in the reactor of its home runtime,
+/// registered on the first poll in a task of that runtime that finds the child running.
 ///
 /// Boxed: every transport carries an `ExitWatch` and idle ones never watch, so they pay a
 /// pointer, not the registration's size.
@@ -54,34 +49,26 @@ impl ExitWatch {
     /// Polls `slot`'s exit, reaping on this thread as soon as the pidfd says the child exited.
     pub(crate) fn poll_exit(
         &mut self,
-        slot: &Arc<ExitSlot>,
+        slot: &ExitSlot,
         cx: &mut Context<'_>,
     ) -> Poll<Result<ExitStatus, WaitError>> {
-        if let Some(watching) = &self.0
-            && !watching.waker.will_wake(cx.waker())
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|watching| !watching.waker.will_wake(cx.waker()))
         {
-            // Another task polls now, perhaps in another runtime, whose reactor is not the
-            // one watching.
-            self.stop();
+            // Another task polls now, perhaps in another runtime.
+            self.0 = None;
         }
-        // Only a task: its runtime's reactor is driven whenever the task can run. A future
-        // under `block_on` or a foreign executor may sit in a reactor nobody drives (and on a
-        // multi-thread runtime the exit would reach it through a worker anyway).
         if self.0.is_none()
-            && tokio::task::try_id().is_some()
+            && in_a_task_of(slot.home())
             && let Some(pidfd) = slot.exit_watch()
+            && let Ok(pidfd) = sys::fd::register_shared(pidfd, Interest::READABLE)
         {
-            match register_in_this_reactor(pidfd) {
-                Some(pidfd) => {
-                    slot.watch_from_task();
-                    self.0 = Some(Box::new(Watching {
-                        pidfd,
-                        waker: cx.waker().clone(),
-                        slot: slot.clone(),
-                    }));
-                }
-                None => slot.reaper_only(),
-            }
+            self.0 = Some(Box::new(Watching {
+                pidfd,
+                waker: cx.waker().clone(),
+            }));
         }
         if let Some(watching) = &self.0
             && let Poll::Ready(ready) = watching.pidfd.poll_read_ready(cx)
@@ -90,22 +77,14 @@ impl ExitWatch {
                 // Readable: the child has exited.
                 slot.reap_now();
             }
-            // Either way (an error means the reactor is gone) the reaper takes over whatever
-            // is left.
-            self.stop();
+            // Done either way (an error means the reactor is gone; the reaper thread reaps).
+            self.0 = None;
         }
         let exit = slot.poll_exit(cx);
         if exit.is_ready() {
-            self.stop();
+            self.0 = None;
         }
         exit
-    }
-
-    /// Ends the watch, handing the child back to the reaper if it still runs.
-    fn stop(&mut self) {
-        if let Some(watching) = self.0.take() {
-            watching.slot.return_to_reaper();
-        }
     }
 }
 
@@ -118,21 +97,11 @@ impl std::fmt::Debug for ExitWatch {
     }
 }
 
-impl Drop for ExitWatch {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Registers `pidfd` for reading with the reactor of the runtime the caller is polled in.
-/// `None` if that fails, or in a runtime without I/O (possible only if the transport moved
-/// into one after its spawn; Tokio panics there, hence the catch, after which the child is
-/// left to the reaper for good).
-fn register_in_this_reactor(pidfd: Arc<OwnedFd>) -> Option<AsyncFd<Arc<OwnedFd>>> {
-    let register = || sys::fd::register_shared(pidfd, Interest::READABLE);
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(register))
-        .ok()?
-        .ok()
+/// Whether the caller is a task of the runtime `home`.
+fn in_a_task_of(home: Option<tokio::runtime::Id>) -> bool {
+    let Some(home) = home else { return false };
+    tokio::task::try_id().is_some()
+        && tokio::runtime::Handle::try_current().is_ok_and(|runtime| runtime.id() == home)
 }
 
 #[cfg(test)]

@@ -14,11 +14,9 @@
 //! No SIGCHLD handler is installed and there is no periodic scan while every child has a
 //! pidfd.
 //!
-//! A transport awaited in a Tokio runtime takes its child's exit over: the pidfd moves from the
-//! reaper's set into the task's own reactor, so the exit wakes the awaiting task directly and
-//! it reaps there (see [`crate::exit_watch`]). The pidfd comes back to the reaper when that
-//! watch ends without the exit (the transport dropped, its runtime gone) and as soon as
-//! anyone else asks (a handle awaiting or checking the exit).
+//! A transport awaited in a task also watches its child's pidfd in the task's own reactor, so
+//! the exit wakes that task directly and it may reap there (see [`crate::exit_watch`]); the
+//! reaper thread watches every child all the same, so no exit ever depends on a task.
 //!
 //! A child that leads or joined a process group keeps its zombie while the transport lives:
 //! the status is read with `WNOWAIT` and the zombie is released when the last owner of its
@@ -85,18 +83,9 @@ pub(crate) struct ExitSlot {
     /// number) when it is tracked through its pidfd.
     reaper: &'static Reaper,
     token: Option<RawFd>,
-}
-
-/// Who watches a running child's pidfd for its exit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Watcher {
-    /// The reaper thread (the pidfd is in its epoll set).
-    Reaper,
-    /// A task, in its own reactor; the reaper thread does not.
-    Task,
-    /// The reaper thread, and no task ever: a handle waits (it must never depend on the
-    /// transport being polled), or the transport has no reactor known to have I/O.
-    ReaperOnly,
+    /// The runtime whose reactor the transport's pipes were registered with, which proves it
+    /// has I/O: the only one an exit watch registers with.
+    home: Option<tokio::runtime::Id>,
 }
 
 /// A pidfd is shared (reference-counted), not duplicated, between the reaper and a task
@@ -106,8 +95,6 @@ enum SlotState {
     Running {
         pid: libc::pid_t,
         pidfd: Option<Arc<OwnedFd>>,
-        /// Who watches the pidfd for the exit.
-        watcher: Watcher,
     },
     Done {
         result: Result<ExitStatus, WaitError>,
@@ -128,7 +115,7 @@ impl ExitSlot {
     /// The exit result once reaped, registering `cx` to be woken otherwise.
     pub(crate) fn poll_exit(&self, cx: &mut Context<'_>) -> Poll<Result<ExitStatus, WaitError>> {
         self.waker.register(cx.waker());
-        match self.result() {
+        match self.try_exit() {
             Some(result) => Poll::Ready(result),
             None => Poll::Pending,
         }
@@ -140,8 +127,6 @@ impl ExitSlot {
         &self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<ExitStatus, WaitError>> {
-        // A handle must not depend on the transport being polled.
-        self.reaper_only();
         {
             // Registered before the state is read: a reap after that read wakes this task.
             let mut wakers = self.handle_wakers.lock().unwrap_or_else(|e| e.into_inner());
@@ -149,7 +134,7 @@ impl ExitSlot {
                 wakers.push(cx.waker().clone());
             }
         }
-        match self.result() {
+        match self.try_exit() {
             Some(result) => Poll::Ready(result),
             None => Poll::Pending,
         }
@@ -163,98 +148,31 @@ impl ExitSlot {
         wakers.into_iter().for_each(Waker::wake);
     }
 
-    /// The exit result if the child has been reaped. A child watched by a task rather than
-    /// the reaper is reaped here if it has exited, so the answer is as fresh as the reaper's.
+    /// The exit result if the child has been reaped.
     pub(crate) fn try_exit(&self) -> Option<Result<ExitStatus, WaitError>> {
-        let watched_by_task = matches!(
-            *self.lock(),
-            SlotState::Running {
-                watcher: Watcher::Task,
-                ..
-            }
-        );
-        if watched_by_task {
-            self.reap_now();
-        }
-        self.result()
-    }
-
-    /// The exit result if the child has been reaped, as recorded.
-    fn result(&self) -> Option<Result<ExitStatus, WaitError>> {
         match *self.lock() {
             SlotState::Done { result, .. } => Some(result),
             SlotState::Running { .. } => None,
         }
     }
 
-    /// The pidfd, for a task to watch in its own reactor, while the child runs and is
-    /// tracked through it; see [`crate::exit_watch`]. `None` in a forked process, whose
-    /// reaper this is not.
+    /// The pidfd, for a task of the slot's home runtime to watch in its reactor, while the
+    /// child runs and is tracked through it; see [`crate::exit_watch`]. `None` in a forked
+    /// process, whose reaper this is not.
     pub(crate) fn exit_watch(&self) -> Option<Arc<OwnedFd>> {
         self.token?;
         if !self.reaper.is_ours() {
             return None;
         }
         match &*self.lock() {
-            SlotState::Running {
-                watcher: Watcher::ReaperOnly,
-                ..
-            }
-            | SlotState::Done { .. } => None,
             SlotState::Running { pidfd, .. } => pidfd.clone(),
+            SlotState::Done { .. } => None,
         }
     }
 
-    /// A task now watches the pidfd (registered in its reactor): the reaper thread stops, so
-    /// the exit wakes only that task, which reaps with [`reap_now`](Self::reap_now).
-    pub(crate) fn watch_from_task(&self) {
-        if let SlotState::Running {
-            pidfd: Some(pidfd),
-            watcher: watcher @ Watcher::Reaper,
-            ..
-        } = &mut *self.lock()
-            && self.reaper.epoll.delete(pidfd.as_fd()).is_ok()
-        {
-            *watcher = Watcher::Task;
-        }
-    }
-
-    /// The reaper thread watches the pidfd again: a task's watch ended without the exit. An
-    /// exit that came meanwhile is reported at once (level-triggered).
-    pub(crate) fn return_to_reaper(&self) {
-        self.reaper_watches(Watcher::Reaper);
-    }
-
-    /// The reaper thread watches the pidfd from now on, and no task will (see
-    /// [`Watcher::ReaperOnly`]).
-    pub(crate) fn reaper_only(&self) {
-        self.reaper_watches(Watcher::ReaperOnly);
-    }
-
-    fn reaper_watches(&self, watcher: Watcher) {
-        let Some(token) = self.token else { return };
-        if !self.reaper.is_ours() {
-            // A forked process: the epoll set is shared with the parent's reaper.
-            return;
-        }
-        let mut state = self.lock();
-        let SlotState::Running {
-            pid,
-            pidfd: Some(pidfd),
-            watcher: now,
-        } = &mut *state
-        else {
-            return;
-        };
-        if *now == Watcher::Task
-            && let Err(e) = self.reaper.epoll.add(pidfd.as_fd(), token as u64)
-        {
-            tracing::warn!(error = %e, pid, "pidfd not handed back to the reaper");
-            return;
-        }
-        if *now != Watcher::ReaperOnly {
-            *now = watcher;
-        }
+    /// The runtime an exit watch may register with (see the field).
+    pub(crate) fn home(&self) -> Option<tokio::runtime::Id> {
+        self.home
     }
 
     /// Reaps the child now if it has exited, as the reaper thread would on the same news.
@@ -342,12 +260,11 @@ impl ExitSlot {
             Ok(status) => tracing::debug!(pid, %status, kept, "child reaped"),
             Err(error) => tracing::debug!(pid, %error, "child lost"),
         }
-        let (pidfd, watcher) = match &mut *state {
-            SlotState::Running { pidfd, watcher, .. } => (pidfd.take(), *watcher),
-            SlotState::Done { .. } => (None, Watcher::Task),
+        let pidfd = match &mut *state {
+            SlotState::Running { pidfd, .. } => pidfd.take(),
+            SlotState::Done { .. } => None,
         };
         if let Some(pidfd) = &pidfd
-            && watcher != Watcher::Task
             && (kept || Arc::strong_count(pidfd) > 1)
         {
             // The file stays open (a kept zombie, or a copy in a task's reactor), so it would
@@ -380,22 +297,18 @@ impl ExitSlot {
     /// Adds the running child's pidfd to `epoll`, with the pidfd's number as the token.
     /// `None` if there is no pidfd or it could not be added.
     fn watch(&self, epoll: &Epoll) -> Option<RawFd> {
-        let mut state = self.lock();
+        let state = self.lock();
         let SlotState::Running {
             pid,
             pidfd: Some(pidfd),
-            watcher,
-        } = &mut *state
+        } = &*state
         else {
             return None;
         };
         let token = pidfd.as_raw_fd();
         // Level-triggered: a child that has exited already is reported at once.
         match epoll.add(pidfd.as_fd(), token as u64) {
-            Ok(()) => {
-                *watcher = Watcher::Reaper;
-                Some(token)
-            }
+            Ok(()) => Some(token),
             Err(e) => {
                 tracing::warn!(error = %e, pid, "pidfd not watched; falling back to SIGCHLD");
                 None
@@ -528,18 +441,19 @@ impl Reaper {
         pid: libc::pid_t,
         pidfd: Option<OwnedFd>,
         zombie: Zombie,
+        home: Option<tokio::runtime::Id>,
     ) -> Arc<ExitSlot> {
         let mut slot = ExitSlot {
             state: Mutex::new(SlotState::Running {
                 pid,
                 pidfd: pidfd.map(Arc::new),
-                watcher: Watcher::Reaper,
             }),
             waker: AtomicWaker::new(),
             handle_wakers: Mutex::new(Vec::new()),
             zombie,
             reaper: self,
             token: None,
+            home,
         };
         // The table stays locked until the child is in it, so the reaper cannot take an
         // event for it before it can find it.

@@ -159,7 +159,14 @@ fn spawn(command: &Command) -> Result<ProcessTransport, SpawnError> {
         Session::Inherit => Zombie::Release,
         Session::New | Session::Group(_) => Zombie::KeepForGroup,
     };
-    let exit = reaper.register(pid, spawned.pidfd, zombie);
+    // Pipes registered with this runtime's reactor prove it has I/O: the one runtime an exit
+    // watch may register with.
+    let home = pipes
+        .any_open()
+        .then(|| tokio::runtime::Handle::try_current().ok())
+        .flatten()
+        .map(|runtime| runtime.id());
+    let exit = reaper.register(pid, spawned.pidfd, zombie, home);
     tracing::debug!(pid, "spawned");
     let settings = Settings {
         pid,

@@ -100,11 +100,6 @@ impl ProcessTransport {
         pipes: PipeSet,
         pty_master: Option<OwnedFd>,
     ) -> Self {
-        if !pipes.any_open() {
-            // Nothing was registered with a reactor, so nothing proves this runtime has I/O,
-            // and a registration in one without panics inside Tokio: no exit watch.
-            exit.reaper_only();
-        }
         ProcessTransport {
             spawned_pid: settings.pid,
             exit,
