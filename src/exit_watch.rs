@@ -1,23 +1,25 @@
 //! A child's exit seen from the awaiting task's own reactor.
 //!
-//! Through the reaper thread alone an awaited exit costs two wake-ups: the exit wakes the
-//! reaper thread, which wakes the task's worker. On this 2-vCPU VM a wake-up of an idle CPU
-//! costs tens of µs. With the child's pidfd also registered in the task's reactor, the exit
-//! wakes the task's worker directly, and the task reaps there (or finds the status the
-//! reaper thread just recorded). Measured with `cargo bench --bench compare -- --only
-//! exit_latency` (close `cat`'s stdin, status in hand, awaited in a task): see the README.
+//! Through the reaper thread an awaited exit costs two wake-ups: the exit wakes the reaper
+//! thread, which wakes the task's worker; on this 2-vCPU VM a wake-up of an idle CPU costs
+//! tens of µs. With the child's pidfd registered in the task's reactor, the exit wakes the
+//! task's worker directly and the task reaps there.
 //!
-//! The reaper thread watches every child all the same, so nothing depends on a task: a task
-//! that stops polling, a future under a foreign executor, a forked process deregistering the
-//! shared pidfd, a runtime gone. (Taking the pidfd out of the reaper's set while a task
-//! watches, which saves the reaper's wake-up, was tried and measured quicker, but each of
-//! those cases then left an exit undelivered or a zombie unreaped.)
+//! Meanwhile the reaper keeps the pidfd in its deferred set, checked every 100 ms rather
+//! than slept on (see [`crate::reaper`]): were the thread woken by the same exit, it would
+//! race the task for the reaper's table and, on two CPUs, for the CPUs, which undid the gain
+//! (measured with `cargo bench --bench compare -- --only exit_latency`, awaited in a task:
+//! 0.76-0.80x Tokio's latency without a watch, 0.77-0.78x with the reaper also woken,
+//! 0.89-0.91x with it deferred). Yet an exit the task does not hear of (the task busy
+//! elsewhere, a foreign executor blocking it, a fork that deregistered the shared pidfd) is
+//! still reaped within that check. The pidfd goes back to the reaper's main set when the
+//! watch ends without the exit (the transport dropped, the reactor gone, another task
+//! polling it, which then watches from its own reactor) and for good once a handle waits.
 //!
 //! Only a task watches (a future under `block_on` may sit in a reactor nobody drives, and on
 //! a multi-thread runtime its exit would reach it through a worker anyway), and only in the
 //! runtime the transport's pipes were registered with: that proves the runtime has I/O
-//! (registering in one without panics inside Tokio). A transport polled by another task
-//! drops its registration and registers again from there.
+//! (registering in one without panics inside Tokio).
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -31,10 +33,12 @@ use crate::exit_status::ExitStatus;
 use crate::reaper::ExitSlot;
 use crate::sys;
 
-/// A registration of the pidfd, and the task it wakes.
+/// A registration of the pidfd, the task it wakes, and the slot to hand back to the reaper
+/// when it ends.
 struct Watching {
     pidfd: AsyncFd<Arc<OwnedFd>>,
     waker: Waker,
+    slot: Arc<ExitSlot>,
 }
 
 /// The awaiting side of one child's exit: its pidfd in the reactor of its home runtime,
@@ -49,7 +53,7 @@ impl ExitWatch {
     /// Polls `slot`'s exit, reaping on this thread as soon as the pidfd says the child exited.
     pub(crate) fn poll_exit(
         &mut self,
-        slot: &ExitSlot,
+        slot: &Arc<ExitSlot>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<ExitStatus, WaitError>> {
         if self
@@ -58,16 +62,18 @@ impl ExitWatch {
             .is_some_and(|watching| !watching.waker.will_wake(cx.waker()))
         {
             // Another task polls now, perhaps in another runtime.
-            self.0 = None;
+            self.stop();
         }
         if self.0.is_none()
             && in_a_task_of(slot.home())
             && let Some(pidfd) = slot.exit_watch()
             && let Ok(pidfd) = sys::fd::register_shared(pidfd, Interest::READABLE)
         {
+            slot.watch_from_task();
             self.0 = Some(Box::new(Watching {
                 pidfd,
                 waker: cx.waker().clone(),
+                slot: slot.clone(),
             }));
         }
         if let Some(watching) = &self.0
@@ -78,13 +84,26 @@ impl ExitWatch {
                 slot.reap_now();
             }
             // Done either way (an error means the reactor is gone; the reaper thread reaps).
-            self.0 = None;
+            self.stop();
         }
         let exit = slot.poll_exit(cx);
         if exit.is_ready() {
-            self.0 = None;
+            self.stop();
         }
         exit
+    }
+
+    /// Ends the watch, handing the child back to the reaper's main set if it still runs.
+    fn stop(&mut self) {
+        if let Some(watching) = self.0.take() {
+            watching.slot.return_to_reaper();
+        }
+    }
+}
+
+impl Drop for ExitWatch {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -11,12 +11,16 @@
 //! exiting all the time, orphans adopted as a subreaper). A child someone else reaped answers
 //! `ECHILD` on its own pidfd and ends with [`WaitError::ReapedElsewhere`]; its number is never
 //! looked at, so the status of whatever process got the number next cannot be taken for it.
-//! No SIGCHLD handler is installed and there is no periodic scan while every child has a
-//! pidfd.
+//! No SIGCHLD handler is installed while every child has a pidfd, and nothing wakes
+//! periodically but the deferred check below, while a task watches a child.
 //!
-//! A transport awaited in a task also watches its child's pidfd in the task's own reactor, so
-//! the exit wakes that task directly and it may reap there (see [`crate::exit_watch`]); the
-//! reaper thread watches every child all the same, so no exit ever depends on a task.
+//! A transport awaited in a task watches its child's pidfd in the task's own reactor, so the
+//! exit wakes that task directly and it reaps there (see [`crate::exit_watch`]). Meanwhile
+//! the pidfd sits in the reaper's second, *deferred* set, which the thread does not sleep on
+//! but checks every [`DEFERRED_CHECK_MS`]: so the reaper thread is not woken by that exit, yet
+//! an exit the task does not hear of (the task busy elsewhere, a foreign executor blocking
+//! it, a fork that deregistered the shared pidfd) is still reaped within that time. The
+//! pidfd moves back when the watch ends, and for good once a handle waits.
 //!
 //! A child that leads or joined a process group keeps its zombie while the transport lives:
 //! the status is read with `WNOWAIT` and the zombie is released when the last owner of its
@@ -40,9 +44,10 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
 
@@ -54,6 +59,10 @@ use crate::sys::wait::PidfdWait;
 
 /// How often children without a pidfd are scanned even without a SIGCHLD, in milliseconds.
 const SAFETY_SCAN_MS: i32 = 1000;
+
+/// How often the deferred set (pidfds that tasks watch) is checked, in milliseconds: the
+/// longest an exit no task hears of waits for the reaper.
+const DEFERRED_CHECK_MS: i32 = 100;
 
 /// The epoll token of the wake pipe; pidfd tokens are fd numbers, never this.
 const WAKE_TOKEN: u64 = u64::MAX;
@@ -88,6 +97,17 @@ pub(crate) struct ExitSlot {
     home: Option<tokio::runtime::Id>,
 }
 
+/// Which of the reaper's sets holds a running child's pidfd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watcher {
+    /// The main set: the reaper thread wakes on the exit.
+    Reaper,
+    /// The deferred set: a task watches in its own reactor, the reaper checks now and then.
+    Task,
+    /// The main set, for good: a handle waits (it must be woken at once, whatever tasks do).
+    ReaperOnly,
+}
+
 /// A pidfd is shared (reference-counted), not duplicated, between the reaper and a task
 /// watching it in its own reactor: the file is never closed under either, so its number (the
 /// reaper's token) cannot be reused while anyone can see it.
@@ -95,6 +115,8 @@ enum SlotState {
     Running {
         pid: libc::pid_t,
         pidfd: Option<Arc<OwnedFd>>,
+        /// Which set holds the pidfd (meaningful only with a token).
+        watcher: Watcher,
     },
     Done {
         result: Result<ExitStatus, WaitError>,
@@ -127,6 +149,8 @@ impl ExitSlot {
         &self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<ExitStatus, WaitError>> {
+        // A handle is woken at once, whatever the transport's task does.
+        self.move_to(Watcher::ReaperOnly);
         {
             // Registered before the state is read: a reap after that read wakes this task.
             let mut wakers = self.handle_wakers.lock().unwrap_or_else(|e| e.into_inner());
@@ -173,6 +197,54 @@ impl ExitSlot {
     /// The runtime an exit watch may register with (see the field).
     pub(crate) fn home(&self) -> Option<tokio::runtime::Id> {
         self.home
+    }
+
+    /// A task now watches the pidfd in its reactor: it moves to the reaper's deferred set,
+    /// so the exit wakes only that task (which reaps with [`reap_now`](Self::reap_now)).
+    pub(crate) fn watch_from_task(&self) {
+        self.move_to(Watcher::Task);
+    }
+
+    /// A task's watch ended without the exit: the pidfd goes back to the reaper's main set
+    /// (an exit that came meanwhile is reported at once: level-triggered).
+    pub(crate) fn return_to_reaper(&self) {
+        self.move_to(Watcher::Reaper);
+    }
+
+    /// Moves the pidfd to the set `to` says, unless it is the reaper's for good.
+    fn move_to(&self, to: Watcher) {
+        let Some(token) = self.token else { return };
+        if !self.reaper.is_ours() {
+            // A forked process: the sets are shared with the parent's reaper.
+            return;
+        }
+        let mut state = self.lock();
+        let SlotState::Running {
+            pid,
+            pidfd: Some(pidfd),
+            watcher,
+        } = &mut *state
+        else {
+            return;
+        };
+        if *watcher == Watcher::ReaperOnly || *watcher == to {
+            return;
+        }
+        if (*watcher == Watcher::Task) != (to == Watcher::Task) {
+            let (from_set, to_set) = (self.reaper.set_of(*watcher), self.reaper.set_of(to));
+            // Into the new set before out of the old one: never in neither.
+            if let Err(e) = to_set.add(pidfd.as_fd(), token as u64) {
+                tracing::warn!(error = %e, pid, "pidfd not moved between the reaper's sets");
+                return;
+            }
+            let _ = from_set.delete(pidfd.as_fd());
+            if to == Watcher::Task {
+                self.reaper.deferred_added();
+            } else {
+                self.reaper.deferred_len.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        *watcher = to;
     }
 
     /// Reaps the child now if it has exited, as the reaper thread would on the same news.
@@ -260,16 +332,20 @@ impl ExitSlot {
             Ok(status) => tracing::debug!(pid, %status, kept, "child reaped"),
             Err(error) => tracing::debug!(pid, %error, "child lost"),
         }
-        let pidfd = match &mut *state {
-            SlotState::Running { pidfd, .. } => pidfd.take(),
-            SlotState::Done { .. } => None,
+        let (pidfd, watcher) = match &mut *state {
+            SlotState::Running { pidfd, watcher, .. } => (pidfd.take(), *watcher),
+            SlotState::Done { .. } => (None, Watcher::Reaper),
         };
-        if let Some(pidfd) = &pidfd
-            && (kept || Arc::strong_count(pidfd) > 1)
-        {
-            // The file stays open (a kept zombie, or a copy in a task's reactor), so it would
-            // stay in the reaper's set, readable for good, and the reaper would spin on it.
-            let _ = self.reaper.epoll.delete(pidfd.as_fd());
+        if let Some(pidfd) = &pidfd {
+            if watcher == Watcher::Task {
+                // Out of the deferred set in any case: the task's copy keeps the file open.
+                let _ = self.reaper.deferred.delete(pidfd.as_fd());
+                self.reaper.deferred_len.fetch_sub(1, Ordering::SeqCst);
+            } else if kept || Arc::strong_count(pidfd) > 1 {
+                // The file stays open (a kept zombie, or a copy in a task's reactor), so it
+                // would stay in the main set, readable for good: the reaper would spin on it.
+                let _ = self.reaper.epoll.delete(pidfd.as_fd());
+            }
         }
         // A pidfd neither kept nor shared is closed here, which also takes it out of the set.
         *state = SlotState::Done {
@@ -301,6 +377,7 @@ impl ExitSlot {
         let SlotState::Running {
             pid,
             pidfd: Some(pidfd),
+            ..
         } = &*state
         else {
             return None;
@@ -371,13 +448,17 @@ pub(crate) struct Reaper {
     /// The process that started it; after a fork, another process's reaper.
     owner: libc::pid_t,
     epoll: Epoll,
+    /// Pidfds that tasks watch: checked every [`DEFERRED_CHECK_MS`], never slept on.
+    deferred: Epoll,
+    /// How many pidfds the deferred set holds.
+    deferred_len: AtomicUsize,
     wake_read: OwnedFd,
     /// Written by the SIGCHLD handler, and by `register` to end a deep sleep.
     wake_write: OwnedFd,
     table: Mutex<Table>,
     /// Whether pidfds can be waited on (`waitid(P_PIDFD)`, Linux 5.4) and are wanted.
     pidfd_waits: bool,
-    /// The thread sleeps without a timeout (no child lacks a pidfd).
+    /// The thread sleeps without a timeout (no child lacks a pidfd, none is deferred).
     sleeping_deeply: AtomicBool,
 }
 
@@ -427,6 +508,8 @@ impl Reaper {
         Ok(Reaper {
             owner,
             epoll,
+            deferred: Epoll::new()?,
+            deferred_len: AtomicUsize::new(0),
             wake_read,
             wake_write,
             table: Mutex::new(Table::default()),
@@ -447,6 +530,7 @@ impl Reaper {
             state: Mutex::new(SlotState::Running {
                 pid,
                 pidfd: pidfd.map(Arc::new),
+                watcher: Watcher::Reaper,
             }),
             waker: AtomicWaker::new(),
             handle_wakers: Mutex::new(Vec::new()),
@@ -494,8 +578,10 @@ impl Reaper {
         sys::signal::unblock_sigchld_in_this_thread();
         let mut ready = [Ready::EMPTY; 64];
         let mut fallback = Fallback::default();
+        let check_every = Duration::from_millis(DEFERRED_CHECK_MS as u64);
+        let mut next_check = Instant::now() + check_every;
         loop {
-            let timeout = self.timeout();
+            let timeout = self.timeout(next_check);
             let events = self.epoll.wait(&mut ready, timeout);
             let mut signals = 0;
             let mut table = self.lock_table();
@@ -506,20 +592,59 @@ impl Reaper {
                     reap_pidfd_child(&mut table, event.token() as RawFd);
                 }
             }
+            if Instant::now() >= next_check {
+                // Exits that the watching tasks have not collected (yet).
+                let mut deferred = [Ready::EMPTY; 64];
+                for event in self.deferred.wait(&mut deferred, 0) {
+                    reap_pidfd_child(&mut table, event.token() as RawFd);
+                }
+                next_check = Instant::now() + check_every;
+            }
             if !table.by_pid.is_empty() && (signals > 0 || events.is_empty()) {
                 fallback.pass(&mut table.by_pid, signals);
             }
         }
     }
 
-    /// How long to sleep: forever, unless children without a pidfd need the periodic scan.
-    fn timeout(&self) -> i32 {
+    /// How long to sleep: forever, unless children without a pidfd need the periodic scan or
+    /// the deferred set its check at `next_check`.
+    fn timeout(&self, next_check: Instant) -> i32 {
         // Decided under the table lock, so `register` sees `sleeping_deeply` set exactly when
-        // this sleep has no timeout.
+        // this sleep has no timeout. Set before the deferred set is looked at, so a task that
+        // defers a pidfd meanwhile sees it set and wakes the thread (`deferred_added`).
         let table = self.lock_table();
-        let deep = table.by_pid.is_empty();
-        self.sleeping_deeply.store(deep, Ordering::Relaxed);
-        if deep { -1 } else { SAFETY_SCAN_MS }
+        self.sleeping_deeply.store(true, Ordering::SeqCst);
+        let deferred = self.deferred_len.load(Ordering::SeqCst) > 0;
+        if table.by_pid.is_empty() && !deferred {
+            return -1;
+        }
+        self.sleeping_deeply.store(false, Ordering::SeqCst);
+        let until_check = next_check
+            .saturating_duration_since(Instant::now())
+            .as_millis();
+        let until_check = i32::try_from(until_check).unwrap_or(DEFERRED_CHECK_MS);
+        match (table.by_pid.is_empty(), deferred) {
+            (false, true) => SAFETY_SCAN_MS.min(until_check),
+            (false, false) => SAFETY_SCAN_MS,
+            (true, _) => until_check,
+        }
+    }
+
+    /// The epoll set of pidfds watched by `watcher`.
+    fn set_of(&self, watcher: Watcher) -> &Epoll {
+        match watcher {
+            Watcher::Task => &self.deferred,
+            Watcher::Reaper | Watcher::ReaperOnly => &self.epoll,
+        }
+    }
+
+    /// Counts a pidfd newly deferred, waking the thread from a sleep without a timeout so that
+    /// it checks the deferred set in time.
+    fn deferred_added(&self) {
+        self.deferred_len.fetch_add(1, Ordering::SeqCst);
+        if self.sleeping_deeply.swap(false, Ordering::SeqCst) {
+            sys::fd::write_byte(self.wake_write.as_raw_fd());
+        }
     }
 
     fn lock_table(&self) -> MutexGuard<'_, Table> {

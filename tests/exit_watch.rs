@@ -12,7 +12,7 @@
 mod common;
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use process_transport::{ChildFd, Command, Error, ProcessTransport};
 
@@ -98,12 +98,63 @@ fn reaper_thread() -> std::path::PathBuf {
     panic!("no reaper thread in /proc/self/task");
 }
 
+/// Context switches of the reaper thread so far: each is one wake-up and sleep.
+fn reaper_thread_switches() -> u64 {
+    let status = std::fs::read_to_string(reaper_thread().join("status")).unwrap();
+    status
+        .lines()
+        .filter(|l| l.contains("ctxt_switches"))
+        .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
 /// CPU ticks (user + system) the reaper thread has used so far.
 fn reaper_thread_ticks() -> u64 {
     let stat = std::fs::read_to_string(reaper_thread().join("stat")).unwrap();
     let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
     // utime and stime are fields 14 and 15 of the whole line.
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn exits_awaited_in_a_task_do_not_wake_the_reaper_thread() {
+    let name = "exits_awaited_in_a_task_do_not_wake_the_reaper_thread";
+    if forced_sigchld() {
+        return;
+    }
+    if !is_inner(name) {
+        rerun(name, &[]);
+        return;
+    }
+    let rt = current_thread();
+    // The first spawn starts the reaper; count from a settled thread.
+    in_a_task(&rt, async { sleep_for("0").wait().await.unwrap() });
+    std::thread::sleep(Duration::from_millis(100));
+    let (before, started) = (reaper_thread_switches(), Instant::now());
+    in_a_task(&rt, async {
+        for _ in 0..40 {
+            assert!(
+                within_limit(sleep_for("0.02").wait())
+                    .await
+                    .unwrap()
+                    .success()
+            );
+        }
+    });
+    // Watched in one task, then awaited in another, which takes the watch over.
+    for _ in 0..20 {
+        let mut child = watched_in(&rt, "0.05");
+        let status = in_a_task(&rt, async move { within_limit(child.wait()).await });
+        assert!(status.unwrap().success());
+    }
+    let woken = reaper_thread_switches() - before;
+    // The thread checks the deferred exits every 100 ms; were it woken by each exit too,
+    // that would be 60 more.
+    let checks = started.elapsed().as_millis() as u64 / 100 + 1;
+    assert!(
+        woken <= checks + 4,
+        "the reaper thread woke {woken} times for 60 awaited exits ({checks} checks)"
+    );
 }
 
 #[test]
