@@ -619,9 +619,12 @@ impl Reaper {
             return -1;
         }
         self.sleeping_deeply.store(false, Ordering::SeqCst);
+        // Rounded up: rounded down, the sleep would end just before the check is due and the
+        // loop would spin with zero timeouts until it is.
         let until_check = next_check
             .saturating_duration_since(Instant::now())
-            .as_millis();
+            .as_micros()
+            .div_ceil(1000);
         let until_check = i32::try_from(until_check).unwrap_or(DEFERRED_CHECK_MS);
         match (table.by_pid.is_empty(), deferred) {
             (false, true) => SAFETY_SCAN_MS.min(until_check),

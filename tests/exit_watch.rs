@@ -108,6 +108,17 @@ fn reaper_thread_switches() -> u64 {
         .sum()
 }
 
+/// CPU time the reaper thread has used so far, in nanoseconds.
+fn reaper_thread_cpu_ns() -> u64 {
+    let schedstat = std::fs::read_to_string(reaper_thread().join("schedstat")).unwrap();
+    schedstat
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// CPU ticks (user + system) the reaper thread has used so far.
 fn reaper_thread_ticks() -> u64 {
     let stat = std::fs::read_to_string(reaper_thread().join("stat")).unwrap();
@@ -154,6 +165,39 @@ fn exits_awaited_in_a_task_do_not_wake_the_reaper_thread() {
     assert!(
         woken <= checks + 4,
         "the reaper thread woke {woken} times for 60 awaited exits ({checks} checks)"
+    );
+}
+
+#[test]
+fn the_deferred_check_costs_the_reaper_next_to_nothing() {
+    let name = "the_deferred_check_costs_the_reaper_next_to_nothing";
+    if forced_sigchld() {
+        return;
+    }
+    if !is_inner(name) {
+        rerun(name, &[]);
+        return;
+    }
+    let rt = current_thread();
+    // Watched and left alone: its pidfd stays deferred, checked every 100 ms.
+    let mut child = watched_in(&rt, "100");
+    std::thread::sleep(Duration::from_millis(200));
+    let (woken, cpu) = (reaper_thread_switches(), reaper_thread_cpu_ns());
+    std::thread::sleep(Duration::from_secs(2));
+    let (woken, cpu) = (
+        reaper_thread_switches() - woken,
+        reaper_thread_cpu_ns() - cpu,
+    );
+    child.signal(libc::SIGKILL).unwrap();
+    in_a_task(
+        &rt,
+        async move { within_limit(child.wait()).await.unwrap() },
+    );
+    // About 20 checks of a few µs each; a check that spins until it is due costs ~1 ms each.
+    assert!(woken <= 25, "the reaper thread woke {woken} times in 2 s");
+    assert!(
+        cpu < 4_000_000,
+        "the reaper thread used {cpu} ns of CPU in 2 s"
     );
 }
 
