@@ -17,18 +17,10 @@ use std::time::{Duration, Instant};
 use process_transport::{ChildFd, Command, Error, ProcessTransport};
 
 use common::rerun::{is_inner, rerun};
-use common::{LIMIT, process_state, wait_until};
-
-fn forced_sigchld() -> bool {
-    std::env::var_os("PROCESS_TRANSPORT_REAPER").is_some_and(|v| v == "sigchld")
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use common::{
+    LIMIT, current_thread_runtime, forced_sigchld, process_state, reaper_thread_cpu_ns,
+    reaper_thread_switches, reaper_thread_ticks, wait_until, within,
+};
 
 fn multi_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -67,13 +59,6 @@ fn watched_in(rt: &tokio::runtime::Runtime, secs: &'static str) -> ProcessTransp
     })
 }
 
-/// Awaits `fut`, failing instead of hanging.
-async fn within_limit<F: Future>(fut: F) -> F::Output {
-    tokio::time::timeout(LIMIT, fut)
-        .await
-        .expect("still waiting after the limit")
-}
-
 /// Runs `f` on a thread of its own and returns what it returns, failing instead of hanging
 /// (for futures driven where no Tokio timer can run).
 fn no_hang<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -86,58 +71,25 @@ fn no_hang<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
         .expect("still waiting after the limit")
 }
 
-/// The reaper thread's `/proc` directory.
-fn reaper_thread() -> std::path::PathBuf {
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let dir = task.unwrap().path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if comm.trim().starts_with("process-transp") {
-            return dir;
-        }
+/// Whether to go on with a test `name` that needs pidfds and a fresh process: `false` under
+/// the forced SIGCHLD fallback, and in the outer process once the inner run has passed.
+fn inner_run_with_pidfds(name: &str) -> bool {
+    if forced_sigchld() {
+        return false;
     }
-    panic!("no reaper thread in /proc/self/task");
-}
-
-/// Context switches of the reaper thread so far: each is one wake-up and sleep.
-fn reaper_thread_switches() -> u64 {
-    let status = std::fs::read_to_string(reaper_thread().join("status")).unwrap();
-    status
-        .lines()
-        .filter(|l| l.contains("ctxt_switches"))
-        .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
-        .sum()
-}
-
-/// CPU time the reaper thread has used so far, in nanoseconds.
-fn reaper_thread_cpu_ns() -> u64 {
-    let schedstat = std::fs::read_to_string(reaper_thread().join("schedstat")).unwrap();
-    schedstat
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-/// CPU ticks (user + system) the reaper thread has used so far.
-fn reaper_thread_ticks() -> u64 {
-    let stat = std::fs::read_to_string(reaper_thread().join("stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
-    // utime and stime are fields 14 and 15 of the whole line.
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    if !is_inner(name) {
+        rerun(name, &[]);
+        return false;
+    }
+    true
 }
 
 #[test]
 fn exits_awaited_in_a_task_do_not_wake_the_reaper_thread() {
-    let name = "exits_awaited_in_a_task_do_not_wake_the_reaper_thread";
-    if forced_sigchld() {
+    if !inner_run_with_pidfds("exits_awaited_in_a_task_do_not_wake_the_reaper_thread") {
         return;
     }
-    if !is_inner(name) {
-        rerun(name, &[]);
-        return;
-    }
-    let rt = current_thread();
+    let rt = current_thread_runtime();
     // The first spawn starts the reaper; count from a settled thread.
     in_a_task(&rt, async { sleep_for("0").wait().await.unwrap() });
     std::thread::sleep(Duration::from_millis(100));
@@ -145,7 +97,7 @@ fn exits_awaited_in_a_task_do_not_wake_the_reaper_thread() {
     in_a_task(&rt, async {
         for _ in 0..40 {
             assert!(
-                within_limit(sleep_for("0.02").wait())
+                within("the exit", sleep_for("0.02").wait())
                     .await
                     .unwrap()
                     .success()
@@ -155,7 +107,7 @@ fn exits_awaited_in_a_task_do_not_wake_the_reaper_thread() {
     // Watched in one task, then awaited in another, which takes the watch over.
     for _ in 0..20 {
         let mut child = watched_in(&rt, "0.05");
-        let status = in_a_task(&rt, async move { within_limit(child.wait()).await });
+        let status = in_a_task(&rt, async move { within("the exit", child.wait()).await });
         assert!(status.unwrap().success());
     }
     let woken = reaper_thread_switches() - before;
@@ -170,15 +122,10 @@ fn exits_awaited_in_a_task_do_not_wake_the_reaper_thread() {
 
 #[test]
 fn the_deferred_check_costs_the_reaper_next_to_nothing() {
-    let name = "the_deferred_check_costs_the_reaper_next_to_nothing";
-    if forced_sigchld() {
+    if !inner_run_with_pidfds("the_deferred_check_costs_the_reaper_next_to_nothing") {
         return;
     }
-    if !is_inner(name) {
-        rerun(name, &[]);
-        return;
-    }
-    let rt = current_thread();
+    let rt = current_thread_runtime();
     // Watched and left alone: its pidfd stays deferred, checked every 100 ms.
     let mut child = watched_in(&rt, "100");
     std::thread::sleep(Duration::from_millis(200));
@@ -189,10 +136,9 @@ fn the_deferred_check_costs_the_reaper_next_to_nothing() {
         reaper_thread_cpu_ns() - cpu,
     );
     child.signal(libc::SIGKILL).unwrap();
-    in_a_task(
-        &rt,
-        async move { within_limit(child.wait()).await.unwrap() },
-    );
+    in_a_task(&rt, async move {
+        within("the exit", child.wait()).await.unwrap()
+    });
     // About 20 checks of a few µs each; a check that spins until it is due costs ~1 ms each.
     assert!(woken <= 25, "the reaper thread woke {woken} times in 2 s");
     assert!(
@@ -203,12 +149,12 @@ fn the_deferred_check_costs_the_reaper_next_to_nothing() {
 
 #[test]
 fn a_handle_sees_the_exit_while_the_watching_transport_is_left_alone() {
-    let rt = current_thread();
+    let rt = current_thread_runtime();
     let child = watched_in(&rt, "0.2");
     // The transport is never polled again; the handle must not depend on it.
     let status = in_a_task(&rt, {
         let handle = child.handle();
-        async move { within_limit(handle.exited()).await.unwrap() }
+        async move { within("the exit", handle.exited()).await.unwrap() }
     });
     assert!(status.success());
     assert_eq!(child.try_status().unwrap(), Some(status));
@@ -216,11 +162,11 @@ fn a_handle_sees_the_exit_while_the_watching_transport_is_left_alone() {
 
 #[test]
 fn a_handle_waiting_before_the_transport_watches_still_sees_the_exit() {
-    let rt = current_thread();
+    let rt = current_thread_runtime();
     let status = in_a_task(&rt, async {
         let mut child = sleep_for("0.3");
         let handle = child.handle();
-        let waiter = tokio::spawn(async move { within_limit(handle.exited()).await });
+        let waiter = tokio::spawn(async move { within("the exit", handle.exited()).await });
         // The handle waits first; then the transport is polled once and left alone.
         tokio::time::sleep(Duration::from_millis(20)).await;
         poll_once(&mut child).await;
@@ -233,7 +179,7 @@ fn a_handle_waiting_before_the_transport_watches_still_sees_the_exit() {
 
 #[test]
 fn a_watched_child_is_reaped_once_its_transport_is_dropped() {
-    let rt = current_thread();
+    let rt = current_thread_runtime();
     let child = watched_in(&rt, "0.2");
     let pid = child.pid().unwrap();
     drop(child);
@@ -246,7 +192,7 @@ fn a_watched_child_is_reaped_once_its_transport_is_dropped() {
 
 #[test]
 fn try_status_knows_the_exit_of_a_watched_child_nobody_polls() {
-    let rt = current_thread();
+    let rt = current_thread_runtime();
     let child = watched_in(&rt, "0.1");
     assert!(
         wait_until(LIMIT, || child.try_status().unwrap().is_some()),
@@ -258,10 +204,10 @@ fn try_status_knows_the_exit_of_a_watched_child_nobody_polls() {
 
 #[test]
 fn a_transport_outlives_the_runtime_that_watched_its_child() {
-    let mut child = watched_in(&current_thread(), "0.2");
+    let mut child = watched_in(&current_thread_runtime(), "0.2");
     // That runtime, and the reactor the exit was registered with, are gone.
-    let status = current_thread()
-        .block_on(within_limit(child.wait()))
+    let status = current_thread_runtime()
+        .block_on(within("the exit", child.wait()))
         .unwrap();
     assert!(status.success());
 }
@@ -269,13 +215,16 @@ fn a_transport_outlives_the_runtime_that_watched_its_child() {
 #[test]
 fn a_transport_moved_to_another_runtime_while_the_first_idles_is_still_reaped() {
     for (to, runtime) in [
-        ("current-thread", current_thread()),
+        ("current-thread", current_thread_runtime()),
         ("multi-thread", multi_thread()),
     ] {
-        let first = current_thread();
+        let first = current_thread_runtime();
         let mut child = watched_in(&first, "0.2");
         // `first` lives on, but nothing drives its reactor any more.
-        let status = in_a_task(&runtime, async move { within_limit(child.wait()).await });
+        let status = in_a_task(
+            &runtime,
+            async move { within("the exit", child.wait()).await },
+        );
         assert!(status.unwrap().success(), "moved to a {to} runtime");
         drop(first);
     }
@@ -283,7 +232,7 @@ fn a_transport_moved_to_another_runtime_while_the_first_idles_is_still_reaped() 
 
 #[test]
 fn a_future_driven_outside_tokio_in_an_entered_runtime_is_still_reaped() {
-    let rt = current_thread();
+    let rt = current_thread_runtime();
     let handle = rt.handle().clone();
     // Nothing drives this runtime (not even its timers).
     let status = no_hang(move || {
@@ -296,7 +245,7 @@ fn a_future_driven_outside_tokio_in_an_entered_runtime_is_still_reaped() {
 
 #[test]
 fn a_foreign_executor_inside_a_task_still_sees_the_exit() {
-    for runtime in [current_thread(), multi_thread()] {
+    for runtime in [current_thread_runtime(), multi_thread()] {
         // A sync helper called from async code (a `Drop`, a callback) blocks the task's
         // thread, so the task's runtime does not run meanwhile.
         let status = no_hang(move || {
@@ -312,7 +261,7 @@ fn a_foreign_executor_inside_a_task_still_sees_the_exit() {
 #[test]
 fn a_wait_on_the_blocking_pool_of_an_idle_runtime_still_sees_the_exit() {
     let status = no_hang(|| {
-        let rt = current_thread();
+        let rt = current_thread_runtime();
         let mut child = rt.block_on(async { sleep_for("0.1") });
         let waiting = rt.spawn_blocking(move || futures::executor::block_on(child.wait()));
         futures::executor::block_on(waiting).unwrap()
@@ -322,7 +271,7 @@ fn a_wait_on_the_blocking_pool_of_an_idle_runtime_still_sees_the_exit() {
 
 #[test]
 fn a_child_exiting_while_its_task_does_other_work_is_reaped_at_once() {
-    let rt = current_thread();
+    let rt = current_thread_runtime();
     let (pid, state, handle_pid, signal) = in_a_task(&rt, async {
         let mut child = sleep_for("0.1");
         let handle = child.handle();
@@ -375,28 +324,24 @@ fn waiting_in_a_runtime_without_io_panics_nowhere() {
             .fds([(0, ChildFd::Null), (1, ChildFd::Null), (2, ChildFd::Null)])
             .spawn()
             .unwrap();
-        within_limit(child.wait()).await
+        within("the exit", child.wait()).await
     });
     assert!(null_stdio.unwrap().success());
-    let mut piped = current_thread().block_on(async { sleep_for("0.05") });
-    let piped = in_a_task(
-        &time_only(),
-        async move { within_limit(piped.wait()).await },
-    );
+    let mut piped = current_thread_runtime().block_on(async { sleep_for("0.05") });
+    let piped = in_a_task(&time_only(), async move {
+        within("the exit", piped.wait()).await
+    });
     assert!(piped.unwrap().success());
 }
 
 #[test]
 fn a_fork_dropping_a_watched_transport_leaves_the_parent_s_wait_and_reaper_alone() {
-    let name = "a_fork_dropping_a_watched_transport_leaves_the_parent_s_wait_and_reaper_alone";
-    if forced_sigchld() {
+    if !inner_run_with_pidfds(
+        "a_fork_dropping_a_watched_transport_leaves_the_parent_s_wait_and_reaper_alone",
+    ) {
         return;
     }
-    if !is_inner(name) {
-        rerun(name, &[]);
-        return;
-    }
-    let rt = current_thread();
+    let rt = current_thread_runtime();
     let status = in_a_task(&rt, async {
         // A group leader: its zombie is kept, its pidfd stays readable.
         let mut child = Command::new("sleep")
@@ -417,7 +362,7 @@ fn a_fork_dropping_a_watched_transport_leaves_the_parent_s_wait_and_reaper_alone
         // SAFETY: waits for the process just forked, ours.
         assert_eq!(unsafe { libc::waitpid(forked, &mut raw, 0) }, forked);
         // The same task, so the same watch: the exit must come all the same.
-        let status = within_limit(child.wait()).await.unwrap();
+        let status = within("the exit", child.wait()).await.unwrap();
         let before = reaper_thread_ticks();
         std::thread::sleep(Duration::from_millis(500));
         let spent = reaper_thread_ticks() - before;

@@ -14,24 +14,16 @@ use std::time::Duration;
 use process_transport::{ChildFd, Command, Error, ProcessTransport, SpawnError, WaitError};
 
 use common::rerun::{is_inner, rerun};
-use common::{LIMIT, pidns, process_state, wait_until};
-
-fn forced_sigchld() -> bool {
-    std::env::var_os("PROCESS_TRANSPORT_REAPER").is_some_and(|v| v == "sigchld")
-}
+use common::{
+    LIMIT, current_thread_runtime, forced_sigchld, pidns, process_state, reaper_thread_ticks,
+    wait_until,
+};
 
 fn sleeper() -> Command {
     let mut cmd = Command::new("sleep");
     cmd.arg("1000")
         .fds([(0, ChildFd::Null), (1, ChildFd::Null), (2, ChildFd::Null)]);
     cmd
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// A `std::process` child that has exited and is not waited for until the caller does.
@@ -99,7 +91,7 @@ fn one_exit_costs_a_few_wait_syscalls_even_beside_a_foreign_zombie() {
     if is_inner(name) {
         // Older than every child of ours, so it stands first in the kernel's list of children.
         let mut zombie = foreign_zombie();
-        runtime().block_on(with_sleepers(|| {}));
+        current_thread_runtime().block_on(with_sleepers(|| {}));
         let kept = zombie.wait().unwrap();
         assert!(kept.success(), "the foreign status was kept");
         return;
@@ -113,7 +105,7 @@ fn foreign_exits_cost_the_reaper_nothing_however_many_children_live() {
     let name = "foreign_exits_cost_the_reaper_nothing_however_many_children_live";
     const FOREIGN: usize = 100;
     if is_inner(name) {
-        runtime().block_on(with_sleepers(|| {
+        current_thread_runtime().block_on(with_sleepers(|| {
             for _ in 0..FOREIGN {
                 let status = std::process::Command::new("true").status().unwrap();
                 assert!(status.success());
@@ -131,7 +123,7 @@ fn signal_group_never_reaches_a_new_group_that_took_the_number() {
     if forced_sigchld() || !pidns::enter(name) {
         return;
     }
-    runtime().block_on(async {
+    current_thread_runtime().block_on(async {
         let mut leader = Command::new("true");
         leader.process_group(0);
         let mut leader = leader.spawn().unwrap();
@@ -172,7 +164,7 @@ fn a_child_reaped_elsewhere_never_takes_the_status_of_the_number_s_next_holder()
     if forced_sigchld() || !pidns::enter(name) {
         return;
     }
-    runtime().block_on(async {
+    current_thread_runtime().block_on(async {
         // The foreign reap races the reaper; try until the foreign side wins once.
         for _attempt in 0..50 {
             let mut ours = sleeper().spawn().unwrap();
@@ -203,7 +195,7 @@ fn a_child_reaped_elsewhere_never_takes_the_status_of_the_number_s_next_holder()
 
 #[test]
 fn a_process_group_child_keeps_its_zombie_until_the_transport_is_dropped() {
-    runtime().block_on(async {
+    current_thread_runtime().block_on(async {
         let mut grouped = Command::new("true");
         grouped.process_group(0);
         let mut grouped = grouped.spawn().unwrap();
@@ -256,7 +248,7 @@ fn a_reaper_that_could_not_start_is_retried_on_the_next_spawn() {
         rerun(name, &[]);
         return;
     }
-    runtime().block_on(async {
+    current_thread_runtime().block_on(async {
         // Every fd taken before the first spawn: the reaper cannot even make its epoll set.
         let old = set_nofile(64);
         let mut hogs = Vec::new();
@@ -292,7 +284,7 @@ fn a_forked_process_reaps_the_children_it_spawns() {
         return;
     }
     // The reaper starts here, in the parent.
-    runtime().block_on(async {
+    current_thread_runtime().block_on(async {
         assert!(
             Command::new("true")
                 .spawn()
@@ -307,7 +299,7 @@ fn a_forked_process_reaps_the_children_it_spawns() {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
     if pid == 0 {
-        let ok = runtime().block_on(async {
+        let ok = current_thread_runtime().block_on(async {
             // Still running when it is registered, so only a reaper can collect it.
             let child = Command::new("sh").args(["-c", "sleep 0.2; exit 7"]).spawn();
             let Ok(child) = child else { return false };
@@ -326,7 +318,7 @@ fn a_forked_process_reaps_the_children_it_spawns() {
         "the forked process could not spawn and reap (status {status:#x})"
     );
     // And the parent's reaper still works.
-    runtime().block_on(async {
+    current_thread_runtime().block_on(async {
         assert!(
             Command::new("true")
                 .spawn()
@@ -338,21 +330,6 @@ fn a_forked_process_reaps_the_children_it_spawns() {
     });
 }
 
-/// CPU ticks (user + system) the reaper thread has used so far.
-fn reaper_thread_ticks() -> u64 {
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let dir = task.unwrap().path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if comm.trim() == "process-transpo" || comm.trim().starts_with("process-transp") {
-            let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
-            let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
-            // utime and stime are fields 14 and 15 of the whole line.
-            return fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        }
-    }
-    panic!("no reaper thread in /proc/self/task");
-}
-
 #[test]
 fn the_reaper_does_not_spin_after_an_exit_while_a_transport_still_watches() {
     let name = "the_reaper_does_not_spin_after_an_exit_while_a_transport_still_watches";
@@ -360,7 +337,7 @@ fn the_reaper_does_not_spin_after_an_exit_while_a_transport_still_watches() {
         rerun(name, &[]);
         return;
     }
-    runtime().block_on(async {
+    current_thread_runtime().block_on(async {
         let mut child = Command::new("sleep").arg("0.1").spawn().unwrap();
         // Polled once: the transport now watches the child's exit in this runtime.
         let polled = tokio::time::timeout(Duration::from_millis(1), child.wait()).await;
@@ -389,7 +366,7 @@ fn orphans_adopted_as_a_subreaper_cost_the_reaper_nothing() {
             unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
             0
         );
-        runtime().block_on(async {
+        current_thread_runtime().block_on(async {
             // Each shell leaves an orphan that this process adopts and nobody ever waits for:
             // zombies standing first in the kernel's list of children.
             for _ in 0..ORPHANS {

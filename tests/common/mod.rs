@@ -44,6 +44,20 @@ pub async fn within<F: IntoFuture>(what: &str, fut: F) -> F::Output {
     }
 }
 
+/// Whether this run forces the reaper's SIGCHLD fallback (`PROCESS_TRANSPORT_REAPER=sigchld`,
+/// as CI does for the reaping tests), where no child has a pidfd.
+pub fn forced_sigchld() -> bool {
+    std::env::var_os("PROCESS_TRANSPORT_REAPER").is_some_and(|v| v == "sigchld")
+}
+
+/// A current-thread runtime with I/O and time.
+pub fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Polls `cond` every 10 ms (blocking the thread) until it holds; false after `limit`.
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();

@@ -201,3 +201,46 @@ pub fn vm_rss_bytes() -> u64 {
         .unwrap();
     kib * 1024
 }
+
+// ----- the reaper thread ----------------------------------------------------------------------
+
+/// The crate's reaper thread's directory under `/proc/self/task`.
+pub fn reaper_thread() -> std::path::PathBuf {
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim().starts_with("process-transp") {
+            return dir;
+        }
+    }
+    panic!("no reaper thread in /proc/self/task");
+}
+
+/// CPU ticks (user + system) the reaper thread has used so far.
+pub fn reaper_thread_ticks() -> u64 {
+    let stat = std::fs::read_to_string(reaper_thread().join("stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// CPU time the reaper thread has used so far, in nanoseconds (finer than its ticks).
+pub fn reaper_thread_cpu_ns() -> u64 {
+    let schedstat = std::fs::read_to_string(reaper_thread().join("schedstat")).unwrap();
+    schedstat
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Context switches of the reaper thread so far: each is one wake-up and sleep.
+pub fn reaper_thread_switches() -> u64 {
+    let status = std::fs::read_to_string(reaper_thread().join("status")).unwrap();
+    status
+        .lines()
+        .filter(|l| l.contains("ctxt_switches"))
+        .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
