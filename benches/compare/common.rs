@@ -115,3 +115,13 @@ impl Drop for BigParent {
         unsafe { libc::munmap(self.base, self.len) };
     }
 }
+
+/// `cat` with stdin and stdout piped and stderr as given, for std; Tokio's contenders wrap
+/// the same command (`tokio::process::Command::from`).
+pub fn piped_cat(stderr: std::process::Stdio) -> std::process::Command {
+    let mut cmd = std::process::Command::new("/bin/cat");
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr);
+    cmd
+}

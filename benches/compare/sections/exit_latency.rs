@@ -16,6 +16,7 @@ use std::time::Instant;
 use tokio::runtime::Runtime;
 
 use crate::Config;
+use crate::common::piped_cat;
 use crate::harness::{Role, contender};
 use crate::raw;
 use crate::report::Report;
@@ -69,10 +70,7 @@ async fn ours() -> f64 {
 }
 
 async fn tokio() -> f64 {
-    let mut child = tokio::process::Command::new("/bin/cat")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let mut child = tokio::process::Command::from(piped_cat(Stdio::piped()))
         .spawn()
         .expect("spawn cat");
     let mut line = [0u8; 2];
@@ -87,12 +85,7 @@ async fn tokio() -> f64 {
 }
 
 fn std() -> f64 {
-    let mut child = std::process::Command::new("/bin/cat")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cat");
+    let mut child = piped_cat(Stdio::piped()).spawn().expect("spawn cat");
     let mut line = [0u8; 2];
     child.stdin.as_mut().expect("stdin").write_all(b"x\n").expect("write");
     child.stdout.as_mut().expect("stdout").read_exact(&mut line).expect("read");

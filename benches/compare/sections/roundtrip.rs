@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::runtime::Runtime;
 
 use crate::Config;
+use crate::common::piped_cat;
 use crate::harness::{Budget, Role, contender, micros};
 use crate::report::Report;
 
@@ -102,10 +103,7 @@ async fn async_trips(
 }
 
 async fn tokio_pipes(trips: usize) -> f64 {
-    let mut child = tokio::process::Command::new("cat")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+    let mut child = tokio::process::Command::from(piped_cat(Stdio::null()))
         .spawn()
         .expect("spawn cat");
     let mut input = child.stdin.take().expect("stdin");
@@ -117,12 +115,7 @@ async fn tokio_pipes(trips: usize) -> f64 {
 }
 
 fn blocking(trips: usize) -> f64 {
-    let mut child = std::process::Command::new("cat")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn cat");
+    let mut child = piped_cat(Stdio::null()).spawn().expect("spawn cat");
     let mut input = child.stdin.take().expect("stdin");
     let mut output = child.stdout.take().expect("stdout");
     let mut buf = [0u8; 64];
