@@ -46,15 +46,28 @@ fn handle_is_clone_send_sync_and_static() {
     shareable::<ProcessHandle>();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn handle_stops_the_child_from_another_task_while_the_stream_is_consumed() {
-    let child = sh("trap 'echo bye; exit 3' TERM; echo up; while :; do sleep 0.05; done")
-        .spawn()
-        .unwrap();
+/// Spawns `command` and hands its stream to a task of its own ([`consume`]) once fd 1 has
+/// produced something; returns a handle on the child and that task.
+async fn consumed_elsewhere(
+    command: Command,
+) -> (
+    ProcessHandle,
+    tokio::task::JoinHandle<(Vec<u8>, Option<Event>)>,
+) {
+    let child = command.spawn().unwrap();
     let handle = child.handle();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let reader = tokio::spawn(consume(child, ready_tx));
     timeout(LIMIT, ready_rx).await.unwrap().unwrap();
+    (handle, reader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handle_stops_the_child_from_another_task_while_the_stream_is_consumed() {
+    let (handle, reader) = consumed_elsewhere(sh(
+        "trap 'echo bye; exit 3' TERM; echo up; while :; do sleep 0.05; done",
+    ))
+    .await;
 
     // Stopped from a task that has no access to the transport.
     let stopper = {
@@ -77,11 +90,7 @@ async fn handle_stops_the_child_from_another_task_while_the_stream_is_consumed()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_tasks_await_the_exit_alongside_the_stream() {
-    let child = sh("echo up; exec sleep 30").spawn().unwrap();
-    let handle = child.handle();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let reader = tokio::spawn(consume(child, ready_tx));
-    timeout(LIMIT, ready_rx).await.unwrap().unwrap();
+    let (handle, reader) = consumed_elsewhere(sh("echo up; exec sleep 30")).await;
 
     // Each waiter registers in turn; none may take the others' wake-up.
     let waiters: Vec<_> = (0..4)
@@ -111,13 +120,8 @@ async fn many_tasks_await_the_exit_alongside_the_stream() {
 
 #[tokio::test]
 async fn terminate_on_the_handle_escalates_to_sigkill_after_the_grace() {
-    let child = sh("trap '' TERM; echo up; while :; do sleep 0.05; done")
-        .spawn()
-        .unwrap();
-    let handle = child.handle();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let reader = tokio::spawn(consume(child, ready_tx));
-    timeout(LIMIT, ready_rx).await.unwrap().unwrap();
+    let (handle, reader) =
+        consumed_elsewhere(sh("trap '' TERM; echo up; while :; do sleep 0.05; done")).await;
 
     let grace = Duration::from_millis(300);
     let started = Instant::now();
