@@ -149,14 +149,19 @@ impl ExitSlot {
         &self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<ExitStatus, WaitError>> {
-        // A handle is woken at once, whatever the transport's task does.
-        self.move_to(Watcher::ReaperOnly);
-        {
+        let newly_waiting = {
             // Registered before the state is read: a reap after that read wakes this task.
             let mut wakers = self.handle_wakers.lock().unwrap_or_else(|e| e.into_inner());
-            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            let new = !wakers.iter().any(|w| w.will_wake(cx.waker()));
+            if new {
                 wakers.push(cx.waker().clone());
             }
+            new
+        };
+        if newly_waiting {
+            // A handle is woken at once, whatever the transport's task does. (Once per
+            // waiter: `move_to` asks the kernel for the pid each time, for fork safety.)
+            self.move_to(Watcher::ReaperOnly);
         }
         match self.try_exit() {
             Some(result) => Poll::Ready(result),
