@@ -16,7 +16,7 @@ use process_transport::{ChildFd, Command, Error, ProcessTransport, SpawnError, W
 use common::rerun::{is_inner, rerun};
 use common::{
     LIMIT, current_thread_runtime, forced_sigchld, pidns, process_state, reaper_thread_ticks,
-    wait_until,
+    skip_without_pidfds, skipped, wait_until,
 };
 
 fn sleeper() -> Command {
@@ -42,7 +42,7 @@ fn wait_syscalls_of(test: &str) -> Option<u64> {
         .args(["stat", "-e", events, "--", "true"])
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("\n*** SKIPPED {test}: perf with syscall tracepoints is not available ***\n");
+        skipped(test, "perf with syscall tracepoints is not available");
         return None;
     }
     let out = rerun(test, &["perf", "stat", "-x,", "-e", events, "--"]);
@@ -73,7 +73,7 @@ async fn with_sleepers(meanwhile: impl FnOnce()) {
 /// SIGCHLD design made tens of thousands here. Skipped (the fallback scans beside foreign
 /// children, by design) under the forced fallback, and loudly without perf.
 fn assert_one_wait_per_exit(test: &str, exits: usize, what: &str) {
-    if forced_sigchld() {
+    if skip_without_pidfds(test) {
         return;
     }
     let Some(waits) = wait_syscalls_of(test) else {
@@ -120,7 +120,7 @@ fn foreign_exits_cost_the_reaper_nothing_however_many_children_live() {
 #[test]
 fn signal_group_never_reaches_a_new_group_that_took_the_number() {
     let name = "signal_group_never_reaches_a_new_group_that_took_the_number";
-    if forced_sigchld() || !pidns::enter(name) {
+    if skip_without_pidfds(name) || !pidns::enter(name) {
         return;
     }
     current_thread_runtime().block_on(async {
@@ -161,7 +161,7 @@ fn signal_group_never_reaches_a_new_group_that_took_the_number() {
 #[test]
 fn a_child_reaped_elsewhere_never_takes_the_status_of_the_number_s_next_holder() {
     let name = "a_child_reaped_elsewhere_never_takes_the_status_of_the_number_s_next_holder";
-    if forced_sigchld() || !pidns::enter(name) {
+    if skip_without_pidfds(name) || !pidns::enter(name) {
         return;
     }
     current_thread_runtime().block_on(async {

@@ -50,6 +50,25 @@ pub fn forced_sigchld() -> bool {
     std::env::var_os("PROCESS_TRANSPORT_REAPER").is_some_and(|v| v == "sigchld")
 }
 
+/// Says loudly that `test` checked nothing here, and why: straight to stderr, past the test
+/// harness's capture, so a skip never passes for a pass in the log.
+pub fn skipped(test: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {why} ***\n");
+}
+
+/// `true`, said loudly, when `test` needs pidfds and this run forces the SIGCHLD fallback.
+pub fn skip_without_pidfds(test: &str) -> bool {
+    let skip = forced_sigchld();
+    if skip {
+        skipped(
+            test,
+            "needs pidfds; PROCESS_TRANSPORT_REAPER=sigchld is set",
+        );
+    }
+    skip
+}
+
 /// A current-thread runtime with I/O and time.
 pub fn current_thread_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
