@@ -76,6 +76,7 @@ impl ExitWatch {
                 slot: slot.clone(),
             }));
         }
+        let mut heard = false;
         if let Some(watching) = &self.0
             && let Poll::Ready(ready) = watching.pidfd.poll_read_ready(cx)
         {
@@ -83,11 +84,14 @@ impl ExitWatch {
                 // Readable: the child has exited.
                 slot.reap_now();
             }
-            // Done either way (an error means the reactor is gone; the reaper thread reaps).
-            self.stop();
+            heard = true;
         }
         let exit = slot.poll_exit(cx);
         if exit.is_ready() {
+            // Reaped: nothing to hand back.
+            self.0 = None;
+        } else if heard {
+            // The reactor is gone: the reaper thread takes over.
             self.stop();
         }
         exit

@@ -220,7 +220,8 @@ impl ExitSlot {
     fn move_to(&self, to: Watcher) {
         let Some(token) = self.token else { return };
         if !self.reaper.is_ours() {
-            // A forked process: the sets are shared with the parent's reaper.
+            // A forked process: the sets are shared with the parent's reaper (and the slot's
+            // lock may have been held by a thread that is not in this process).
             return;
         }
         let mut state = self.lock();
@@ -352,12 +353,15 @@ impl ExitSlot {
                 let _ = self.reaper.epoll.delete(pidfd.as_fd());
             }
         }
-        // A pidfd neither kept nor shared is closed here, which also takes it out of the set.
+        let (kept_zombie, closing) = if kept { (pidfd, None) } else { (None, pidfd) };
         *state = SlotState::Done {
             result,
-            kept_zombie: pidfd.filter(|_| kept),
+            kept_zombie,
         };
         drop(state);
+        // Closed (unless shared) outside the lock, which a polling task may be waiting for;
+        // closing also takes it out of the set.
+        drop(closing);
         self.wake_all();
         true
     }
@@ -657,6 +661,11 @@ impl Reaper {
 
     fn lock_table(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The process that started this reaper.
+    pub(crate) fn owner(&self) -> libc::pid_t {
+        self.owner
     }
 
     /// Whether this is the reaper of the calling process (not one inherited through fork).

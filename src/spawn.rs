@@ -103,7 +103,8 @@ fn spawn(command: &Command) -> Result<ProcessTransport, SpawnError> {
         cwd: strings.cwd.as_deref(),
         session: session(command),
         parent_death_signal: command.parent_death_signal.unwrap_or(0),
-        parent_pid: std::process::id() as libc::pid_t,
+        // The reaper was just checked to be this process's: its owner is our pid.
+        parent_pid: reaper.owner(),
         controlling_tty: command.pty.map(|_| 0),
         credentials: Credentials {
             // Not only when euid is 0: a parent with CAP_SETGID alone must not hand its
