@@ -39,6 +39,25 @@ async fn wait_gives_the_exit_status_and_can_be_repeated() {
 }
 
 #[tokio::test]
+async fn wait_leaves_what_a_pipe_closed_by_the_child_still_holds_for_the_events_after_it() {
+    // wait drains pipes only so that the child cannot block on a full one; one the child has
+    // closed can block nobody, so its last output is not thrown away.
+    let mut child = sh("printf tail; exec 1>&-; echo closed >&2; sleep 0.3")
+        .spawn()
+        .unwrap();
+    child.pause_reading_fd(1).unwrap();
+    while !matches!(
+        within("stderr", child.next()).await,
+        Some(Event::Data { fd: 2, .. })
+    ) {}
+    assert!(within("wait", child.wait()).await.unwrap().success());
+    let after = run_to_end(&mut child).await;
+    assert_eq!(after.text(1), "tail");
+    assert_eq!(after.close_reason(1), "Eof");
+    assert!(after.status().success());
+}
+
+#[tokio::test]
 async fn stream_yields_data_closes_exited_and_ended() {
     let mut child = sh(OUT_ERR_EXIT_4).spawn().unwrap();
     let out = run_to_end(&mut child).await;

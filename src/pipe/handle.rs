@@ -16,7 +16,7 @@ use futures_core::Stream;
 use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{ReadOutcome, Reader, TakenPipe, Writer};
+use super::{ReadOutcome, Reader, Reads, TakenPipe, Writer};
 
 /// A child pipe the parent reads, taken out with
 /// [`ProcessTransport::take_reader`](crate::ProcessTransport::take_reader).
@@ -70,7 +70,7 @@ impl Stream for PipeReader {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        let end = match ready!(this.reader.poll_read(cx)) {
+        let end = match ready!(this.reader.poll_read(cx, Reads::All)) {
             ReadOutcome::Data(data) => return Poll::Ready(Some(Ok(data))),
             ReadOutcome::Eof => None,
             // The read's own error, errno and all: it was never shared.

@@ -22,7 +22,7 @@ use crate::sys;
 
 pub(crate) use duplex::{Duplex, Half};
 pub use handle::{PipeReader, PipeWriter};
-pub(crate) use reader::{ReadOutcome, ReadSource, Reader};
+pub(crate) use reader::{ReadOutcome, ReadSource, Reader, Reads};
 pub(crate) use set::PipeSet;
 pub use writer::WriteFlow;
 pub(crate) use writer::{DEFAULT_HIGH_WATER, FlowChange, WriteLimits, Writer};

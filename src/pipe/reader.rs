@@ -38,6 +38,18 @@ pub(crate) enum ReadSource {
     PtyMaster,
 }
 
+/// Which readers a poll reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reads {
+    /// Every ready reader: data, then the end of file.
+    All,
+    /// Only readers whose child end is still open, which the child could block on when they
+    /// fill up. Waiting for the exit needs no more: a child end closed just before the exit
+    /// (every exit closes stdout and stderr) would cost that poll a read, a deregistration
+    /// and a close per pipe while the exit is on its way.
+    UntilHangup,
+}
+
 /// The parent's reading end of one pipe.
 pub(crate) struct Reader {
     fd: AsyncFd<OwnedFd>,
@@ -83,13 +95,18 @@ impl Reader {
     }
 
     /// Reads whatever is ready, up to one read's worth, into a fresh `Bytes` that shares the
-    /// reader's buffer (no copy after the kernel's).
-    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<ReadOutcome> {
+    /// reader's buffer (no copy after the kernel's). With [`Reads::UntilHangup`], a reader
+    /// whose child end has closed is left alone (`Pending`, nothing read).
+    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>, reads: Reads) -> Poll<ReadOutcome> {
         loop {
             let mut guard = match ready!(self.fd.poll_read_ready(cx)) {
                 Ok(guard) => guard,
                 Err(e) => return Poll::Ready(ReadOutcome::Failed(e)),
             };
+            if reads == Reads::UntilHangup && guard.ready().is_read_closed() {
+                // The readiness stays set: a later poll reads what is left, and the EOF.
+                return Poll::Pending;
+            }
             let size =
                 if guard.ready().is_read_closed() && self.buf.capacity() == 0 && !self.tail_read {
                     self.tail_read = true;

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use std::os::fd::OwnedFd;
 
-use super::{Half, Pipe, PipeReader, PipeState, PipeWriter, ReadOutcome, TakenPipe, Writer};
+use super::{Half, Pipe, PipeReader, PipeState, PipeWriter, ReadOutcome, Reads, TakenPipe, Writer};
 use crate::error::Error;
 use crate::event::CloseReason;
 
@@ -210,7 +210,11 @@ impl PipeSet {
     /// Reads from the next ready reader that is not paused, starting after the one that last
     /// gave data. Ready with the reader's child fd and what it read, or pending when no reader
     /// has anything.
-    pub(crate) fn poll_read_next(&mut self, cx: &mut Context<'_>) -> Poll<(i32, ReadOutcome)> {
+    pub(crate) fn poll_read_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        reads: Reads,
+    ) -> Poll<(i32, ReadOutcome)> {
         let count = self.pipes.len();
         for k in 0..count {
             let i = (self.next_reader + k) % count;
@@ -229,7 +233,7 @@ impl PipeSet {
                 },
                 _ => continue,
             };
-            if let Poll::Ready(outcome) = reader.poll_read(cx) {
+            if let Poll::Ready(outcome) = reader.poll_read(cx, reads) {
                 if matches!(outcome, ReadOutcome::Data(_)) {
                     self.next_reader = (i + 1) % count;
                 }

@@ -9,6 +9,7 @@ use super::ProcessTransport;
 use crate::error::Error;
 use crate::exit_status::ExitStatus;
 use crate::kill_target::Reach;
+use crate::pipe::Reads;
 use crate::signal::Signal;
 use crate::sys;
 
@@ -124,10 +125,13 @@ impl ProcessTransport {
     /// Waits for the child to be reaped and returns its status.
     ///
     /// Before waiting it resumes reading and closes every writer (after flushing), duplex
-    /// sockets included, as Tokio's `wait` closes stdin: a child waiting for EOF would otherwise never exit. Output read
-    /// meanwhile is discarded, so a child writing more than a pipe holds cannot block
-    /// (pipes taken out with [`take_reader`](ProcessTransport::take_reader) are yours to
-    /// drain). Cancel-safe: cancelling loses no exit status, but those changes stay.
+    /// sockets included, as Tokio's `wait` closes stdin: a child waiting for EOF would
+    /// otherwise never exit. Output read meanwhile is discarded, so a child writing more than
+    /// a pipe holds cannot block (pipes taken out with
+    /// [`take_reader`](ProcessTransport::take_reader) are yours to drain); a pipe whose child
+    /// end has closed is not read, so what it still holds, and its `Closed`, are there for
+    /// the events after. Cancel-safe: cancelling loses no exit status, but those changes
+    /// stay.
     pub async fn wait(&mut self) -> Result<ExitStatus, Error> {
         self.resume_reading();
         for fd in self.pipes.writer_fds() {
@@ -144,7 +148,8 @@ impl ProcessTransport {
             if let Some(result) = self.exit_seen {
                 return Poll::Ready(result.map_err(Error::Wait));
             }
-            match self.poll_event(cx) {
+            // Pipes whose child end closed are left for later: the exit is on its way.
+            match self.poll_event_reading(cx, Reads::UntilHangup) {
                 Poll::Ready(Some(_discarded)) => continue,
                 Poll::Ready(None) => return Poll::Ready(self.final_status().map_err(Error::Wait)),
                 Poll::Pending => return Poll::Pending,

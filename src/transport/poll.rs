@@ -7,12 +7,21 @@ use std::task::{Context, Poll};
 
 use super::ProcessTransport;
 use crate::event::{CloseReason, Event};
-use crate::pipe::{FlowChange, Half, PipeState, ReadOutcome};
+use crate::pipe::{FlowChange, Half, PipeState, ReadOutcome, Reads};
 
 impl ProcessTransport {
     /// Polls for the next event: flushes writers, notices closes and the exit, reads one
     /// chunk from the next ready reader (round robin), and yields `Ended` last, then `None`.
     pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.poll_event_reading(cx, Reads::All)
+    }
+
+    /// [`poll_event`](Self::poll_event), reading only the readers `reads` says.
+    pub(super) fn poll_event_reading(
+        &mut self,
+        cx: &mut Context<'_>,
+        reads: Reads,
+    ) -> Poll<Option<Event>> {
         loop {
             if let Some(event) = self.next_pending() {
                 return Poll::Ready(Some(event));
@@ -24,7 +33,7 @@ impl ProcessTransport {
             let held = self.pending.len();
             self.poll_writers(cx);
             self.poll_reaped(cx);
-            self.poll_readers(cx);
+            self.poll_readers(cx, reads);
             self.poll_wait_delay(cx);
             if self.pending.len() == held {
                 // Held events keep `Ended` back: it comes last.
@@ -101,8 +110,8 @@ impl ProcessTransport {
     }
 
     /// Reads one chunk from the next ready reader, or closes the reader that ended.
-    fn poll_readers(&mut self, cx: &mut Context<'_>) {
-        let Poll::Ready((fd, outcome)) = self.pipes.poll_read_next(cx) else {
+    fn poll_readers(&mut self, cx: &mut Context<'_>, reads: Reads) {
+        let Poll::Ready((fd, outcome)) = self.pipes.poll_read_next(cx, reads) else {
             return;
         };
         // A close is queued behind what this poll queued before it, keeping the order.
