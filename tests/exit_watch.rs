@@ -161,6 +161,36 @@ fn a_handle_sees_the_exit_while_the_watching_transport_is_left_alone() {
 }
 
 #[test]
+fn a_handle_waiting_on_a_watched_child_hears_its_exit_at_once() {
+    if skip_without_pidfds("a_handle_waiting_on_a_watched_child_hears_its_exit_at_once") {
+        return;
+    }
+    let rt = current_thread_runtime();
+    for _ in 0..5 {
+        let child = watched_in(&rt, "100");
+        let handle = child.handle();
+        let heard = in_a_task(&rt, async move {
+            let waiter = tokio::spawn(async move {
+                let status = within("the exit", handle.exited()).await.unwrap();
+                (status, Instant::now())
+            });
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let killed = Instant::now();
+            child.signal(libc::SIGKILL).unwrap();
+            let (status, heard) = waiter.await.unwrap();
+            assert_eq!(status.signal(), Some(libc::SIGKILL));
+            heard - killed
+        });
+        // Not at the reaper's next check of the exits tasks watch (every 100 ms or more): a
+        // waiting handle has the reaper thread woken by the exit itself.
+        assert!(
+            heard < Duration::from_millis(50),
+            "the handle heard of the exit {heard:?} after the kill"
+        );
+    }
+}
+
+#[test]
 fn a_handle_waiting_before_the_transport_watches_still_sees_the_exit() {
     let rt = current_thread_runtime();
     let status = in_a_task(&rt, async {
