@@ -5,7 +5,7 @@
 //! tens of µs. With the child's pidfd registered in the task's reactor, the exit wakes the
 //! task's worker directly and the task reaps there.
 //!
-//! Meanwhile the reaper keeps the pidfd in its deferred set, checked every 100 ms rather
+//! Meanwhile the reaper keeps the pidfd in its deferred set, checked now and then rather
 //! than slept on (see [`crate::reaper`]): were the thread woken by the same exit, it would
 //! race the task for the reaper's table and, on two CPUs, for the CPUs, which undid the gain
 //! (measured with `cargo bench --bench compare -- --only exit_latency`, awaited in a task:

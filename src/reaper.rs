@@ -12,15 +12,17 @@
 //! `ECHILD` on its own pidfd and ends with [`WaitError::ReapedElsewhere`]; its number is never
 //! looked at, so the status of whatever process got the number next cannot be taken for it.
 //! No SIGCHLD handler is installed while every child has a pidfd, and nothing wakes
-//! periodically but the deferred check below, while a task watches a child.
+//! periodically but the deferred check below, while a task watches a child (and that check
+//! backs off while it finds nothing).
 //!
 //! A transport awaited in a task watches its child's pidfd in the task's own reactor, so the
 //! exit wakes that task directly and it reaps there (see [`crate::exit_watch`]). Meanwhile
 //! the pidfd sits in the reaper's second, *deferred* set, which the thread does not sleep on
-//! but checks every [`DEFERRED_CHECK_MS`]: so the reaper thread is not woken by that exit, yet
-//! an exit the task does not hear of (the task busy elsewhere, a foreign executor blocking
-//! it, a fork that deregistered the shared pidfd) is still reaped within that time. The
-//! pidfd moves back when the watch ends, and for good once a handle waits.
+//! but checks now and then (see [`CheckSchedule`]): so the reaper thread is not woken by that
+//! exit, yet an exit the task does not hear of (the task busy elsewhere, a foreign executor
+//! blocking it, a fork that deregistered the shared pidfd) is still reaped within
+//! [`DEFERRED_CHECK_MS`] of a child being deferred and within [`DEFERRED_CHECK_MAX_MS`] at
+//! worst. The pidfd moves back when the watch ends, and for good once a handle waits.
 //!
 //! A child that leads or joined a process group keeps its zombie while the transport lives:
 //! the status is read with `WNOWAIT` and the zombie is released when the last owner of its
@@ -60,9 +62,15 @@ use crate::sys::wait::PidfdWait;
 /// How often children without a pidfd are scanned even without a SIGCHLD, in milliseconds.
 const SAFETY_SCAN_MS: i32 = 1000;
 
-/// How often the deferred set (pidfds that tasks watch) is checked, in milliseconds: the
-/// longest an exit no task hears of waits for the reaper.
+/// How soon the deferred set (pidfds that tasks watch) is checked after a pidfd joins it or a
+/// check found an exit, in milliseconds.
 const DEFERRED_CHECK_MS: i32 = 100;
+
+/// The longest interval between checks of the deferred set, in milliseconds, which checks
+/// that find nothing back off to: the longest an exit no task hears of waits for the reaper.
+/// A service with one long-lived child awaited in a task costs the thread a wake-up a second,
+/// not ten.
+const DEFERRED_CHECK_MAX_MS: i32 = 1000;
 
 /// The epoll token of the wake pipe; pidfd tokens are fd numbers, never this.
 const WAKE_TOKEN: u64 = u64::MAX;
@@ -457,10 +465,12 @@ pub(crate) struct Reaper {
     /// The process that started it; after a fork, another process's reaper.
     owner: libc::pid_t,
     epoll: Epoll,
-    /// Pidfds that tasks watch: checked every [`DEFERRED_CHECK_MS`], never slept on.
+    /// Pidfds that tasks watch: checked now and then (see [`CheckSchedule`]), never slept on.
     deferred: Epoll,
     /// How many pidfds the deferred set holds.
     deferred_len: AtomicUsize,
+    /// A pidfd joined the deferred set since the thread last looked: checks start over.
+    deferred_joined: AtomicBool,
     wake_read: OwnedFd,
     /// Written by the SIGCHLD handler, and by `register` to end a deep sleep.
     wake_write: OwnedFd,
@@ -469,6 +479,9 @@ pub(crate) struct Reaper {
     pidfd_waits: bool,
     /// The thread sleeps without a timeout (no child lacks a pidfd, none is deferred).
     sleeping_deeply: AtomicBool,
+    /// The thread sleeps longer than [`DEFERRED_CHECK_MS`] (or without a timeout): a pidfd
+    /// joining the deferred set wakes it, so that its first check is not late.
+    sleeping_long: AtomicBool,
 }
 
 /// This process's reaper once started (leaked: `&'static` references are handed out). Held
@@ -519,11 +532,13 @@ impl Reaper {
             epoll,
             deferred: Epoll::new()?,
             deferred_len: AtomicUsize::new(0),
+            deferred_joined: AtomicBool::new(false),
             wake_read,
             wake_write,
             table: Mutex::new(Table::default()),
             pidfd_waits,
             sleeping_deeply: AtomicBool::new(false),
+            sleeping_long: AtomicBool::new(false),
         })
     }
 
@@ -587,10 +602,9 @@ impl Reaper {
         sys::signal::unblock_sigchld_in_this_thread();
         let mut ready = [Ready::EMPTY; 64];
         let mut fallback = Fallback::default();
-        let check_every = Duration::from_millis(DEFERRED_CHECK_MS as u64);
-        let mut next_check = Instant::now() + check_every;
+        let mut checks = CheckSchedule::new(Instant::now());
         loop {
-            let timeout = self.timeout(next_check);
+            let timeout = self.timeout(&mut checks);
             let events = self.epoll.wait(&mut ready, timeout);
             let mut signals = 0;
             let mut table = self.lock_table();
@@ -601,13 +615,15 @@ impl Reaper {
                     reap_pidfd_child(&mut table, event.token() as RawFd);
                 }
             }
-            if Instant::now() >= next_check {
+            let now = Instant::now();
+            if checks.is_due(now) {
                 // Exits that the watching tasks have not collected (yet).
                 let mut deferred = [Ready::EMPTY; 64];
-                for event in self.deferred.wait(&mut deferred, 0) {
+                let found = self.deferred.wait(&mut deferred, 0);
+                for event in found {
                     reap_pidfd_child(&mut table, event.token() as RawFd);
                 }
-                next_check = Instant::now() + check_every;
+                checks.checked(now, !found.is_empty());
             }
             if !table.by_pid.is_empty() && (signals > 0 || events.is_empty()) {
                 fallback.pass(&mut table.by_pid, signals);
@@ -616,30 +632,33 @@ impl Reaper {
     }
 
     /// How long to sleep: forever, unless children without a pidfd need the periodic scan or
-    /// the deferred set its check at `next_check`.
-    fn timeout(&self, next_check: Instant) -> i32 {
+    /// the deferred set its next check.
+    fn timeout(&self, checks: &mut CheckSchedule) -> i32 {
         // Decided under the table lock, so `register` sees `sleeping_deeply` set exactly when
-        // this sleep has no timeout. Set before the deferred set is looked at, so a task that
-        // defers a pidfd meanwhile sees it set and wakes the thread (`deferred_added`).
+        // this sleep has no timeout. Both flags are set before the deferred set is looked at,
+        // so a task that defers a pidfd meanwhile sees them set and wakes the thread
+        // (`deferred_added`).
         let table = self.lock_table();
         self.sleeping_deeply.store(true, Ordering::SeqCst);
+        self.sleeping_long.store(true, Ordering::SeqCst);
+        let now = Instant::now();
+        if self.deferred_joined.swap(false, Ordering::SeqCst) {
+            checks.restart(now);
+        }
         let deferred = self.deferred_len.load(Ordering::SeqCst) > 0;
         if table.by_pid.is_empty() && !deferred {
             return -1;
         }
         self.sleeping_deeply.store(false, Ordering::SeqCst);
-        // Rounded up: rounded down, the sleep would end just before the check is due and the
-        // loop would spin with zero timeouts until it is.
-        let until_check = next_check
-            .saturating_duration_since(Instant::now())
-            .as_micros()
-            .div_ceil(1000);
-        let until_check = i32::try_from(until_check).unwrap_or(DEFERRED_CHECK_MS);
-        match (table.by_pid.is_empty(), deferred) {
-            (false, true) => SAFETY_SCAN_MS.min(until_check),
+        let timeout = match (table.by_pid.is_empty(), deferred) {
+            (false, true) => SAFETY_SCAN_MS.min(checks.millis_until(now)),
             (false, false) => SAFETY_SCAN_MS,
-            (true, _) => until_check,
+            (true, _) => checks.millis_until(now),
+        };
+        if timeout <= DEFERRED_CHECK_MS {
+            self.sleeping_long.store(false, Ordering::SeqCst);
         }
+        timeout
     }
 
     /// The epoll set of pidfds watched by `watcher`.
@@ -650,11 +669,13 @@ impl Reaper {
         }
     }
 
-    /// Counts a pidfd newly deferred, waking the thread from a sleep without a timeout so that
-    /// it checks the deferred set in time.
+    /// Counts a pidfd newly deferred, waking the thread from a sleep longer than the first
+    /// check so that it checks the deferred set in time. (At most once per such sleep: a run
+    /// of spawns awaited in tasks does not wake the thread each time.)
     fn deferred_added(&self) {
         self.deferred_len.fetch_add(1, Ordering::SeqCst);
-        if self.sleeping_deeply.swap(false, Ordering::SeqCst) {
+        self.deferred_joined.store(true, Ordering::SeqCst);
+        if self.sleeping_long.swap(false, Ordering::SeqCst) {
             sys::fd::write_byte(self.wake_write.as_raw_fd());
         }
     }
@@ -671,6 +692,69 @@ impl Reaper {
     /// Whether this is the reaper of the calling process (not one inherited through fork).
     fn is_ours(&self) -> bool {
         self.owner == std::process::id() as libc::pid_t
+    }
+}
+
+/// When the reaper thread checks the deferred set next: [`DEFERRED_CHECK_MS`] after a pidfd
+/// joins it or a check finds an exit, then at intervals that double, up to
+/// [`DEFERRED_CHECK_MAX_MS`], while checks find nothing. An exit no task hears of is rare
+/// (the task busy elsewhere, a foreign executor, a fork), and a long-lived child is watched
+/// for as long as it lives: checking it ten times a second would wake the thread for nothing.
+#[derive(Debug)]
+struct CheckSchedule {
+    interval: Duration,
+    next: Instant,
+}
+
+impl CheckSchedule {
+    const FIRST: Duration = Duration::from_millis(DEFERRED_CHECK_MS as u64);
+    const LONGEST: Duration = Duration::from_millis(DEFERRED_CHECK_MAX_MS as u64);
+
+    fn new(now: Instant) -> Self {
+        CheckSchedule {
+            interval: Self::FIRST,
+            next: now + Self::FIRST,
+        }
+    }
+
+    /// A pidfd joined the set at about `now`: it is checked within the first interval, and
+    /// no check already due sooner is put off.
+    fn restart(&mut self, now: Instant) {
+        self.interval = Self::FIRST;
+        let first = now + Self::FIRST;
+        // A check overdue while nothing was deferred (the thread slept without a timeout)
+        // would find nothing but back off.
+        self.next = if self.next <= now {
+            first
+        } else {
+            self.next.min(first)
+        };
+    }
+
+    fn is_due(&self, now: Instant) -> bool {
+        now >= self.next
+    }
+
+    /// A check ran at `now`; `found` says whether it found an exit.
+    fn checked(&mut self, now: Instant, found: bool) {
+        self.interval = if found {
+            Self::FIRST
+        } else {
+            (self.interval * 2).min(Self::LONGEST)
+        };
+        self.next = now + self.interval;
+    }
+
+    /// Milliseconds from `now` to the next check, rounded up: rounded down, the sleep would
+    /// end just before the check is due and the thread would spin with zero timeouts until
+    /// it is.
+    fn millis_until(&self, now: Instant) -> i32 {
+        let millis = self
+            .next
+            .saturating_duration_since(now)
+            .as_micros()
+            .div_ceil(1000);
+        i32::try_from(millis).unwrap_or(DEFERRED_CHECK_MAX_MS)
     }
 }
 
@@ -741,4 +825,85 @@ fn peek_and_reap(by_pid: &mut HashMap<libc::pid_t, Arc<ExitSlot>>) -> (u64, bool
 /// Checks every child without a pidfd with `wait4(pid, WNOHANG)`.
 fn scan(by_pid: &mut HashMap<libc::pid_t, Arc<ExitSlot>>) {
     by_pid.retain(|_, slot| !slot.try_reap(true));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::CheckSchedule;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// The intervals between checks that find nothing, starting at `start`.
+    fn idle_intervals(schedule: &mut CheckSchedule, start: Instant, count: usize) -> Vec<u128> {
+        let mut now = start;
+        (0..count)
+            .map(|_| {
+                let before = now;
+                now = schedule.next;
+                assert!(schedule.is_due(now) && !schedule.is_due(now - MS));
+                schedule.checked(now, false);
+                (now - before).as_millis()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn checks_that_find_nothing_back_off_to_a_second() {
+        let start = Instant::now();
+        let mut schedule = CheckSchedule::new(start);
+        assert_eq!(
+            idle_intervals(&mut schedule, start, 7),
+            [100, 200, 400, 800, 1000, 1000, 1000]
+        );
+    }
+
+    #[test]
+    fn a_check_that_finds_an_exit_starts_over() {
+        let start = Instant::now();
+        let mut schedule = CheckSchedule::new(start);
+        idle_intervals(&mut schedule, start, 4);
+        let now = schedule.next;
+        schedule.checked(now, true);
+        assert_eq!(schedule.next - now, 100 * MS);
+    }
+
+    #[test]
+    fn a_pidfd_joining_is_checked_within_the_first_interval_and_puts_off_no_sooner_check() {
+        let start = Instant::now();
+        let mut schedule = CheckSchedule::new(start);
+        idle_intervals(&mut schedule, start, 5);
+        // Backed off to a second: a pidfd joining now is checked 100 ms from now.
+        let joined = schedule.next - 900 * MS;
+        schedule.restart(joined);
+        assert_eq!(schedule.next - joined, 100 * MS);
+        // A check due in 30 ms stays there.
+        let sooner = schedule.next - 30 * MS;
+        schedule.restart(sooner);
+        assert_eq!(schedule.next - sooner, 30 * MS);
+        // The intervals start over from the first.
+        let now = schedule.next;
+        schedule.checked(now, false);
+        assert_eq!(schedule.next - now, 200 * MS);
+    }
+
+    #[test]
+    fn a_pidfd_joining_after_an_overdue_check_is_checked_within_the_first_interval() {
+        let start = Instant::now();
+        let mut schedule = CheckSchedule::new(start);
+        // The thread slept without a timeout (nothing deferred) well past the check.
+        let joined = start + 5000 * MS;
+        schedule.restart(joined);
+        assert!(!schedule.is_due(joined));
+        assert_eq!(schedule.next - joined, 100 * MS);
+    }
+
+    #[test]
+    fn the_sleep_until_a_check_is_rounded_up() {
+        let start = Instant::now();
+        let schedule = CheckSchedule::new(start);
+        assert_eq!(schedule.millis_until(start + 99 * MS + MS / 2), 1);
+        assert_eq!(schedule.millis_until(start + 200 * MS), 0);
+    }
 }

@@ -121,29 +121,57 @@ fn exits_awaited_in_a_task_do_not_wake_the_reaper_thread() {
 }
 
 #[test]
-fn the_deferred_check_costs_the_reaper_next_to_nothing() {
-    if !inner_run_with_pidfds("the_deferred_check_costs_the_reaper_next_to_nothing") {
+fn the_deferred_check_backs_off_yet_still_reaps_an_exit_nobody_hears() {
+    let name = "the_deferred_check_backs_off_yet_still_reaps_an_exit_nobody_hears";
+    if !inner_run_with_pidfds(name) {
         return;
     }
     let rt = current_thread_runtime();
-    // Watched and left alone: its pidfd stays deferred, checked every 100 ms.
-    let mut child = watched_in(&rt, "100");
+    // Watched and left alone: its pidfd stays deferred, checked 0.1, 0.3, 0.7, 1.5, 2.5 s
+    // (and every second after) after the watch began.
+    let child = watched_in(&rt, "100");
     std::thread::sleep(Duration::from_millis(200));
     let (woken, cpu) = (reaper_thread_switches(), reaper_thread_cpu_ns());
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(3));
     let (woken, cpu) = (
         reaper_thread_switches() - woken,
         reaper_thread_cpu_ns() - cpu,
     );
-    child.signal(libc::SIGKILL).unwrap();
-    in_a_task(&rt, async move {
-        within("the exit", child.wait()).await.unwrap()
-    });
-    // About 20 checks of a few µs each; a check that spins until it is due costs ~1 ms each.
-    assert!(woken <= 25, "the reaper thread woke {woken} times in 2 s");
+    // Four checks of a few µs each (every 100 ms would be 30; a check that spins until it
+    // is due costs ~1 ms each).
+    assert!(woken <= 7, "the reaper thread woke {woken} times in 3 s");
     assert!(
-        cpu < 4_000_000,
-        "the reaper thread used {cpu} ns of CPU in 2 s"
+        cpu < 6_000_000,
+        "the reaper thread used {cpu} ns of CPU in 3 s"
+    );
+    // Right after a backed-off check (the thread's switch count moves), a child deferred now
+    // is checked within the first interval, not at the next check a second away.
+    let switches = reaper_thread_switches();
+    assert!(wait_until(LIMIT, || reaper_thread_switches() > switches));
+    let brief = watched_in(&rt, "0.05");
+    let deferred = Instant::now();
+    let brief_pid = brief.spawned_pid();
+    assert!(wait_until(LIMIT, || process_state(brief_pid).is_none()));
+    let reaped = deferred.elapsed();
+    assert!(
+        reaped < Duration::from_millis(600),
+        "a child deferred after the checks backed off was reaped {reaped:?} later"
+    );
+    // Backed off, the checks still come: an exit nobody polls for (the runtime watching it
+    // is not driven) is reaped at the next, at most a second away (3.5 s; without a
+    // longest interval, 6.3 s).
+    let pid = child.spawned_pid();
+    child.signal(libc::SIGKILL).unwrap();
+    let killed = Instant::now();
+    assert!(wait_until(LIMIT, || process_state(pid).is_none()));
+    let reaped = killed.elapsed();
+    assert!(
+        reaped < Duration::from_millis(1500),
+        "reaped {reaped:?} after the kill"
+    );
+    assert_eq!(
+        child.try_status().unwrap().unwrap().signal(),
+        Some(libc::SIGKILL)
     );
 }
 
