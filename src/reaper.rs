@@ -849,6 +849,14 @@ mod tests {
             .collect()
     }
 
+    /// A schedule after `count` checks that found nothing.
+    fn after_idle_checks(count: usize) -> CheckSchedule {
+        let start = Instant::now();
+        let mut schedule = CheckSchedule::new(start);
+        idle_intervals(&mut schedule, start, count);
+        schedule
+    }
+
     #[test]
     fn checks_that_find_nothing_back_off_to_a_second() {
         let start = Instant::now();
@@ -861,9 +869,7 @@ mod tests {
 
     #[test]
     fn a_check_that_finds_an_exit_starts_over() {
-        let start = Instant::now();
-        let mut schedule = CheckSchedule::new(start);
-        idle_intervals(&mut schedule, start, 4);
+        let mut schedule = after_idle_checks(4);
         let now = schedule.next;
         schedule.checked(now, true);
         assert_eq!(schedule.next - now, 100 * MS);
@@ -871,9 +877,7 @@ mod tests {
 
     #[test]
     fn a_pidfd_joining_is_checked_within_the_first_interval_and_puts_off_no_sooner_check() {
-        let start = Instant::now();
-        let mut schedule = CheckSchedule::new(start);
-        idle_intervals(&mut schedule, start, 5);
+        let mut schedule = after_idle_checks(5);
         // Backed off to a second: a pidfd joining now is checked 100 ms from now.
         let joined = schedule.next - 900 * MS;
         schedule.restart(joined);
