@@ -1,7 +1,7 @@
 //! `spawn_process`: validate, prepare everything the child needs, clone, and wrap the parent
 //! ends. All allocation happens here, before the clone.
 
-use std::ffi::{CString, OsStr, OsString, c_char};
+use std::ffi::{CStr, CString, OsStr, OsString, c_char};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::panic::AssertUnwindSafe;
@@ -93,7 +93,7 @@ fn spawn(command: &Command) -> Result<ProcessTransport, SpawnError> {
     });
 
     let argv = pointers(&strings.argv);
-    let envp = pointers(&strings.envp);
+    let envp = strings.env.envp();
     let exec_paths: Vec<*const c_char> = strings.exec_paths.iter().map(|s| s.as_ptr()).collect();
     let program = ChildProgram {
         fd_steps: &fd_steps,
@@ -227,10 +227,10 @@ fn pointers(strings: &[CString]) -> Vec<*const c_char> {
         .collect()
 }
 
-/// The C strings the child needs: argv, envp, the PATH candidates and the cwd.
+/// The C strings the child needs: argv, the environment, the PATH candidates and the cwd.
 struct Strings {
     argv: Vec<CString>,
-    envp: Vec<CString>,
+    env: EnvBlock,
     exec_paths: Vec<CString>,
     cwd: Option<CString>,
 }
@@ -255,8 +255,8 @@ impl Strings {
             argv.push(c_string(arg.as_bytes(), Field::Arg(i))?);
         }
 
-        let (envp, path) = child_env(command)?;
-        let exec_paths = exec_paths(program, path.as_deref().map(OsStr::from_bytes));
+        let env = child_env(command)?;
+        let exec_paths = exec_paths(program, env.path.as_deref().map(OsStr::from_bytes));
         let cwd = command
             .cwd
             .as_ref()
@@ -264,7 +264,7 @@ impl Strings {
             .transpose()?;
         Ok(Strings {
             argv,
-            envp,
+            env,
             exec_paths,
             cwd,
         })
@@ -275,9 +275,8 @@ fn c_string(bytes: &[u8], field: Field) -> Result<CString, InvalidInput> {
     CString::new(bytes).map_err(|_| InvalidInput::NulByte { field })
 }
 
-/// The child's environment as `KEY=VALUE` C strings: inherited (unless cleared) with the
-/// command's changes applied. Also returns the child's `PATH`, for the program lookup.
-fn child_env(command: &Command) -> Result<(Vec<CString>, Option<Vec<u8>>), InvalidInput> {
+/// The child's environment: inherited (unless cleared) with the command's changes applied.
+fn child_env(command: &Command) -> Result<EnvBlock, InvalidInput> {
     for (key, value) in &command.env {
         let k = key.as_bytes();
         if k.is_empty() || k.contains(&b'=') {
@@ -298,9 +297,11 @@ fn child_env(command: &Command) -> Result<(Vec<CString>, Option<Vec<u8>>), Inval
     }
     let mut env = EnvBlock::default();
     if !command.env_clear {
-        for (key, value) in std::env::vars_os() {
-            if !command.env.contains_key(&key) {
-                env.push(key.as_bytes(), value.as_bytes())?;
+        for entry in sys::env::entries() {
+            if let Some((key, value)) = split_env_entry(entry.to_bytes())
+                && !command.env.contains_key(OsStr::from_bytes(key))
+            {
+                env.inherit(entry, key, value);
             }
         }
     }
@@ -312,30 +313,65 @@ fn child_env(command: &Command) -> Result<(Vec<CString>, Option<Vec<u8>>), Inval
     if command.pty.is_some() && !env.has_term {
         env.push(b"TERM", b"xterm")?;
     }
-    Ok((env.entries, env.path))
+    Ok(env)
 }
 
-/// An environment being built as `KEY=VALUE` C strings.
+/// An inherited `KEY=VALUE` entry split at its first `=` after the first byte (a name may
+/// start with `=`), as `std::env::vars_os` splits it; `None` for an entry without one,
+/// which is skipped as `vars_os` skips it.
+fn split_env_entry(entry: &[u8]) -> Option<(&[u8], &[u8])> {
+    let at = 1 + entry.get(1..)?.iter().position(|&b| b == b'=')?;
+    Some((&entry[..at], &entry[at + 1..]))
+}
+
+/// The child's environment being built: `KEY=VALUE` C strings, the inherited ones libc's
+/// own (see [`sys::env`]) and the command's own ones made here.
 #[derive(Default)]
 struct EnvBlock {
-    entries: Vec<CString>,
+    /// Every entry, in order.
+    entries: Vec<*const c_char>,
+    /// The entries made for the command's variables, which `entries` points into.
+    made: Vec<CString>,
+    /// The child's `PATH`, for the program lookup.
     path: Option<Vec<u8>>,
     has_term: bool,
 }
 
 impl EnvBlock {
+    /// Passes on an inherited entry as it is.
+    fn inherit(&mut self, entry: &CStr, key: &[u8], value: &[u8]) {
+        self.note(key, value);
+        self.entries.push(entry.as_ptr());
+    }
+
+    /// Adds a variable of the command's own.
     fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), InvalidInput> {
+        self.note(key, value);
+        let mut entry = Vec::with_capacity(key.len() + value.len() + 2);
+        entry.extend_from_slice(key);
+        entry.push(b'=');
+        entry.extend_from_slice(value);
+        let entry = c_string(&entry, Field::EnvValue)?;
+        // The string's buffer stays where it is when the `CString` moves into `made`.
+        self.entries.push(entry.as_ptr());
+        self.made.push(entry);
+        Ok(())
+    }
+
+    fn note(&mut self, key: &[u8], value: &[u8]) {
         match key {
             b"PATH" => self.path = Some(value.to_vec()),
             b"TERM" => self.has_term = true,
             _ => {}
         }
-        let mut entry = Vec::with_capacity(key.len() + value.len() + 2);
-        entry.extend_from_slice(key);
-        entry.push(b'=');
-        entry.extend_from_slice(value);
-        self.entries.push(c_string(&entry, Field::EnvValue)?);
-        Ok(())
+    }
+
+    /// The NULL-terminated array `execve` takes.
+    fn envp(&self) -> Vec<*const c_char> {
+        let mut envp = Vec::with_capacity(self.entries.len() + 1);
+        envp.extend_from_slice(&self.entries);
+        envp.push(std::ptr::null());
+        envp
     }
 }
 
@@ -685,8 +721,8 @@ mod tests {
         let mut c = Command::new("true");
         c.env("A", "x\0y");
         assert_eq!(
-            child_env(&c),
-            Err(InvalidInput::NulByte {
+            child_env(&c).err(),
+            Some(InvalidInput::NulByte {
                 field: Field::EnvValue
             })
         );
@@ -696,8 +732,19 @@ mod tests {
     fn cleared_env_keeps_only_what_is_set() {
         let mut c = Command::new("true");
         c.env_clear().env("ONLY", "1");
-        let (entries, path) = child_env(&c).unwrap();
-        assert_eq!(entries, [CString::new("ONLY=1").unwrap()]);
-        assert_eq!(path, None);
+        let env = child_env(&c).unwrap();
+        assert_eq!(env.made, [CString::new("ONLY=1").unwrap()]);
+        assert_eq!(env.entries, [env.made[0].as_ptr()]);
+        assert_eq!(env.path, None);
+    }
+
+    #[test]
+    fn inherited_entries_split_as_std_splits_them() {
+        assert_eq!(split_env_entry(b"A=b=c"), Some((&b"A"[..], &b"b=c"[..])));
+        assert_eq!(split_env_entry(b"A="), Some((&b"A"[..], &b""[..])));
+        assert_eq!(split_env_entry(b"=C:=x"), Some((&b"=C:"[..], &b"x"[..])));
+        assert_eq!(split_env_entry(b"NOVALUE"), None);
+        assert_eq!(split_env_entry(b"="), None);
+        assert_eq!(split_env_entry(b""), None);
     }
 }

@@ -319,6 +319,16 @@ fn from_std_command_carries_every_field_std_exposes() {
 }
 
 #[tokio::test]
+async fn an_inherited_environment_reaches_the_child_as_std_passes_it() {
+    // Passed on as libc holds it: every variable, in its order, byte for byte.
+    let ours = Command::new("env").output().await.unwrap();
+    let theirs = std::process::Command::new("env").output().unwrap();
+    assert!(ours.status.success());
+    assert!(!theirs.stdout.is_empty());
+    assert_eq!(ours.stdout(), &theirs.stdout[..]);
+}
+
+#[tokio::test]
 async fn a_command_from_std_runs_as_the_std_one_does() {
     let (mut std_command, removed) = std_command_with_every_readable_field();
     let ours = Command::from(&std_command)
