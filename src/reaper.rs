@@ -21,8 +21,8 @@
 //! but checks now and then (see [`CheckSchedule`]): so the reaper thread is not woken by that
 //! exit, yet an exit the task does not hear of (the task busy elsewhere, a foreign executor
 //! blocking it, a fork that deregistered the shared pidfd) is still reaped within
-//! [`DEFERRED_CHECK_MS`] of a child being deferred and within [`DEFERRED_CHECK_MAX_MS`] at
-//! worst. The pidfd moves back when the watch ends, and for good once a handle waits.
+//! [`DEFERRED_CHECK_MAX_MS`]. The pidfd moves back when the watch ends, and for good once a
+//! handle waits.
 //!
 //! A child that leads or joined a process group keeps its zombie while the transport lives:
 //! the status is read with `WNOWAIT` and the zombie is released when the last owner of its
@@ -62,8 +62,8 @@ use crate::sys::wait::PidfdWait;
 /// How often children without a pidfd are scanned even without a SIGCHLD, in milliseconds.
 const SAFETY_SCAN_MS: i32 = 1000;
 
-/// How soon the deferred set (pidfds that tasks watch) is checked after a pidfd joins it or a
-/// check found an exit, in milliseconds.
+/// How soon the deferred set (pidfds that tasks watch) is checked again after a check found an
+/// exit there, in milliseconds.
 const DEFERRED_CHECK_MS: i32 = 100;
 
 /// The longest interval between checks of the deferred set, in milliseconds, which checks
@@ -469,8 +469,6 @@ pub(crate) struct Reaper {
     deferred: Epoll,
     /// How many pidfds the deferred set holds.
     deferred_len: AtomicUsize,
-    /// A pidfd joined the deferred set since the thread last looked: checks start over.
-    deferred_joined: AtomicBool,
     wake_read: OwnedFd,
     /// Written by the SIGCHLD handler, and by `register` to end a deep sleep.
     wake_write: OwnedFd,
@@ -479,9 +477,6 @@ pub(crate) struct Reaper {
     pidfd_waits: bool,
     /// The thread sleeps without a timeout (no child lacks a pidfd, none is deferred).
     sleeping_deeply: AtomicBool,
-    /// The thread sleeps longer than [`DEFERRED_CHECK_MS`] (or without a timeout): a pidfd
-    /// joining the deferred set wakes it, so that its first check is not late.
-    sleeping_long: AtomicBool,
 }
 
 /// This process's reaper once started (leaked: `&'static` references are handed out). Held
@@ -532,13 +527,11 @@ impl Reaper {
             epoll,
             deferred: Epoll::new()?,
             deferred_len: AtomicUsize::new(0),
-            deferred_joined: AtomicBool::new(false),
             wake_read,
             wake_write,
             table: Mutex::new(Table::default()),
             pidfd_waits,
             sleeping_deeply: AtomicBool::new(false),
-            sleeping_long: AtomicBool::new(false),
         })
     }
 
@@ -604,7 +597,7 @@ impl Reaper {
         let mut fallback = Fallback::default();
         let mut checks = CheckSchedule::new(Instant::now());
         loop {
-            let timeout = self.timeout(&mut checks);
+            let timeout = self.timeout(&checks);
             let events = self.epoll.wait(&mut ready, timeout);
             let mut signals = 0;
             let mut table = self.lock_table();
@@ -633,32 +626,23 @@ impl Reaper {
 
     /// How long to sleep: forever, unless children without a pidfd need the periodic scan or
     /// the deferred set its next check.
-    fn timeout(&self, checks: &mut CheckSchedule) -> i32 {
+    fn timeout(&self, checks: &CheckSchedule) -> i32 {
         // Decided under the table lock, so `register` sees `sleeping_deeply` set exactly when
-        // this sleep has no timeout. Both flags are set before the deferred set is looked at,
-        // so a task that defers a pidfd meanwhile sees them set and wakes the thread
-        // (`deferred_added`).
+        // this sleep has no timeout. Set before the deferred set is looked at, so a task that
+        // defers a pidfd meanwhile sees it set and wakes the thread (`deferred_added`).
         let table = self.lock_table();
         self.sleeping_deeply.store(true, Ordering::SeqCst);
-        self.sleeping_long.store(true, Ordering::SeqCst);
-        let now = Instant::now();
-        if self.deferred_joined.swap(false, Ordering::SeqCst) {
-            checks.restart(now);
-        }
         let deferred = self.deferred_len.load(Ordering::SeqCst) > 0;
         if table.by_pid.is_empty() && !deferred {
             return -1;
         }
         self.sleeping_deeply.store(false, Ordering::SeqCst);
-        let timeout = match (table.by_pid.is_empty(), deferred) {
-            (false, true) => SAFETY_SCAN_MS.min(checks.millis_until(now)),
+        let until_check = checks.millis_until(Instant::now());
+        match (table.by_pid.is_empty(), deferred) {
+            (false, true) => SAFETY_SCAN_MS.min(until_check),
             (false, false) => SAFETY_SCAN_MS,
-            (true, _) => checks.millis_until(now),
-        };
-        if timeout <= DEFERRED_CHECK_MS {
-            self.sleeping_long.store(false, Ordering::SeqCst);
+            (true, _) => until_check,
         }
-        timeout
     }
 
     /// The epoll set of pidfds watched by `watcher`.
@@ -669,13 +653,11 @@ impl Reaper {
         }
     }
 
-    /// Counts a pidfd newly deferred, waking the thread from a sleep longer than the first
-    /// check so that it checks the deferred set in time. (At most once per such sleep: a run
-    /// of spawns awaited in tasks does not wake the thread each time.)
+    /// Counts a pidfd newly deferred, waking the thread from a sleep without a timeout so that
+    /// it checks the deferred set at all.
     fn deferred_added(&self) {
         self.deferred_len.fetch_add(1, Ordering::SeqCst);
-        self.deferred_joined.store(true, Ordering::SeqCst);
-        if self.sleeping_long.swap(false, Ordering::SeqCst) {
+        if self.sleeping_deeply.swap(false, Ordering::SeqCst) {
             sys::fd::write_byte(self.wake_write.as_raw_fd());
         }
     }
@@ -695,11 +677,13 @@ impl Reaper {
     }
 }
 
-/// When the reaper thread checks the deferred set next: [`DEFERRED_CHECK_MS`] after a pidfd
-/// joins it or a check finds an exit, then at intervals that double, up to
-/// [`DEFERRED_CHECK_MAX_MS`], while checks find nothing. An exit no task hears of is rare
-/// (the task busy elsewhere, a foreign executor, a fork), and a long-lived child is watched
-/// for as long as it lives: checking it ten times a second would wake the thread for nothing.
+/// When the reaper thread checks the deferred set next: [`DEFERRED_CHECK_MS`] after a check
+/// that found an exit (others may follow: a blocked runtime hears none of its children), then
+/// at intervals that double, up to [`DEFERRED_CHECK_MAX_MS`], while checks find nothing. An
+/// exit no task hears of is rare (the task busy elsewhere, a foreign executor, a fork), and a
+/// long-lived child is watched for as long as it lives: checking it ten times a second woke
+/// the thread for nothing. A pidfd joining the set does not wake the thread (unless it sleeps
+/// without a timeout): a run of spawns awaited in tasks would wake it at every exit.
 #[derive(Debug)]
 struct CheckSchedule {
     interval: Duration,
@@ -715,20 +699,6 @@ impl CheckSchedule {
             interval: Self::FIRST,
             next: now + Self::FIRST,
         }
-    }
-
-    /// A pidfd joined the set at about `now`: it is checked within the first interval, and
-    /// no check already due sooner is put off.
-    fn restart(&mut self, now: Instant) {
-        self.interval = Self::FIRST;
-        let first = now + Self::FIRST;
-        // A check overdue while nothing was deferred (the thread slept without a timeout)
-        // would find nothing but back off.
-        self.next = if self.next <= now {
-            first
-        } else {
-            self.next.min(first)
-        };
     }
 
     fn is_due(&self, now: Instant) -> bool {
@@ -873,34 +843,6 @@ mod tests {
         let now = schedule.next;
         schedule.checked(now, true);
         assert_eq!(schedule.next - now, 100 * MS);
-    }
-
-    #[test]
-    fn a_pidfd_joining_is_checked_within_the_first_interval_and_puts_off_no_sooner_check() {
-        let mut schedule = after_idle_checks(5);
-        // Backed off to a second: a pidfd joining now is checked 100 ms from now.
-        let joined = schedule.next - 900 * MS;
-        schedule.restart(joined);
-        assert_eq!(schedule.next - joined, 100 * MS);
-        // A check due in 30 ms stays there.
-        let sooner = schedule.next - 30 * MS;
-        schedule.restart(sooner);
-        assert_eq!(schedule.next - sooner, 30 * MS);
-        // The intervals start over from the first.
-        let now = schedule.next;
-        schedule.checked(now, false);
-        assert_eq!(schedule.next - now, 200 * MS);
-    }
-
-    #[test]
-    fn a_pidfd_joining_after_an_overdue_check_is_checked_within_the_first_interval() {
-        let start = Instant::now();
-        let mut schedule = CheckSchedule::new(start);
-        // The thread slept without a timeout (nothing deferred) well past the check.
-        let joined = start + 5000 * MS;
-        schedule.restart(joined);
-        assert!(!schedule.is_due(joined));
-        assert_eq!(schedule.next - joined, 100 * MS);
     }
 
     #[test]

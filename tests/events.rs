@@ -11,10 +11,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use process_transport::{
-    ChildFd, CloseReason, Event, ExitStatus, ProcessProtocol, ProcessTransport, WaitError,
+    ChildFd, CloseReason, Command, Event, ExitStatus, ProcessProtocol, ProcessTransport, WaitError,
 };
 
-use common::{Outcome, Rec, py, record, run_to_end, sh, within};
+use common::rerun::{is_inner, rerun};
+use common::{Outcome, Rec, own_cpu_time, py, record, run_to_end, sh, within};
 
 const OUT_ERR_EXIT_4: &str = "echo out; echo err >&2; exit 4";
 
@@ -39,6 +40,57 @@ async fn wait_gives_the_exit_status_and_can_be_repeated() {
 }
 
 #[tokio::test]
+async fn after_wait_the_stream_still_tells_of_the_exit_and_of_each_pipe_s_end() {
+    let mut child = sh(OUT_ERR_EXIT_4).spawn().unwrap();
+    assert_eq!(within("wait", child.wait()).await.unwrap().code(), Some(4));
+    // wait left the readers open: their ends, the exit and the end come after it, each once
+    // (stdin's close may too, or may have gone with what wait discards).
+    let after = run_to_end(&mut child).await;
+    assert_eq!(after.exits().count(), 1, "{:?}", after.log);
+    assert!(
+        matches!(after.log.last(), Some(Rec::Ended(_))),
+        "{:?}",
+        after.log
+    );
+    assert_eq!(after.close_reason(1), "Eof");
+    assert_eq!(after.close_reason(2), "Eof");
+    assert_eq!(after.status().code(), Some(4));
+}
+
+#[test]
+fn exited_comes_once_after_wait_even_when_the_exit_lands_inside_its_poll() {
+    // The reaper thread reaps (a handle waits, so the pidfd is the reaper's), possibly
+    // between wait's own look at the exit and the event poll it makes next, which then
+    // yields `Exited` itself: wait must not discard it. Raced 200 times (it took 21-47 runs
+    // to lose it when wait did).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for run in 0..200 {
+        let after = rt.block_on(async {
+            tokio::spawn(async {
+                let mut child = Command::new("head")
+                    .args(["-c", "400000", "/dev/zero"])
+                    .spawn()
+                    .unwrap();
+                let handle = child.handle();
+                let waiter = tokio::spawn(async move { handle.exited().await });
+                // Queued on stdin, so that wait's event poll has writing to do first.
+                let _ = child.write_stdin(vec![b'x'; 200_000]);
+                within("wait", child.wait()).await.unwrap();
+                let _ = waiter.await;
+                run_to_end(&mut child).await
+            })
+            .await
+            .unwrap()
+        });
+        assert_eq!(after.exits().count(), 1, "run {run}: {:?}", after.log);
+    }
+}
+
+#[tokio::test]
 async fn wait_leaves_what_a_pipe_closed_by_the_child_still_holds_for_the_events_after_it() {
     // wait drains pipes only so that the child cannot block on a full one; one the child has
     // closed can block nobody, so its last output is not thrown away.
@@ -55,6 +107,43 @@ async fn wait_leaves_what_a_pipe_closed_by_the_child_still_holds_for_the_events_
     assert_eq!(after.text(1), "tail");
     assert_eq!(after.close_reason(1), "Eof");
     assert!(after.status().success());
+}
+
+#[test]
+fn a_wait_pending_on_pipes_the_child_closed_does_not_spin() {
+    let name = "a_wait_pending_on_pipes_the_child_closed_does_not_spin";
+    if !is_inner(name) {
+        // Alone in a process of its own: the CPU time measured is this test's.
+        rerun(name, &[]);
+        return;
+    }
+    // wait leaves those pipes unread with their readiness set; it must not poll them in a
+    // loop for the second the child still runs.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (used, after) = rt.block_on(async {
+        tokio::spawn(async {
+            let mut child = sh("echo x; echo y >&2; exec 1>&- 2>&-; sleep 1")
+                .spawn()
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let cpu = own_cpu_time();
+            assert!(within("wait", child.wait()).await.unwrap().success());
+            let used = own_cpu_time() - cpu;
+            (used, run_to_end(&mut child).await)
+        })
+        .await
+        .unwrap()
+    });
+    assert!(
+        used < Duration::from_millis(150),
+        "{used:?} of CPU in a 1 s wait"
+    );
+    assert_eq!((after.text(1), after.text(2)), ("x\n".into(), "y\n".into()));
+    assert_eq!(after.exits().count(), 1, "{:?}", after.log);
 }
 
 #[tokio::test]
@@ -237,8 +326,6 @@ async fn pid_is_the_running_child_until_it_is_reaped() {
     assert!(out.status().success());
     assert_eq!(child.pid(), None);
 }
-
-use process_transport::Command;
 
 const INTERLEAVED_CHILD: &str = r#"
 import os

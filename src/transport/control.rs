@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::ProcessTransport;
 use crate::error::Error;
+use crate::event::Event;
 use crate::exit_status::ExitStatus;
 use crate::kill_target::Reach;
 use crate::pipe::Reads;
@@ -128,10 +129,11 @@ impl ProcessTransport {
     /// sockets included, as Tokio's `wait` closes stdin: a child waiting for EOF would
     /// otherwise never exit. Output read meanwhile is discarded, so a child writing more than
     /// a pipe holds cannot block (pipes taken out with
-    /// [`take_reader`](ProcessTransport::take_reader) are yours to drain); a pipe whose child
-    /// end has closed is not read, so what it still holds, and its `Closed`, are there for
-    /// the events after. Cancel-safe: cancelling loses no exit status, but those changes
-    /// stay.
+    /// [`take_reader`](ProcessTransport::take_reader) are yours to drain). A pipe whose child
+    /// end has closed can block no one and is not read: what it still holds, its `Closed`, the
+    /// `Exited` and the `Ended` are there for the stream after `wait` (its end stays open
+    /// until then, or until the transport is dropped: closing it would hold up the status).
+    /// Cancel-safe: cancelling loses no exit status, but those changes stay.
     pub async fn wait(&mut self) -> Result<ExitStatus, Error> {
         self.resume_reading();
         for fd in self.pipes.writer_fds() {
@@ -150,6 +152,11 @@ impl ProcessTransport {
             }
             // Pipes whose child end closed are left for later: the exit is on its way.
             match self.poll_event_reading(cx, Reads::UntilHangup) {
+                Poll::Ready(Some(Event::Exited(result))) => {
+                    // The exit came during this poll: its event stays for the stream.
+                    self.pending.push_front(Event::Exited(result));
+                    return Poll::Ready(result.map_err(Error::Wait));
+                }
                 Poll::Ready(Some(_discarded)) => continue,
                 Poll::Ready(None) => return Poll::Ready(self.final_status().map_err(Error::Wait)),
                 Poll::Pending => return Poll::Pending,

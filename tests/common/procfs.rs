@@ -63,6 +63,15 @@ pub fn stat_fields(pid: impl Display) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
+/// The CPU time this process has used so far (user and system, in clock ticks of 10 ms):
+/// meaningful for one test alone in its process (see `rerun`).
+pub fn own_cpu_time() -> Duration {
+    let fields = stat_fields("self").unwrap();
+    let ticks = |i: usize| fields[i].parse::<u64>().unwrap();
+    // Fields 14 and 15 of proc(5): utime and stime.
+    Duration::from_millis(10 * (ticks(11) + ticks(12)))
+}
+
 /// The state letter of `pid`, or `None` once it is gone.
 pub fn process_state(pid: impl Display) -> Option<char> {
     Some(stat(pid)?.state)
