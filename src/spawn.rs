@@ -1,7 +1,7 @@
 //! `spawn_process`: validate, prepare everything the child needs, clone, and wrap the parent
 //! ends. All allocation happens here, before the clone.
 
-use std::ffi::{CStr, CString, OsStr, OsString, c_char};
+use std::ffi::{CString, OsStr, OsString, c_char};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::panic::AssertUnwindSafe;
@@ -297,81 +297,64 @@ fn child_env(command: &Command) -> Result<EnvBlock, InvalidInput> {
     }
     let mut env = EnvBlock::default();
     if !command.env_clear {
-        for entry in sys::env::entries() {
-            if let Some((key, value)) = split_env_entry(entry.to_bytes())
-                && !command.env.contains_key(OsStr::from_bytes(key))
-            {
-                env.inherit(entry, key, value);
+        // Copied under std's lock of the environment, so that a `set_var` in another
+        // thread cannot free a string the child is still to read. (Passing libc's own
+        // strings, as `std::process` does under that lock, would save the copy.)
+        for (key, value) in std::env::vars_os() {
+            if !command.env.contains_key(&key) {
+                env.push(key.as_bytes(), value.as_bytes());
             }
         }
     }
     for (key, value) in &command.env {
         if let Some(value) = value {
-            env.push(key.as_bytes(), value.as_bytes())?;
+            env.push(key.as_bytes(), value.as_bytes());
         }
     }
     if command.pty.is_some() && !env.has_term {
-        env.push(b"TERM", b"xterm")?;
+        env.push(b"TERM", b"xterm");
     }
     Ok(env)
 }
 
-/// An inherited `KEY=VALUE` entry split at its first `=` after the first byte (a name may
-/// start with `=`), as `std::env::vars_os` splits it; `None` for an entry without one,
-/// which is skipped as `vars_os` skips it.
-fn split_env_entry(entry: &[u8]) -> Option<(&[u8], &[u8])> {
-    let at = 1 + entry.get(1..)?.iter().position(|&b| b == b'=')?;
-    Some((&entry[..at], &entry[at + 1..]))
-}
-
-/// The child's environment being built: `KEY=VALUE` C strings, the inherited ones libc's
-/// own (see [`sys::env`]) and the command's own ones made here.
+/// The child's environment being built: its `KEY=VALUE` C strings one after another in one
+/// buffer (one allocation, not one per variable: a C string each was ~6 µs of every spawn).
 #[derive(Default)]
 struct EnvBlock {
-    /// Every entry, in order.
-    entries: Vec<*const c_char>,
-    /// The entries made for the command's variables, which `entries` points into.
-    made: Vec<CString>,
+    /// Every entry, each ending in NUL.
+    bytes: Vec<u8>,
+    /// Where each entry starts in `bytes`.
+    starts: Vec<usize>,
     /// The child's `PATH`, for the program lookup.
     path: Option<Vec<u8>>,
     has_term: bool,
 }
 
 impl EnvBlock {
-    /// Passes on an inherited entry as it is.
-    fn inherit(&mut self, entry: &CStr, key: &[u8], value: &[u8]) {
-        self.note(key, value);
-        self.entries.push(entry.as_ptr());
-    }
-
-    /// Adds a variable of the command's own.
-    fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), InvalidInput> {
-        self.note(key, value);
-        let mut entry = Vec::with_capacity(key.len() + value.len() + 2);
-        entry.extend_from_slice(key);
-        entry.push(b'=');
-        entry.extend_from_slice(value);
-        let entry = c_string(&entry, Field::EnvValue)?;
-        // The string's buffer stays where it is when the `CString` moves into `made`.
-        self.entries.push(entry.as_ptr());
-        self.made.push(entry);
-        Ok(())
-    }
-
-    fn note(&mut self, key: &[u8], value: &[u8]) {
+    /// Adds `key=value`. Neither holds a NUL: the command's own variables were checked, and
+    /// the inherited ones came from C strings.
+    fn push(&mut self, key: &[u8], value: &[u8]) {
         match key {
             b"PATH" => self.path = Some(value.to_vec()),
             b"TERM" => self.has_term = true,
             _ => {}
         }
+        self.starts.push(self.bytes.len());
+        self.bytes.extend_from_slice(key);
+        self.bytes.push(b'=');
+        self.bytes.extend_from_slice(value);
+        self.bytes.push(0);
     }
 
-    /// The NULL-terminated array `execve` takes.
+    /// The NULL-terminated array `execve` takes, pointing into this block, which must stay
+    /// as it is while the array is used.
     fn envp(&self) -> Vec<*const c_char> {
-        let mut envp = Vec::with_capacity(self.entries.len() + 1);
-        envp.extend_from_slice(&self.entries);
-        envp.push(std::ptr::null());
-        envp
+        let base = self.bytes.as_ptr();
+        self.starts
+            .iter()
+            .map(|&start| base.wrapping_add(start).cast())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect()
     }
 }
 
@@ -733,18 +716,25 @@ mod tests {
         let mut c = Command::new("true");
         c.env_clear().env("ONLY", "1");
         let env = child_env(&c).unwrap();
-        assert_eq!(env.made, [CString::new("ONLY=1").unwrap()]);
-        assert_eq!(env.entries, [env.made[0].as_ptr()]);
+        assert_eq!(env.bytes, b"ONLY=1\0");
         assert_eq!(env.path, None);
     }
 
     #[test]
-    fn inherited_entries_split_as_std_splits_them() {
-        assert_eq!(split_env_entry(b"A=b=c"), Some((&b"A"[..], &b"b=c"[..])));
-        assert_eq!(split_env_entry(b"A="), Some((&b"A"[..], &b""[..])));
-        assert_eq!(split_env_entry(b"=C:=x"), Some((&b"=C:"[..], &b"x"[..])));
-        assert_eq!(split_env_entry(b"NOVALUE"), None);
-        assert_eq!(split_env_entry(b"="), None);
-        assert_eq!(split_env_entry(b""), None);
+    fn the_env_block_points_at_each_entry_and_ends_in_null() {
+        let mut env = EnvBlock::default();
+        env.push(b"A", b"1");
+        env.push(b"PATH", b"/bin");
+        env.push(b"EMPTY", b"");
+        assert_eq!(env.bytes, b"A=1\0PATH=/bin\0EMPTY=\0");
+        assert_eq!(env.path.as_deref(), Some(&b"/bin"[..]));
+        let envp = env.envp();
+        assert_eq!(envp.len(), 4);
+        assert!(envp[3].is_null());
+        let base = env.bytes.as_ptr().cast::<c_char>();
+        assert_eq!(
+            envp[..3],
+            [base, base.wrapping_add(4), base.wrapping_add(14)]
+        );
     }
 }

@@ -7,7 +7,6 @@
 
 pub(crate) mod cgroup;
 pub(crate) mod child;
-pub(crate) mod env;
 pub(crate) mod epoll;
 pub(crate) mod fd;
 pub(crate) mod pty;
