@@ -15,7 +15,9 @@ use process_transport::{
 };
 
 use common::rerun::{is_inner, rerun};
-use common::{Outcome, Rec, own_cpu_time, py, record, run_to_end, sh, within};
+use common::{
+    Outcome, Rec, in_a_task, multi_thread_runtime, own_cpu_time, py, record, run_to_end, sh, within,
+};
 
 const OUT_ERR_EXIT_4: &str = "echo out; echo err >&2; exit 4";
 
@@ -63,28 +65,20 @@ fn exited_comes_once_after_wait_even_when_the_exit_lands_inside_its_poll() {
     // between wait's own look at the exit and the event poll it makes next, which then
     // yields `Exited` itself: wait must not discard it. Raced 200 times (it took 21-47 runs
     // to lose it when wait did).
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = multi_thread_runtime(2);
     for run in 0..200 {
-        let after = rt.block_on(async {
-            tokio::spawn(async {
-                let mut child = Command::new("head")
-                    .args(["-c", "400000", "/dev/zero"])
-                    .spawn()
-                    .unwrap();
-                let handle = child.handle();
-                let waiter = tokio::spawn(async move { handle.exited().await });
-                // Queued on stdin, so that wait's event poll has writing to do first.
-                let _ = child.write_stdin(vec![b'x'; 200_000]);
-                within("wait", child.wait()).await.unwrap();
-                let _ = waiter.await;
-                run_to_end(&mut child).await
-            })
-            .await
-            .unwrap()
+        let after = in_a_task(&rt, async {
+            let mut child = Command::new("head")
+                .args(["-c", "400000", "/dev/zero"])
+                .spawn()
+                .unwrap();
+            let handle = child.handle();
+            let waiter = tokio::spawn(async move { handle.exited().await });
+            // Queued on stdin, so that wait's event poll has writing to do first.
+            let _ = child.write_stdin(vec![b'x'; 200_000]);
+            within("wait", child.wait()).await.unwrap();
+            let _ = waiter.await;
+            run_to_end(&mut child).await
         });
         assert_eq!(after.exits().count(), 1, "run {run}: {:?}", after.log);
     }
@@ -119,24 +113,15 @@ fn a_wait_pending_on_pipes_the_child_closed_does_not_spin() {
     }
     // wait leaves those pipes unread with their readiness set; it must not poll them in a
     // loop for the second the child still runs.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (used, after) = rt.block_on(async {
-        tokio::spawn(async {
-            let mut child = sh("echo x; echo y >&2; exec 1>&- 2>&-; sleep 1")
-                .spawn()
-                .unwrap();
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let cpu = own_cpu_time();
-            assert!(within("wait", child.wait()).await.unwrap().success());
-            let used = own_cpu_time() - cpu;
-            (used, run_to_end(&mut child).await)
-        })
-        .await
-        .unwrap()
+    let (used, after) = in_a_task(&multi_thread_runtime(2), async {
+        let mut child = sh("echo x; echo y >&2; exec 1>&- 2>&-; sleep 1")
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let cpu = own_cpu_time();
+        assert!(within("wait", child.wait()).await.unwrap().success());
+        let used = own_cpu_time() - cpu;
+        (used, run_to_end(&mut child).await)
     });
     assert!(
         used < Duration::from_millis(150),

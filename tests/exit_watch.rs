@@ -11,33 +11,16 @@
 
 mod common;
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use process_transport::{ChildFd, Command, Error, ProcessTransport};
 
 use common::rerun::{is_inner, rerun};
 use common::{
-    LIMIT, current_thread_runtime, process_state, reaper_thread_cpu_ns, reaper_thread_switches,
-    reaper_thread_ticks, skip_without_pidfds, wait_until, within,
+    LIMIT, current_thread_runtime, in_a_task, multi_thread_runtime, process_state,
+    reaper_thread_cpu_ns, reaper_thread_switches, reaper_thread_ticks, skip_without_pidfds,
+    wait_until, within,
 };
-
-fn multi_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Runs `fut` as a task on `rt` (a task, not `block_on`: only a task watches).
-fn in_a_task<F>(rt: &tokio::runtime::Runtime, fut: F) -> F::Output
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    rt.block_on(async { tokio::spawn(fut).await.unwrap() })
-}
 
 /// A child that runs for `secs`, with its stdio on pipes.
 fn sleep_for(secs: &str) -> ProcessTransport {
@@ -301,7 +284,7 @@ fn a_transport_outlives_the_runtime_that_watched_its_child() {
 fn a_transport_moved_to_another_runtime_while_the_first_idles_is_still_reaped() {
     for (to, runtime) in [
         ("current-thread", current_thread_runtime()),
-        ("multi-thread", multi_thread()),
+        ("multi-thread", multi_thread_runtime(1)),
     ] {
         let first = current_thread_runtime();
         let mut child = watched_in(&first, "0.2");
@@ -330,7 +313,7 @@ fn a_future_driven_outside_tokio_in_an_entered_runtime_is_still_reaped() {
 
 #[test]
 fn a_foreign_executor_inside_a_task_still_sees_the_exit() {
-    for runtime in [current_thread_runtime(), multi_thread()] {
+    for runtime in [current_thread_runtime(), multi_thread_runtime(1)] {
         // A sync helper called from async code (a `Drop`, a callback) blocks the task's
         // thread, so the task's runtime does not run meanwhile.
         let status = no_hang(move || {

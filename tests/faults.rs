@@ -255,11 +255,7 @@ fn runtime_shut_down_with_live_children() {
 
     // One runtime owns children inside its tasks; another hands a transport out past its
     // own lifetime.
-    let inner = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let inner = common::multi_thread_runtime(2);
     let (task_pids, kept) = inner.block_on(async {
         let mut pids = Vec::new();
         for _ in 0..5 {

@@ -77,6 +77,25 @@ pub fn current_thread_runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A multi-thread runtime with `workers` workers and every driver.
+pub fn multi_thread_runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Runs `fut` as a task on `rt` (a task, not `block_on`: only a task watches its child's
+/// exit in its own reactor) and returns its output.
+pub fn in_a_task<F>(rt: &tokio::runtime::Runtime, fut: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    rt.block_on(async { tokio::spawn(fut).await.unwrap() })
+}
+
 /// Polls `cond` every 10 ms (blocking the thread) until it holds; false after `limit`.
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
