@@ -14,7 +14,7 @@ use process_transport::{
     ChildFd, CloseReason, Command, Event, ExitStatus, ProcessProtocol, ProcessTransport, WaitError,
 };
 
-use common::rerun::{is_inner, rerun};
+use common::rerun::in_own_process;
 use common::{
     Outcome, Rec, in_a_task, multi_thread_runtime, own_cpu_time, py, record, run_to_end, sh, within,
 };
@@ -106,9 +106,8 @@ async fn wait_leaves_what_a_pipe_closed_by_the_child_still_holds_for_the_events_
 #[test]
 fn a_wait_pending_on_pipes_the_child_closed_does_not_spin() {
     let name = "a_wait_pending_on_pipes_the_child_closed_does_not_spin";
-    if !is_inner(name) {
-        // Alone in a process of its own: the CPU time measured is this test's.
-        rerun(name, &[]);
+    // Alone in a process of its own: the CPU time measured is this test's.
+    if !in_own_process(name) {
         return;
     }
     // wait leaves those pipes unread with their readiness set; it must not poll them in a

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use process_transport::{ChildFd, Command, Error, ProcessTransport};
 
-use common::rerun::{is_inner, rerun};
+use common::rerun::in_own_process;
 use common::{
-    LIMIT, current_thread_runtime, in_a_task, multi_thread_runtime, process_state,
-    reaper_thread_cpu_ns, reaper_thread_switches, reaper_thread_ticks, skip_without_pidfds,
-    wait_until, within,
+    LIMIT, assert_reaper_thread_idles, current_thread_runtime, in_a_task, multi_thread_runtime,
+    process_state, reaper_thread_cpu_ns, reaper_thread_switches, skip_without_pidfds, wait_until,
+    within,
 };
 
 /// A child that runs for `secs`, with its stdio on pipes.
@@ -57,14 +57,7 @@ fn no_hang<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
 /// Whether to go on with a test `name` that needs pidfds and a fresh process: `false` under
 /// the forced SIGCHLD fallback, and in the outer process once the inner run has passed.
 fn inner_run_with_pidfds(name: &str) -> bool {
-    if skip_without_pidfds(name) {
-        return false;
-    }
-    if !is_inner(name) {
-        rerun(name, &[]);
-        return false;
-    }
-    true
+    !skip_without_pidfds(name) && in_own_process(name)
 }
 
 #[test]
@@ -370,8 +363,7 @@ fn a_child_exiting_while_its_task_does_other_work_is_reaped_at_once() {
 #[test]
 fn waiting_in_a_runtime_without_io_panics_nowhere() {
     let name = "waiting_in_a_runtime_without_io_panics_nowhere";
-    if !is_inner(name) {
-        rerun(name, &[]);
+    if !in_own_process(name) {
         return;
     }
     // A panic caught inside the crate would still run the hook (and abort under
@@ -432,13 +424,7 @@ fn a_fork_dropping_a_watched_transport_leaves_the_parent_s_wait_and_reaper_alone
         assert_eq!(unsafe { libc::waitpid(forked, &mut raw, 0) }, forked);
         // The same task, so the same watch: the exit must come all the same.
         let status = within("the exit", child.wait()).await.unwrap();
-        let before = reaper_thread_ticks();
-        std::thread::sleep(Duration::from_millis(500));
-        let spent = reaper_thread_ticks() - before;
-        assert!(
-            spent <= 5,
-            "the reaper thread used {spent} ticks while idle"
-        );
+        assert_reaper_thread_idles();
         status
     });
     assert!(status.success());

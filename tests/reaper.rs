@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use process_transport::{ChildFd, Command, Error, ProcessTransport, SpawnError, WaitError};
 
-use common::rerun::{is_inner, rerun};
+use common::rerun::{in_own_process, is_inner, rerun};
 use common::{
-    LIMIT, current_thread_runtime, forced_sigchld, pidns, process_state, reaper_thread_ticks,
-    skip_without_pidfds, skipped, wait_until,
+    LIMIT, assert_reaper_thread_idles, current_thread_runtime, forced_sigchld, pidns,
+    process_state, skip_without_pidfds, skipped, wait_until,
 };
 
 fn sleeper() -> Command {
@@ -244,8 +244,7 @@ fn sigchld_is_default() -> bool {
 #[test]
 fn a_reaper_that_could_not_start_is_retried_on_the_next_spawn() {
     let name = "a_reaper_that_could_not_start_is_retried_on_the_next_spawn";
-    if !is_inner(name) {
-        rerun(name, &[]);
+    if !in_own_process(name) {
         return;
     }
     current_thread_runtime().block_on(async {
@@ -279,8 +278,7 @@ fn a_reaper_that_could_not_start_is_retried_on_the_next_spawn() {
 #[test]
 fn a_forked_process_reaps_the_children_it_spawns() {
     let name = "a_forked_process_reaps_the_children_it_spawns";
-    if !is_inner(name) {
-        rerun(name, &[]);
+    if !in_own_process(name) {
         return;
     }
     // The reaper starts here, in the parent.
@@ -333,8 +331,7 @@ fn a_forked_process_reaps_the_children_it_spawns() {
 #[test]
 fn the_reaper_does_not_spin_after_an_exit_while_a_transport_still_watches() {
     let name = "the_reaper_does_not_spin_after_an_exit_while_a_transport_still_watches";
-    if !is_inner(name) {
-        rerun(name, &[]);
+    if !in_own_process(name) {
         return;
     }
     current_thread_runtime().block_on(async {
@@ -344,13 +341,7 @@ fn the_reaper_does_not_spin_after_an_exit_while_a_transport_still_watches() {
         assert!(polled.is_err(), "sleep 0.1 is still running");
         // The child exits while nobody polls the transport that watches it.
         std::thread::sleep(Duration::from_millis(300));
-        let before = reaper_thread_ticks();
-        std::thread::sleep(Duration::from_millis(500));
-        let spent = reaper_thread_ticks() - before;
-        assert!(
-            spent <= 5,
-            "the reaper thread used {spent} ticks while idle"
-        );
+        assert_reaper_thread_idles();
         assert!(child.wait().await.unwrap().success());
     });
 }

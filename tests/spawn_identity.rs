@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use process_transport::{ChildFd, Command, SpawnError};
 
-use common::rerun::{is_inner, rerun};
+use common::rerun::{in_own_process, is_inner, rerun};
 use common::{child_status, ids, own_status, signal_bit, signal_mask};
 
 /// Whether `tool` is on the PATH; prints a loud notice when it is not.
@@ -71,8 +71,7 @@ thread_local! {
 #[test]
 fn spawning_from_a_thread_local_destructor_does_not_abort() {
     const NAME: &str = "spawning_from_a_thread_local_destructor_does_not_abort";
-    if !is_inner(NAME) {
-        rerun(NAME, &[]);
+    if !in_own_process(NAME) {
         return;
     }
     // Thread-local destructors run in reverse order of first use. FIRST is used before
@@ -136,8 +135,7 @@ async fn explicit_groups_are_set_and_a_uid_or_gid_change_clears_the_inherited_on
         eprintln!("!!!!! SKIPPED {NAME}: needs root !!!!!");
         return;
     }
-    if !is_inner(NAME) {
-        rerun(NAME, &[]);
+    if !in_own_process(NAME) {
         return;
     }
     let extra: [libc::gid_t; 2] = [4242, 4243];
@@ -273,8 +271,7 @@ extern "C" fn do_nothing(_: libc::c_int) {}
 #[test]
 fn ignored_signals_are_reset_by_default_and_kept_on_request() {
     const NAME: &str = "ignored_signals_are_reset_by_default_and_kept_on_request";
-    if !is_inner(NAME) {
-        rerun(NAME, &[]);
+    if !in_own_process(NAME) {
         return;
     }
     // As a nohup-style supervisor would: some signals ignored (SIGPIPE already is, by Rust's

@@ -225,6 +225,18 @@ pub fn reaper_thread() -> std::path::PathBuf {
     panic!("no reaper thread in /proc/self/task");
 }
 
+/// Asserts that the reaper thread stays idle for the next half second (at most 5 ticks of
+/// CPU: a thread spinning on a ready fd uses all 50).
+pub fn assert_reaper_thread_idles() {
+    let before = reaper_thread_ticks();
+    std::thread::sleep(Duration::from_millis(500));
+    let spent = reaper_thread_ticks() - before;
+    assert!(
+        spent <= 5,
+        "the reaper thread used {spent} ticks while idle"
+    );
+}
+
 /// CPU ticks (user + system) the reaper thread has used so far.
 pub fn reaper_thread_ticks() -> u64 {
     let stat = std::fs::read_to_string(reaper_thread().join("stat")).unwrap();

@@ -12,6 +12,16 @@ pub fn is_inner(test: &str) -> bool {
     std::env::var(INNER_ENV).is_ok_and(|v| v == test)
 }
 
+/// Whether to go on with `test` in this process: `true` in its re-run; otherwise it is run
+/// again in a fresh process (see [`rerun`], which asserts that it passed there) and `false`.
+pub fn in_own_process(test: &str) -> bool {
+    if is_inner(test) {
+        return true;
+    }
+    rerun(test, &[]);
+    false
+}
+
 /// Runs `test` (its full path, as `--exact` wants it) of this test binary again under
 /// `wrapper` (a command prefix, may be empty), prints the inner output, and asserts that
 /// exactly that test ran there and passed. Returns the inner run's output.
