@@ -1,29 +1,40 @@
-//! A child's exit seen from the awaiting task's own reactor.
+//! A child's exit seen from the awaiting future's own reactor.
 //!
 //! Through the reaper thread an awaited exit costs two wake-ups: the exit wakes the reaper
-//! thread, which wakes the task's worker; on this 2-vCPU VM a wake-up of an idle CPU costs
-//! tens of µs. With the child's pidfd registered in the task's reactor, the exit wakes the
-//! task's worker directly and the task reaps there.
+//! thread, which wakes the awaiting thread; on this 2-vCPU VM a wake-up of an idle CPU costs
+//! tens of µs. With the child's pidfd registered in the runtime's reactor, the exit wakes the
+//! thread that drives it, which polls the awaiting future and reaps there.
 //!
 //! Meanwhile the reaper keeps the pidfd in its deferred set, checked now and then rather
 //! than slept on (see [`crate::reaper`]): were the thread woken by the same exit, it would
-//! race the task for the reaper's table and, on two CPUs, for the CPUs, which undid the gain
-//! (measured with `cargo bench --bench compare -- --only exit_latency`, awaited in a task:
-//! 0.76-0.80x Tokio's latency without a watch, 0.77-0.78x with the reaper also woken,
-//! 0.89-0.91x with it deferred). Yet an exit the task does not hear of (the task busy
-//! elsewhere, a foreign executor blocking it, a fork that deregistered the shared pidfd) is
-//! still reaped within that check. The pidfd goes back to the reaper's main set when the
-//! watch ends without the exit (the transport dropped, the reactor gone, another task
-//! polling it, which then watches from its own reactor) and for good once a handle waits.
+//! race the awaiting thread for the reaper's table and, on two CPUs, for the CPUs, which
+//! undid the gain (measured with `cargo bench --bench compare -- --only exit_latency`,
+//! against Tokio's latency: awaited in a task, 0.76-0.80x without a watch, 0.77-0.78x with
+//! the reaper also woken, 0.89-0.91x with it deferred; on a current-thread runtime,
+//! 0.81-0.93x, 0.85-0.87x and 0.96-0.97x). Yet an exit the future does not hear of (its task
+//! busy elsewhere, a foreign executor blocking the thread, a fork that deregistered the
+//! shared pidfd) is still reaped within that check. The pidfd goes back to the reaper's main
+//! set when the watch ends without the exit (the transport dropped, the reactor gone, the
+//! transport polled from elsewhere) and for good once a handle waits.
 //!
-//! Only a task watches (a future under `block_on` may sit in a reactor nobody drives, and on
-//! a multi-thread runtime its exit would reach it through a worker anyway), and only in the
-//! runtime the transport's pipes were registered with: that proves the runtime has I/O
-//! (registering in one without panics inside Tokio).
+//! Only a future polled where its runtime's reactor would wake it watches: a task of the
+//! runtime the transport's pipes were registered with (which proves the runtime has I/O;
+//! registering in one without panics inside Tokio), or any future under that runtime when it
+//! is a current-thread one, whose single thread both polls and drives the reactor
+//! (`#[tokio::main(flavor = "current_thread")]`, `#[tokio::test]`). Under `block_on` of a
+//! multi-thread runtime the exit would reach the caller through a worker anyway, so the
+//! reaper thread keeps it. A future of a current-thread runtime that nobody drives (a
+//! `Handle::block_on` or a foreign executor while no thread is in `Runtime::block_on`, where
+//! Tokio's own I/O stalls) hears its child's exit at the reaper's deferred check.
+//!
+//! The watch follows the transport from task to task within that runtime (the reactor wakes
+//! whichever polled last) and ends when it is polled anywhere else. Where is told by the
+//! runtime and task, not by comparing wakers: `Waker::will_wake` is false for two clones of
+//! a current-thread `block_on`'s waker, which would register the pidfd again at every poll.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -33,16 +44,15 @@ use crate::exit_status::ExitStatus;
 use crate::reaper::ExitSlot;
 use crate::sys;
 
-/// A registration of the pidfd, the task it wakes, and the slot to hand back to the reaper
-/// when it ends.
+/// A registration of the pidfd and the slot to hand back to the reaper when it ends.
 struct Watching {
     pidfd: AsyncFd<Arc<OwnedFd>>,
-    waker: Waker,
     slot: Arc<ExitSlot>,
 }
 
 /// The awaiting side of one child's exit: its pidfd in the reactor of its home runtime,
-/// registered on the first poll in a task of that runtime that finds the child running.
+/// registered on the first poll near that reactor (see the module's header) that finds the
+/// child running.
 ///
 /// Boxed: every transport carries an `ExitWatch` and idle ones never watch, so they pay a
 /// pointer, not the registration's size.
@@ -56,23 +66,16 @@ impl ExitWatch {
         slot: &Arc<ExitSlot>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<ExitStatus, WaitError>> {
-        if self
-            .0
-            .as_ref()
-            .is_some_and(|watching| !watching.waker.will_wake(cx.waker()))
-        {
-            // Another task polls now, perhaps in another runtime.
+        if !near_the_reactor_of(slot.home()) {
+            // Polled from elsewhere now (another runtime, a multi-thread runtime's `block_on`).
             self.stop();
-        }
-        if self.0.is_none()
-            && in_a_task_of(slot.home())
+        } else if self.0.is_none()
             && let Some(pidfd) = slot.exit_watch()
             && let Ok(pidfd) = sys::fd::register_shared(pidfd, Interest::READABLE)
         {
-            slot.watch_from_task();
+            slot.watch_from_reactor();
             self.0 = Some(Box::new(Watching {
                 pidfd,
-                waker: cx.waker().clone(),
                 slot: slot.clone(),
             }));
         }
@@ -120,11 +123,15 @@ impl std::fmt::Debug for ExitWatch {
     }
 }
 
-/// Whether the caller is a task of the runtime `home`.
-fn in_a_task_of(home: Option<tokio::runtime::Id>) -> bool {
+/// Whether a future polled here would be woken by the reactor of runtime `home`: in a task
+/// of it, or anywhere under it if it is a current-thread runtime (see the module's header).
+fn near_the_reactor_of(home: Option<tokio::runtime::Id>) -> bool {
     let Some(home) = home else { return false };
-    tokio::task::try_id().is_some()
-        && tokio::runtime::Handle::try_current().is_ok_and(|runtime| runtime.id() == home)
+    tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+        runtime.id() == home
+            && (tokio::task::try_id().is_some()
+                || runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
+    })
 }
 
 #[cfg(test)]

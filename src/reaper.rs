@@ -15,8 +15,9 @@
 //! periodically but the deferred check below, while a task watches a child (and that check
 //! backs off while it finds nothing).
 //!
-//! A transport awaited in a task watches its child's pidfd in the task's own reactor, so the
-//! exit wakes that task directly and it reaps there (see [`crate::exit_watch`]). Meanwhile
+//! A transport awaited in a task (or on a current-thread runtime) watches its child's pidfd
+//! in its runtime's own reactor, so the exit wakes the awaiting thread directly and it reaps
+//! there (see [`crate::exit_watch`]). Meanwhile
 //! the pidfd sits in the reaper's second, *deferred* set, which the thread does not sleep on
 //! but checks now and then (see [`CheckSchedule`]): so the reaper thread is not woken by that
 //! exit, yet an exit the task does not hear of (the task busy elsewhere, a foreign executor
@@ -110,8 +111,9 @@ pub(crate) struct ExitSlot {
 enum Watcher {
     /// The main set: the reaper thread wakes on the exit.
     Reaper,
-    /// The deferred set: a task watches in its own reactor, the reaper checks now and then.
-    Task,
+    /// The deferred set: the awaiting future watches in its runtime's reactor, the reaper
+    /// checks now and then.
+    Reactor,
     /// The main set, for good: a handle waits (it must be woken at once, whatever tasks do).
     ReaperOnly,
 }
@@ -193,7 +195,7 @@ impl ExitSlot {
         }
     }
 
-    /// The pidfd, for a task of the slot's home runtime to watch in its reactor, while the
+    /// The pidfd, for a future of the slot's home runtime to watch in its reactor, while the
     /// child runs and is tracked through it; see [`crate::exit_watch`]. `None` in a forked
     /// process, whose reaper this is not.
     pub(crate) fn exit_watch(&self) -> Option<Arc<OwnedFd>> {
@@ -212,13 +214,14 @@ impl ExitSlot {
         self.home
     }
 
-    /// A task now watches the pidfd in its reactor: it moves to the reaper's deferred set,
-    /// so the exit wakes only that task (which reaps with [`reap_now`](Self::reap_now)).
-    pub(crate) fn watch_from_task(&self) {
-        self.move_to(Watcher::Task);
+    /// A future now watches the pidfd in its runtime's reactor: it moves to the reaper's
+    /// deferred set, so the exit wakes only that future (which reaps with
+    /// [`reap_now`](Self::reap_now)).
+    pub(crate) fn watch_from_reactor(&self) {
+        self.move_to(Watcher::Reactor);
     }
 
-    /// A task's watch ended without the exit: the pidfd goes back to the reaper's main set
+    /// A reactor's watch ended without the exit: the pidfd goes back to the reaper's main set
     /// (an exit that came meanwhile is reported at once: level-triggered).
     pub(crate) fn return_to_reaper(&self) {
         self.move_to(Watcher::Reaper);
@@ -244,7 +247,7 @@ impl ExitSlot {
         if *watcher == Watcher::ReaperOnly || *watcher == to {
             return;
         }
-        if (*watcher == Watcher::Task) != (to == Watcher::Task) {
+        if (*watcher == Watcher::Reactor) != (to == Watcher::Reactor) {
             let (from_set, to_set) = (self.reaper.set_of(*watcher), self.reaper.set_of(to));
             // Into the new set before out of the old one: never in neither.
             if let Err(e) = to_set.add(pidfd.as_fd(), token as u64) {
@@ -252,7 +255,7 @@ impl ExitSlot {
                 return;
             }
             let _ = from_set.delete(pidfd.as_fd());
-            if to == Watcher::Task {
+            if to == Watcher::Reactor {
                 self.reaper.deferred_added();
             } else {
                 self.reaper.deferred_len.fetch_sub(1, Ordering::SeqCst);
@@ -351,7 +354,7 @@ impl ExitSlot {
             SlotState::Done { .. } => (None, Watcher::Reaper),
         };
         if let Some(pidfd) = &pidfd {
-            if watcher == Watcher::Task {
+            if watcher == Watcher::Reactor {
                 // Out of the deferred set in any case: the task's copy keeps the file open.
                 let _ = self.reaper.deferred.delete(pidfd.as_fd());
                 self.reaper.deferred_len.fetch_sub(1, Ordering::SeqCst);
@@ -648,7 +651,7 @@ impl Reaper {
     /// The epoll set of pidfds watched by `watcher`.
     fn set_of(&self, watcher: Watcher) -> &Epoll {
         match watcher {
-            Watcher::Task => &self.deferred,
+            Watcher::Reactor => &self.deferred,
             Watcher::Reaper | Watcher::ReaperOnly => &self.epoll,
         }
     }

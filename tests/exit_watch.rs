@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use process_transport::{ChildFd, Command, Error, ProcessTransport};
 
-use common::rerun::in_own_process;
+use common::rerun::{in_own_process, is_inner, syscalls_of};
 use common::{
     LIMIT, assert_reaper_thread_idles, current_thread_runtime, in_a_task, multi_thread_runtime,
     process_state, reaper_thread_cpu_ns, reaper_thread_switches, skip_without_pidfds, wait_until,
@@ -61,8 +61,10 @@ fn inner_run_with_pidfds(name: &str) -> bool {
 }
 
 #[test]
-fn exits_awaited_in_a_task_do_not_wake_the_reaper_thread() {
-    if !inner_run_with_pidfds("exits_awaited_in_a_task_do_not_wake_the_reaper_thread") {
+fn exits_awaited_in_a_task_or_on_a_current_thread_runtime_do_not_wake_the_reaper_thread() {
+    if !inner_run_with_pidfds(
+        "exits_awaited_in_a_task_or_on_a_current_thread_runtime_do_not_wake_the_reaper_thread",
+    ) {
         return;
     }
     let rt = current_thread_runtime();
@@ -86,13 +88,64 @@ fn exits_awaited_in_a_task_do_not_wake_the_reaper_thread() {
         let status = in_a_task(&rt, async move { within("the exit", child.wait()).await });
         assert!(status.unwrap().success());
     }
+    // Awaited outside any task, by the thread that drives the runtime.
+    for _ in 0..20 {
+        let status = rt.block_on(async { within("the exit", sleep_for("0.02").wait()).await });
+        assert!(status.unwrap().success());
+    }
     let woken = reaper_thread_switches() - before;
-    // The thread checks the deferred exits every 100 ms; were it woken by each exit too,
-    // that would be 60 more.
-    let checks = started.elapsed().as_millis() as u64 / 100 + 1;
+    // The thread checks the deferred exits at most every 100 ms, and backs off while the
+    // checks find none (these exits are all reaped where they are awaited): a handful of
+    // wake-ups in these ~2.5 s (5 measured). Were it woken by the exits of any one of the
+    // three ways of awaiting above, that would be 20 more.
     assert!(
-        woken <= checks + 4,
-        "the reaper thread woke {woken} times for 60 awaited exits ({checks} checks)"
+        woken < 15,
+        "the reaper thread woke {woken} times for 80 awaited exits in {:?}",
+        started.elapsed()
+    );
+}
+
+/// Awaits a 0.3 s child while a 1 ms ticker wakes the awaiting future again and again;
+/// returns how often `wait()` was polled.
+async fn wait_polled_often() -> u32 {
+    let mut child = sleep_for("0.3");
+    let mut wait = std::pin::pin!(child.wait());
+    let mut ticks = tokio::time::interval(Duration::from_millis(1));
+    let mut polls = 0;
+    loop {
+        tokio::select! {
+            status = &mut wait => {
+                assert!(status.unwrap().success());
+                return polls;
+            }
+            _ = ticks.tick() => polls += 1,
+        }
+    }
+}
+
+#[test]
+fn a_watch_is_set_up_once_however_often_the_wait_is_polled() {
+    let name = "a_watch_is_set_up_once_however_often_the_wait_is_polled";
+    if skip_without_pidfds(name) {
+        return;
+    }
+    const CHILDREN: u64 = 2;
+    if is_inner(name) {
+        // A current-thread `block_on` and a task of a multi-thread runtime.
+        let polls = current_thread_runtime().block_on(wait_polled_often())
+            + in_a_task(&multi_thread_runtime(2), wait_polled_often());
+        assert!(polls >= 200, "wait() polled only {polls} times");
+        return;
+    }
+    let Some(epoll_ctls) = syscalls_of(name, &["epoll_ctl"]) else {
+        return;
+    };
+    // Each child: its three pipes in and out of the reactor, its pidfd into the reactor and
+    // between the reaper's sets; the runtimes' own few. Each poll setting the watch up again
+    // would add four.
+    assert!(
+        epoll_ctls <= 20 * CHILDREN,
+        "{epoll_ctls} epoll_ctl calls for {CHILDREN} children"
     );
 }
 
@@ -222,6 +275,36 @@ fn a_handle_waiting_on_a_watched_child_hears_its_exit_at_once() {
 }
 
 #[test]
+fn a_watched_child_awaited_from_a_multi_thread_block_on_hears_its_exit_at_once() {
+    let name = "a_watched_child_awaited_from_a_multi_thread_block_on_hears_its_exit_at_once";
+    if skip_without_pidfds(name) {
+        return;
+    }
+    let rt = multi_thread_runtime(1);
+    for _ in 0..5 {
+        let mut child = watched_in(&rt, "100");
+        let handle = child.handle();
+        // `block_on` of a multi-thread runtime does not drive its reactor, so the watch
+        // hands the child back to the reaper thread.
+        let heard = rt.block_on(async move {
+            let killer = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                handle.signal(libc::SIGKILL).unwrap();
+                Instant::now()
+            });
+            let status = within("the exit", child.wait()).await.unwrap();
+            let heard = Instant::now();
+            assert_eq!(status.signal(), Some(libc::SIGKILL));
+            heard - killer.await.unwrap()
+        });
+        assert!(
+            heard < Duration::from_millis(50),
+            "block_on heard of the exit {heard:?} after the kill"
+        );
+    }
+}
+
+#[test]
 fn a_handle_waiting_before_the_transport_watches_still_sees_the_exit() {
     let rt = current_thread_runtime();
     let status = in_a_task(&rt, async {
@@ -296,12 +379,19 @@ fn a_future_driven_outside_tokio_in_an_entered_runtime_is_still_reaped() {
     let rt = current_thread_runtime();
     let handle = rt.handle().clone();
     // Nothing drives this runtime (not even its timers).
-    let status = no_hang(move || {
+    let (status, took) = no_hang(move || {
         let _entered = handle.enter();
         let mut child = sleep_for("0.2");
-        futures::executor::block_on(child.wait())
+        let started = Instant::now();
+        (futures::executor::block_on(child.wait()), started.elapsed())
     });
     assert!(status.unwrap().success());
+    // The transport watches in the reactor of its current-thread runtime, which nobody
+    // drives here: the reaper's deferred check (at most a second apart) hears the exit.
+    assert!(
+        took < Duration::from_millis(1800),
+        "reaped {took:?} after the spawn"
+    );
 }
 
 #[test]

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use process_transport::{ChildFd, Command, Error, ProcessTransport, SpawnError, WaitError};
 
-use common::rerun::{in_own_process, is_inner, rerun};
+use common::rerun::{in_own_process, is_inner, syscalls_of};
 use common::{
     LIMIT, assert_reaper_thread_idles, current_thread_runtime, forced_sigchld, pidns,
-    process_state, skip_without_pidfds, skipped, wait_until,
+    process_state, skip_without_pidfds, wait_until,
 };
 
 fn sleeper() -> Command {
@@ -32,26 +32,6 @@ fn foreign_zombie() -> std::process::Child {
     let pid = zombie.id();
     assert!(wait_until(LIMIT, || process_state(pid) == Some('Z')));
     zombie
-}
-
-/// Runs `test` again under `perf stat` counting wait-family syscalls; `None` (after a loud
-/// note) where perf or its syscall tracepoints are missing.
-fn wait_syscalls_of(test: &str) -> Option<u64> {
-    let events = "syscalls:sys_enter_wait4,syscalls:sys_enter_waitid";
-    let probe = std::process::Command::new("perf")
-        .args(["stat", "-e", events, "--", "true"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        skipped(test, "perf with syscall tracepoints is not available");
-        return None;
-    }
-    let out = rerun(test, &["perf", "stat", "-x,", "-e", events, "--"]);
-    let counts = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter(|l| l.contains("sys_enter_wait"))
-        .map(|l| l.split(',').next().unwrap().parse::<u64>().unwrap())
-        .sum();
-    Some(counts)
 }
 
 const CHILDREN: usize = 300;
@@ -76,7 +56,7 @@ fn assert_one_wait_per_exit(test: &str, exits: usize, what: &str) {
     if skip_without_pidfds(test) {
         return;
     }
-    let Some(waits) = wait_syscalls_of(test) else {
+    let Some(waits) = syscalls_of(test, &["wait4", "waitid"]) else {
         return;
     };
     assert!(

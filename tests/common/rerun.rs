@@ -60,3 +60,29 @@ pub fn rerun(test: &str, wrapper: &[&str]) -> Output {
     );
     output
 }
+
+/// Runs `test` again under `perf stat` and returns how many times it entered the named
+/// `syscalls` (`"waitid"`, `"epoll_ctl"`, ...), summed; `None` (after a loud note) where perf
+/// or its syscall tracepoints are missing. Counted by the kernel, not timed: steady on a
+/// noisy machine.
+pub fn syscalls_of(test: &str, syscalls: &[&str]) -> Option<u64> {
+    let events = syscalls
+        .iter()
+        .map(|name| format!("syscalls:sys_enter_{name}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let probe = Command::new("perf")
+        .args(["stat", "-e", &events, "--", "true"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        super::skipped(test, "perf with syscall tracepoints is not available");
+        return None;
+    }
+    let out = rerun(test, &["perf", "stat", "-x,", "-e", &events, "--"]);
+    let count = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains("sys_enter_"))
+        .map(|l| l.split(',').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    Some(count)
+}

@@ -1,7 +1,9 @@
 //! Exit latency: from the moment the parent closes `cat`'s stdin (so `cat` exits) to the
 //! moment the awaited status is in hand, one child at a time. Each `cat` first echoes a line,
 //! so it is running (not still loading) when the clock starts. The floor is a blocking
-//! `waitpid` on the spawning thread. Measured from `block_on` and again inside a task.
+//! `waitpid` on the spawning thread. Measured from `block_on` and inside a task of the
+//! two-worker runtime, and from `block_on` of a current-thread runtime (`#[tokio::main(flavor =
+//! "current_thread")]`, `#[tokio::test]`), whose one thread both awaits and drives the reactor.
 
 use std::ffi::CStr;
 use std::future::Future;
@@ -28,13 +30,15 @@ pub fn run(rt: &Runtime, cfg: &Config, report: &mut Report) {
     // From `block_on`, and awaited in a task on the runtime's workers as a service would:
     // `block_on` runs the future on the calling thread, which the exit reaches through a
     // worker.
-    for (shape, in_task) in [("", false), (", in a task", true)] {
-        let run = |fut: fn() -> Pin<Box<dyn Future<Output = f64> + Send>>| {
-            if in_task {
-                rt.block_on(async { tokio::spawn(fut()).await.expect("task") })
-            } else {
-                rt.block_on(fut())
-            }
+    let current_thread = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for shape in [Shape::BlockOn, Shape::InATask, Shape::CurrentThread] {
+        let run = |fut: fn() -> Pin<Box<dyn Future<Output = f64> + Send>>| match shape {
+            Shape::BlockOn => rt.block_on(fut()),
+            Shape::InATask => rt.block_on(async { tokio::spawn(fut()).await.expect("task") }),
+            Shape::CurrentThread => current_thread.block_on(fut()),
         };
         let contenders = vec![
             contender(Role::Ours, "process-transport", || run(|| Box::pin(ours()))),
@@ -42,9 +46,22 @@ pub fn run(rt: &Runtime, cfg: &Config, report: &mut Report) {
             contender(Role::Std, "std::process", std),
             contender(Role::Floor, "posix_spawn + waitpid", floor),
         ];
+        let shape = match shape {
+            Shape::BlockOn => "",
+            Shape::InATask => ", in a task",
+            Shape::CurrentThread => ", current-thread runtime",
+        };
         let scenario = format!("exit latency: close cat's stdin -> status in hand{shape}");
         report.race(&scenario, "µs", false, cfg.spawn, contenders);
     }
+}
+
+/// Where the awaiting future runs.
+#[derive(Clone, Copy)]
+enum Shape {
+    BlockOn,
+    InATask,
+    CurrentThread,
 }
 
 fn since(start: Instant) -> f64 {
