@@ -587,7 +587,14 @@ impl ChildFds {
             };
             let interest = match dir {
                 Direction::ParentWrites => Interest::WRITABLE,
-                Direction::ParentReads | Direction::PtyMaster => Interest::READABLE,
+                Direction::ParentReads => Interest::READABLE,
+                Direction::PtyMaster => {
+                    let watch_set = sys::pty::watch_set(fd.as_fd())
+                        .map_err(failed(SpawnStep::RegisterPipe(child_fd)))?;
+                    let watch_set = register(watch_set, Interest::READABLE)?;
+                    pipes.push(Pipe::terminal(child_fd, watch_set, fd));
+                    continue;
+                }
                 Direction::Duplex => {
                     // A second copy of the same socket, so that each direction has its own
                     // registration (epoll keys them by fd number) and its own readiness.

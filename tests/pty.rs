@@ -9,7 +9,8 @@ use futures::StreamExt;
 use process_transport::{ChildFd, CloseReason, Command, Event, PtySize};
 use tokio::time::timeout;
 
-use common::{LIMIT, read_until, run_to_end, stat};
+use common::rerun::in_own_process;
+use common::{LIMIT, current_thread_runtime, own_cpu_time, read_until, run_to_end, stat};
 
 fn pty_sh(script: &str, size: PtySize) -> Command {
     let mut c = Command::new("sh");
@@ -91,6 +92,81 @@ async fn closing_the_terminal_before_exiting_is_not_a_hangup() {
         "the child was hung up: {:?} {:?}",
         run.status(),
         run.log
+    );
+}
+
+#[tokio::test]
+async fn output_written_after_the_child_reopens_its_terminal_arrives() {
+    // The child closes its last handles on the terminal (the master reads EIO), then opens
+    // it again by name and writes: a little, then more than the terminal buffers. Nothing is
+    // lost and the child is never left blocked on a terminal nobody reads.
+    let script = "exec 0<&- 1>&- 2>&-; sleep 0.2; \
+                  echo late > /dev/tty; seq 1 20000 > /dev/tty; echo done > /dev/tty";
+    let mut child = pty_sh(script, default_size()).spawn().unwrap();
+    let run = run_to_end(&mut child).await;
+    assert!(run.status().success(), "{:?}", run.status());
+    let out = run.text(1);
+    let lines: Vec<&str> = out.split("\r\n").collect();
+    assert_eq!(
+        lines.len(),
+        20003,
+        "first lines: {:?}",
+        &lines[..lines.len().min(3)]
+    );
+    assert_eq!(lines[0], "late");
+    assert_eq!(lines[20000], "20000");
+    assert_eq!(lines[20001], "done");
+}
+
+#[tokio::test]
+async fn waiting_for_a_child_writing_to_its_reopened_terminal_does_not_deadlock() {
+    let script = "exec 0<&- 1>&- 2>&-; sleep 0.2; seq 1 20000 > /dev/tty";
+    let mut child = pty_sh(script, default_size()).spawn().unwrap();
+    // wait() reads (and discards) the terminal while the child lives, hung up or not.
+    let status = timeout(LIMIT, child.wait())
+        .await
+        .expect("wait() deadlocked");
+    assert!(status.unwrap().success());
+    // The stream after it ends: the master's end after the reap is seen.
+    run_to_end(&mut child).await;
+}
+
+#[test]
+fn a_terminal_nobody_holds_costs_no_cpu_while_the_child_lives() {
+    let name = "a_terminal_nobody_holds_costs_no_cpu_while_the_child_lives";
+    // Alone in a process of its own: the CPU time measured is this test's.
+    if !in_own_process(name) {
+        return;
+    }
+    // The master reports a hang-up for as long as nobody has the terminal open; waiting for
+    // news of it must not turn into polling it, from the stream or from wait().
+    let used = current_thread_runtime().block_on(async {
+        let mut child = pty_sh("exec 0<&- 1>&- 2>&-; sleep 1.2", default_size())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let cpu = own_cpu_time();
+        let events = timeout(Duration::from_millis(500), async {
+            let mut seen = 0;
+            while child.next().await.is_some() {
+                seen += 1;
+            }
+            seen
+        })
+        .await;
+        assert!(events.is_err(), "the stream ended while the child lives");
+        assert!(
+            timeout(LIMIT, child.wait())
+                .await
+                .unwrap()
+                .unwrap()
+                .success()
+        );
+        own_cpu_time() - cpu
+    });
+    assert!(
+        used < Duration::from_millis(150),
+        "{used:?} of CPU for a 1 s wait"
     );
 }
 

@@ -22,7 +22,7 @@ use crate::sys;
 
 pub(crate) use duplex::{Duplex, Half};
 pub use handle::{PipeReader, PipeWriter};
-pub(crate) use reader::{ReadOutcome, ReadSource, Reader, Reads};
+pub(crate) use reader::{ReadOutcome, Reader, Reads};
 pub(crate) use set::PipeSet;
 pub use writer::WriteFlow;
 pub(crate) use writer::{DEFAULT_HIGH_WATER, FlowChange, WriteLimits, Writer};
@@ -104,22 +104,27 @@ impl Pipe {
     ) -> Self {
         let state = match dir {
             Direction::ParentWrites => PipeState::Writer(Writer::new(fd, capacity, limits)),
-            Direction::ParentReads => {
-                PipeState::Reader(Reader::new(fd, capacity, ReadSource::Pipe))
+            Direction::ParentReads => PipeState::Reader(Reader::new(fd, capacity)),
+            Direction::PtyMaster => unreachable!("a pty master is made by Pipe::terminal"),
+            Direction::Duplex => {
+                PipeState::Duplex(Box::new(Duplex::read_only(Reader::new(fd, capacity))))
             }
-            Direction::PtyMaster => {
-                PipeState::Reader(Reader::new(fd, capacity, ReadSource::PtyMaster))
-            }
-            Direction::Duplex => PipeState::Duplex(Box::new(Duplex::read_only(Reader::new(
-                fd,
-                capacity,
-                ReadSource::Pipe,
-            )))),
         };
         Pipe {
             child_fd,
             dir,
             state,
+            paused: false,
+        }
+    }
+
+    /// The pty master read at `child_fd`: `master` itself, and its
+    /// [`watch_set`](crate::sys::pty::watch_set) registered with the reactor.
+    pub(crate) fn terminal(child_fd: i32, watch_set: AsyncFd<OwnedFd>, master: OwnedFd) -> Self {
+        Pipe {
+            child_fd,
+            dir: Direction::PtyMaster,
+            state: PipeState::Reader(Reader::terminal(watch_set, master)),
             paused: false,
         }
     }
@@ -138,7 +143,7 @@ impl Pipe {
             child_fd,
             dir: Direction::Duplex,
             state: PipeState::Duplex(Box::new(Duplex::new(
-                Reader::new(read, capacity, ReadSource::Pipe),
+                Reader::new(read, capacity),
                 Writer::new(write, capacity, limits),
             ))),
             paused: false,

@@ -2,7 +2,7 @@
 //! reads that fill at least half of their buffer.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
@@ -29,13 +29,26 @@ pub(crate) enum ReadOutcome {
     Failed(io::Error),
 }
 
-/// What a reader reads from, which decides what EIO means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ReadSource {
-    /// A pipe: EIO is an error like any other.
-    Pipe,
-    /// A pty master: EIO means the terminal's other side is gone, a clean end of file.
-    PtyMaster,
+/// A pty master, read directly but waited on through an epoll set of its own (see
+/// [`sys::pty::watch_set`]).
+struct Terminal {
+    master: OwnedFd,
+    /// EIO was read: no process has the terminal open; the child may open it again.
+    hung_up: bool,
+    /// The child has been reaped: EIO is now the end of the output.
+    child_reaped: bool,
+}
+
+impl Terminal {
+    /// Whether to read once more without waiting: the reap came after a hang-up used up the
+    /// readiness, and only a read can tell the end from a terminal a grandchild still holds.
+    fn take_look_after_reap(&mut self) -> bool {
+        let look = self.hung_up && self.child_reaped;
+        if look {
+            self.hung_up = false;
+        }
+        look
+    }
 }
 
 /// Which readers a poll reads.
@@ -50,15 +63,16 @@ pub(crate) enum Reads {
     UntilHangup,
 }
 
-/// The parent's reading end of one pipe.
+/// The parent's reading end of one pipe (or pty master).
 pub(crate) struct Reader {
+    /// The pipe in the reactor; for a terminal, its watch set.
     fd: AsyncFd<OwnedFd>,
     /// The buffer of the next read: empty, and never split, so that its capacity is all of
     /// the allocation a chunk handed over from it would hold on to.
     buf: BytesMut,
     capacity: usize,
     read_size: usize,
-    source: ReadSource,
+    terminal: Option<Terminal>,
     /// Grows a default pipe that the child keeps filling up.
     growth: Growth,
     /// The child's end was seen closed and a [`TAIL_READ`] was made.
@@ -76,22 +90,36 @@ fn read_size_for(capacity: usize) -> usize {
 }
 
 impl Reader {
-    /// A reader of `fd`, a pipe of `capacity` (or a pty master, as `source` says).
-    pub(super) fn new(fd: AsyncFd<OwnedFd>, capacity: Capacity, source: ReadSource) -> Self {
+    /// A reader of `fd`, a pipe of `capacity`.
+    pub(super) fn new(fd: AsyncFd<OwnedFd>, capacity: Capacity) -> Self {
         Reader {
             fd,
             buf: BytesMut::new(),
             capacity: capacity.bytes(),
             read_size: read_size_for(capacity.bytes()),
-            source,
+            terminal: None,
             growth: Growth::new(capacity),
             tail_read: false,
         }
     }
 
-    /// Whether `e` is the terminal's EIO, which ends a pty master's input cleanly.
-    fn is_pty_hangup(&self, e: &io::Error) -> bool {
-        self.source == ReadSource::PtyMaster && e.raw_os_error() == Some(libc::EIO)
+    /// A reader of the pty master `master`, waited on through `watch_set` (its
+    /// [`sys::pty::watch_set`], in the reactor).
+    pub(super) fn terminal(watch_set: AsyncFd<OwnedFd>, master: OwnedFd) -> Self {
+        let mut reader = Reader::new(watch_set, Capacity::Default);
+        reader.terminal = Some(Terminal {
+            master,
+            hung_up: false,
+            child_reaped: false,
+        });
+        reader
+    }
+
+    /// The child has been reaped: a terminal's EIO is the end of its output from now on.
+    pub(crate) fn child_reaped(&mut self) {
+        if let Some(terminal) = &mut self.terminal {
+            terminal.child_reaped = true;
+        }
     }
 
     /// Reads whatever is ready, up to one read's worth, into a fresh `Bytes` that shares the
@@ -99,35 +127,71 @@ impl Reader {
     /// whose child end has closed is left alone (`Pending`, nothing read).
     pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>, reads: Reads) -> Poll<ReadOutcome> {
         loop {
-            let mut guard = match ready!(self.fd.poll_read_ready(cx)) {
-                Ok(guard) => guard,
-                Err(e) => return Poll::Ready(ReadOutcome::Failed(e)),
+            let mut guard = if self
+                .terminal
+                .as_mut()
+                .is_some_and(Terminal::take_look_after_reap)
+            {
+                None
+            } else {
+                match ready!(self.fd.poll_read_ready(cx)) {
+                    Ok(guard) => Some(guard),
+                    Err(e) => return Poll::Ready(ReadOutcome::Failed(e)),
+                }
             };
-            if reads == Reads::UntilHangup && guard.ready().is_read_closed() {
+            // Never for a terminal: its watch set does not hang up.
+            let read_closed = guard.as_ref().is_some_and(|g| g.ready().is_read_closed());
+            if reads == Reads::UntilHangup && read_closed {
                 // The readiness stays set: a later poll reads what is left, and the EOF.
                 return Poll::Pending;
             }
-            let size =
-                if guard.ready().is_read_closed() && self.buf.capacity() == 0 && !self.tail_read {
-                    self.tail_read = true;
-                    TAIL_READ
-                } else {
-                    self.read_size
-                };
-            match sys::fd::read_into(guard.get_inner().as_fd(), &mut self.buf, size) {
+            let size = if read_closed && self.buf.capacity() == 0 && !self.tail_read {
+                self.tail_read = true;
+                TAIL_READ
+            } else {
+                self.read_size
+            };
+            let source = match &self.terminal {
+                Some(terminal) => terminal.master.as_fd(),
+                None => self.fd.get_ref().as_fd(),
+            };
+            match sys::fd::read_into(source, &mut self.buf, size) {
                 Ok(0) => return Poll::Ready(ReadOutcome::Eof),
                 Ok(n) => {
                     // A short read drained the pipe; the next write by the child raises a new
-                    // edge, so skip the read that would only say EAGAIN.
-                    if n < size {
+                    // edge, so skip the read that would only say EAGAIN. Not a terminal's:
+                    // it hands out a line-discipline buffer (4 KiB) per read, and after the
+                    // last one only a read tells (EIO) that the child closed it, which may
+                    // have been signalled long before.
+                    if n < size
+                        && self.terminal.is_none()
+                        && let Some(guard) = &mut guard
+                    {
                         guard.clear_ready();
                     }
                     self.maybe_grow(n);
                     return Poll::Ready(ReadOutcome::Data(self.take_chunk(n)));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
-                Err(e) if self.is_pty_hangup(&e) => return Poll::Ready(ReadOutcome::Eof),
-                Err(e) => return Poll::Ready(ReadOutcome::Failed(e)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Some(guard) = &mut guard {
+                        guard.clear_ready();
+                    }
+                }
+                Err(e) => {
+                    let is_eio = e.raw_os_error() == Some(libc::EIO);
+                    let Some(terminal) = self.terminal.as_mut().filter(|_| is_eio) else {
+                        return Poll::Ready(ReadOutcome::Failed(e));
+                    };
+                    if terminal.child_reaped {
+                        return Poll::Ready(ReadOutcome::Eof);
+                    }
+                    // The child closed its last handle on the terminal but may open it again
+                    // and write: wait for news of it, or for the reap.
+                    terminal.hung_up = true;
+                    if let Some(guard) = &mut guard {
+                        guard.clear_ready();
+                    }
+                }
             }
         }
     }
@@ -153,7 +217,8 @@ impl Reader {
 
     /// Grows a default pipe that keeps being full when read.
     fn maybe_grow(&mut self, n: usize) {
-        if self.growth.observe(n >= self.capacity)
+        if self.terminal.is_none()
+            && self.growth.observe(n >= self.capacity)
             && let Some(capacity) = self.growth.grow(self.fd.get_ref().as_fd())
         {
             self.capacity = capacity;
@@ -163,7 +228,10 @@ impl Reader {
 
     /// The fd, out of the reactor, for a handle of another kind.
     pub(crate) fn into_fd(self) -> OwnedFd {
-        self.fd.into_inner()
+        match self.terminal {
+            Some(terminal) => terminal.master,
+            None => self.fd.into_inner(),
+        }
     }
 
     /// Reads whatever is ready into `buf` (an `AsyncRead` read).
@@ -175,19 +243,26 @@ impl Reader {
         loop {
             let mut guard = ready!(self.fd.poll_read_ready(cx))?;
             let (room, before) = (buf.remaining(), buf.filled().len());
-            match guard.try_io(|fd| sys::fd::read_buf(fd.get_ref().as_fd(), buf)) {
-                Ok(Ok(())) => {
+            let source = match &self.terminal {
+                Some(terminal) => terminal.master.as_fd(),
+                None => guard.get_inner().as_fd(),
+            };
+            match sys::fd::read_buf(source, buf) {
+                Ok(()) => {
                     // As in `poll_read`: a short read drained the pipe, so the next read
                     // waits for the child's next write instead of finding EAGAIN first.
                     let n = buf.filled().len() - before;
-                    if n > 0 && n < room {
+                    if n > 0 && n < room && self.terminal.is_none() {
                         guard.clear_ready();
                     }
                     return Poll::Ready(Ok(()));
                 }
-                Ok(Err(e)) if self.is_pty_hangup(&e) => return Poll::Ready(Ok(())),
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
-                Err(_would_block) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
+                // A taken terminal does not hear of the reap: its first EIO is its end.
+                Err(e) if e.raw_os_error() == Some(libc::EIO) && self.terminal.is_some() => {
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
     }
@@ -198,7 +273,10 @@ impl std::fmt::Debug for Reader {
         f.debug_struct("Reader")
             .field("fd", self.fd.get_ref())
             .field("capacity", &self.capacity)
-            .field("source", &self.source)
+            .field(
+                "terminal",
+                &self.terminal.as_ref().map(|t| t.master.as_raw_fd()),
+            )
             .finish_non_exhaustive()
     }
 }

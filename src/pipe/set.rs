@@ -243,6 +243,15 @@ impl PipeSet {
         Poll::Pending
     }
 
+    /// The child has been reaped (see [`Reader::child_reaped`]).
+    pub(crate) fn child_reaped(&mut self) {
+        for pipe in &mut self.pipes {
+            if let PipeState::Reader(reader) = &mut pipe.state {
+                reader.child_reaped();
+            }
+        }
+    }
+
     /// Takes the pipe the parent reads at child fd `fd` out, as a standalone handle.
     pub(crate) fn take_reader(&mut self, fd: i32) -> Result<PipeReader, Error> {
         let (state, taken) = self.take(fd, Take::Reader)?;

@@ -31,6 +31,23 @@ pub(crate) fn open(rows: u16, cols: u16) -> io::Result<Pty> {
     Ok(Pty { master, slave })
 }
 
+/// An epoll set watching `master` alone, for the reactor to watch in its place.
+///
+/// When no process has the terminal open any more (the child closed fds 0-2), the master
+/// reports a hang-up, which Tokio keeps as a readiness that never clears; yet the child may
+/// open the terminal again by name (`/dev/tty`) and write. The set itself never hangs up: it
+/// turns readable at each wake-up of the master (data, the terminal closed or reopened), so
+/// the reader can wait for news of a hung-up terminal instead of ending there or spinning.
+pub(crate) fn watch_set(master: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+    let set = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    set.add(
+        master,
+        EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, 0),
+    )?;
+    Ok(set.0)
+}
+
 /// Sets the terminal's window size; the kernel sends SIGWINCH to its foreground group.
 pub(crate) fn set_window_size(master: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
     let size = libc::winsize {

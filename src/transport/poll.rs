@@ -104,6 +104,7 @@ impl ProcessTransport {
         if let Poll::Ready(result) = self.exit_watch.poll_exit(&self.exit, cx) {
             self.exit_seen = Some(result);
             self.pty_master = None;
+            self.pipes.child_reaped();
             tracing::debug!(?result, "process exited");
             self.pending.push_back(Event::Exited(result));
         }
