@@ -1,9 +1,10 @@
-//! A child's exit seen from the awaiting future's own reactor.
+//! A child's exit heard in the awaiting future's own reactor.
 //!
 //! Through the reaper thread an awaited exit costs two wake-ups: the exit wakes the reaper
 //! thread, which wakes the awaiting thread; on this 2-vCPU VM a wake-up of an idle CPU costs
 //! tens of µs. With the child's pidfd registered in the runtime's reactor, the exit wakes the
-//! thread that drives it, which polls the awaiting future and reaps there.
+//! thread that drives the reactor, which reaps the child right there (see [`ReapOnWake`])
+//! and then polls the awaiting future.
 //!
 //! Meanwhile the reaper keeps the pidfd in its deferred set, checked now and then rather
 //! than slept on (see [`crate::reaper`]): were the thread woken by the same exit, it would
@@ -11,30 +12,30 @@
 //! undid the gain (measured with `cargo bench --bench compare -- --only exit_latency`,
 //! against Tokio's latency: awaited in a task, 0.76-0.80x without a watch, 0.77-0.78x with
 //! the reaper also woken, 0.89-0.91x with it deferred; on a current-thread runtime,
-//! 0.81-0.93x, 0.85-0.87x and 0.96-0.97x). Yet an exit the future does not hear of (its task
-//! busy elsewhere, a foreign executor blocking the thread, a fork that deregistered the
-//! shared pidfd) is still reaped within that check. The pidfd goes back to the reaper's main
-//! set when the watch ends without the exit (the transport dropped, the reactor gone, the
-//! transport polled from elsewhere) and for good once a handle waits.
+//! 0.81-0.93x, 0.85-0.87x and 0.96-0.97x). An exit the reactor does not hear of is still
+//! reaped within that check: the runtime not driven (a foreign executor blocking its thread,
+//! a `Handle::block_on` while no thread is in `Runtime::block_on`), or a fork that
+//! deregistered the shared pidfd. The pidfd goes back to the reaper's main set when the
+//! watch ends without the exit (the transport dropped, the reactor gone, the transport
+//! polled from elsewhere) and for good once a handle waits.
 //!
-//! Only a future polled where its runtime's reactor would wake it watches: a task of the
-//! runtime the transport's pipes were registered with (which proves the runtime has I/O;
-//! registering in one without panics inside Tokio), or any future under that runtime when it
-//! is a current-thread one, whose single thread both polls and drives the reactor
-//! (`#[tokio::main(flavor = "current_thread")]`, `#[tokio::test]`). Under `block_on` of a
-//! multi-thread runtime the exit would reach the caller through a worker anyway, so the
-//! reaper thread keeps it. A future of a current-thread runtime that nobody drives (a
-//! `Handle::block_on` or a foreign executor while no thread is in `Runtime::block_on`, where
-//! Tokio's own I/O stalls) hears its child's exit at the reaper's deferred check.
+//! A future watches only where the reactor that would hear the exit is its runtime's and is
+//! normally driven: in a task of the runtime the transport's pipes were registered with
+//! (registering pipes there proved the runtime has I/O; registering in a runtime without
+//! I/O panics inside Tokio), or anywhere under that runtime when it is a current-thread one,
+//! whose single thread both polls and drives the reactor (`#[tokio::main(flavor =
+//! "current_thread")]`, `#[tokio::test]`). Under `block_on` of a multi-thread runtime the
+//! exit would reach the caller through a worker anyway, so the reaper thread keeps it.
 //!
-//! The watch follows the transport from task to task within that runtime (the reactor wakes
-//! whichever polled last) and ends when it is polled anywhere else. Where is told by the
-//! runtime and task, not by comparing wakers: `Waker::will_wake` is false for two clones of
-//! a current-thread `block_on`'s waker, which would register the pidfd again at every poll.
+//! The watch belongs to the transport, not to one `wait()`: it follows the transport from
+//! task to task within that runtime, outlives a cancelled wait, and ends when the transport
+//! is polled anywhere else. Where is told by the runtime and task, not by comparing wakers:
+//! `Waker::will_wake` is false for two clones of a current-thread `block_on`'s waker, which
+//! would register the pidfd again at every poll.
 
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -48,6 +49,49 @@ use crate::sys;
 struct Watching {
     pidfd: AsyncFd<Arc<OwnedFd>>,
     slot: Arc<ExitSlot>,
+    /// What the registration wakes: a [`ReapOnWake`].
+    reaping_waker: Waker,
+    reap_on_wake: Arc<ReapOnWake>,
+}
+
+/// The waker the pidfd's registration holds. It reaps the child where the reactor hears the
+/// exit, on the thread driving it, then wakes the future that polled last: so the child is
+/// reaped at once even when that future no longer awaits it (a `wait()` cancelled by
+/// `select!` or `timeout`, the transport left idle), rather than at the reaper's deferred
+/// check.
+struct ReapOnWake {
+    slot: Arc<ExitSlot>,
+    awaiting: Mutex<Option<Waker>>,
+}
+
+impl ReapOnWake {
+    /// Makes `waker` the one woken after the reap.
+    fn set_awaiting(&self, waker: &Waker) {
+        let mut awaiting = self.awaiting.lock().unwrap_or_else(PoisonError::into_inner);
+        if !awaiting.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *awaiting = Some(waker.clone());
+        }
+    }
+}
+
+impl Wake for ReapOnWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Also woken when the reactor shuts down: then there is nothing to reap yet, and
+        // the poll that follows hands the child back to the reaper thread.
+        self.slot.reap_now();
+        let awaiting = self
+            .awaiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(waker) = awaiting {
+            waker.wake();
+        }
+    }
 }
 
 /// The awaiting side of one child's exit: its pidfd in the reactor of its home runtime,
@@ -66,22 +110,33 @@ impl ExitWatch {
         slot: &Arc<ExitSlot>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<ExitStatus, WaitError>> {
-        if !near_the_reactor_of(slot.home()) {
-            // Polled from elsewhere now (another runtime, a multi-thread runtime's `block_on`).
+        if !may_watch_from_here(slot.home()) {
+            // Polled from elsewhere now: another runtime or none, a multi-thread runtime's
+            // `block_on`.
             self.stop();
         } else if self.0.is_none()
             && let Some(pidfd) = slot.exit_watch()
             && let Ok(pidfd) = sys::fd::register_shared(pidfd, Interest::READABLE)
         {
             slot.watch_from_reactor();
+            let reap_on_wake = Arc::new(ReapOnWake {
+                slot: slot.clone(),
+                awaiting: Mutex::new(None),
+            });
             self.0 = Some(Box::new(Watching {
                 pidfd,
                 slot: slot.clone(),
+                reaping_waker: Waker::from(reap_on_wake.clone()),
+                reap_on_wake,
             }));
         }
         let mut heard = false;
         if let Some(watching) = &self.0
-            && let Poll::Ready(ready) = watching.pidfd.poll_read_ready(cx)
+            && let Poll::Ready(ready) = {
+                watching.reap_on_wake.set_awaiting(cx.waker());
+                let mut reaping = Context::from_waker(&watching.reaping_waker);
+                watching.pidfd.poll_read_ready(&mut reaping)
+            }
         {
             if ready.is_ok() {
                 // Readable: the child has exited.
@@ -123,9 +178,10 @@ impl std::fmt::Debug for ExitWatch {
     }
 }
 
-/// Whether a future polled here would be woken by the reactor of runtime `home`: in a task
-/// of it, or anywhere under it if it is a current-thread runtime (see the module's header).
-fn near_the_reactor_of(home: Option<tokio::runtime::Id>) -> bool {
+/// Whether a future polled here may watch in the reactor of runtime `home`: in a task of it,
+/// or anywhere under it if it is a current-thread runtime (see the module's header for why,
+/// and for what happens where that reactor is not driven after all).
+fn may_watch_from_here(home: Option<tokio::runtime::Id>) -> bool {
     let Some(home) = home else { return false };
     tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
         runtime.id() == home

@@ -12,16 +12,16 @@
 //! `ECHILD` on its own pidfd and ends with [`WaitError::ReapedElsewhere`]; its number is never
 //! looked at, so the status of whatever process got the number next cannot be taken for it.
 //! No SIGCHLD handler is installed while every child has a pidfd, and nothing wakes
-//! periodically but the deferred check below, while a task watches a child (and that check
-//! backs off while it finds nothing).
+//! periodically but the deferred check below, while a runtime's reactor watches a child (and
+//! that check backs off while it finds nothing).
 //!
 //! A transport awaited in a task (or on a current-thread runtime) watches its child's pidfd
-//! in its runtime's own reactor, so the exit wakes the awaiting thread directly and it reaps
-//! there (see [`crate::exit_watch`]). Meanwhile
-//! the pidfd sits in the reaper's second, *deferred* set, which the thread does not sleep on
-//! but checks now and then (see [`CheckSchedule`]): so the reaper thread is not woken by that
-//! exit, yet an exit the task does not hear of (the task busy elsewhere, a foreign executor
-//! blocking it, a fork that deregistered the shared pidfd) is still reaped within
+//! in its runtime's own reactor, so the exit wakes the thread driving that reactor directly
+//! and it reaps there (see [`crate::exit_watch`]). Meanwhile the pidfd sits in the reaper's
+//! second, *deferred* set, which the thread does not sleep on but checks now and then (see
+//! [`CheckSchedule`]): so the reaper thread is not woken by that exit, yet an exit the
+//! reactor does not hear of (the runtime not driven, a fork that deregistered the shared
+//! pidfd) is still reaped within
 //! [`DEFERRED_CHECK_MAX_MS`]. The pidfd moves back when the watch ends, and for good once a
 //! handle waits.
 //!
@@ -63,14 +63,14 @@ use crate::sys::wait::PidfdWait;
 /// How often children without a pidfd are scanned even without a SIGCHLD, in milliseconds.
 const SAFETY_SCAN_MS: i32 = 1000;
 
-/// How soon the deferred set (pidfds that tasks watch) is checked again after a check found an
+/// How soon the deferred set (pidfds that reactors watch) is checked again after a check found an
 /// exit there, in milliseconds.
 const DEFERRED_CHECK_MS: i32 = 100;
 
 /// The longest interval between checks of the deferred set, in milliseconds, which checks
-/// that find nothing back off to: the longest an exit no task hears of waits for the reaper.
-/// A service with one long-lived child awaited in a task costs the thread a wake-up a second,
-/// not ten.
+/// that find nothing back off to: the longest an exit no reactor hears of waits for the
+/// reaper. A service with a long-lived child watched from a runtime costs the thread a
+/// wake-up a second, not ten.
 const DEFERRED_CHECK_MAX_MS: i32 = 1000;
 
 /// The epoll token of the wake pipe; pidfd tokens are fd numbers, never this.
@@ -118,8 +118,8 @@ enum Watcher {
     ReaperOnly,
 }
 
-/// A pidfd is shared (reference-counted), not duplicated, between the reaper and a task
-/// watching it in its own reactor: the file is never closed under either, so its number (the
+/// A pidfd is shared (reference-counted), not duplicated, between the reaper and a runtime's
+/// reactor watching it: the file is never closed under either, so its number (the
 /// reaper's token) cannot be reused while anyone can see it.
 enum SlotState {
     Running {
@@ -355,11 +355,11 @@ impl ExitSlot {
         };
         if let Some(pidfd) = &pidfd {
             if watcher == Watcher::Reactor {
-                // Out of the deferred set in any case: the task's copy keeps the file open.
+                // Out of the deferred set in any case: the reactor's copy keeps the file open.
                 let _ = self.reaper.deferred.delete(pidfd.as_fd());
                 self.reaper.deferred_len.fetch_sub(1, Ordering::SeqCst);
             } else if kept || Arc::strong_count(pidfd) > 1 {
-                // The file stays open (a kept zombie, or a copy in a task's reactor), so it
+                // The file stays open (a kept zombie, or a copy in a reactor), so it
                 // would stay in the main set, readable for good: the reaper would spin on it.
                 let _ = self.reaper.epoll.delete(pidfd.as_fd());
             }
@@ -468,7 +468,7 @@ pub(crate) struct Reaper {
     /// The process that started it; after a fork, another process's reaper.
     owner: libc::pid_t,
     epoll: Epoll,
-    /// Pidfds that tasks watch: checked now and then (see [`CheckSchedule`]), never slept on.
+    /// Pidfds that reactors watch: checked now and then (see [`CheckSchedule`]), never slept on.
     deferred: Epoll,
     /// How many pidfds the deferred set holds.
     deferred_len: AtomicUsize,
@@ -613,7 +613,7 @@ impl Reaper {
             }
             let now = Instant::now();
             if checks.is_due(now) {
-                // Exits that the watching tasks have not collected (yet).
+                // Exits that the watching reactors have not collected (yet).
                 let mut deferred = [Ready::EMPTY; 64];
                 let found = self.deferred.wait(&mut deferred, 0);
                 for event in found {
@@ -631,7 +631,7 @@ impl Reaper {
     /// the deferred set its next check.
     fn timeout(&self, checks: &CheckSchedule) -> i32 {
         // Decided under the table lock, so `register` sees `sleeping_deeply` set exactly when
-        // this sleep has no timeout. Set before the deferred set is looked at, so a task that
+        // this sleep has no timeout. Set before the deferred set is looked at, so a watch that
         // defers a pidfd meanwhile sees it set and wakes the thread (`deferred_added`).
         let table = self.lock_table();
         self.sleeping_deeply.store(true, Ordering::SeqCst);
@@ -683,7 +683,7 @@ impl Reaper {
 /// When the reaper thread checks the deferred set next: [`DEFERRED_CHECK_MS`] after a check
 /// that found an exit (others may follow: a blocked runtime hears none of its children), then
 /// at intervals that double, up to [`DEFERRED_CHECK_MAX_MS`], while checks find nothing. An
-/// exit no task hears of is rare (the task busy elsewhere, a foreign executor, a fork), and a
+/// exit no reactor hears of is rare (a runtime not driven, a fork), and a
 /// long-lived child is watched for as long as it lives: checking it ten times a second woke
 /// the thread for nothing. A pidfd joining the set does not wake the thread (unless it sleeps
 /// without a timeout): a run of spawns awaited in tasks would wake it at every exit.

@@ -1,9 +1,10 @@
-//! A transport awaited in a task also hears of its child's exit in its own runtime; and
-//! whatever keeps that task from hearing it (a handle waiting instead, the task busy with
-//! other work, the transport dropped or moved to another task or runtime, its runtime gone
-//! or without I/O, a foreign executor, a fork) leaves the exit to the reaper thread, so the
-//! child is still reaped at once, its status reaches everyone who asks, nothing panics and
-//! the reaper never spins.
+//! A transport awaited in a task, or on a current-thread runtime, hears of its child's exit
+//! in its own runtime's reactor, which reaps it there even when nothing awaits it any more;
+//! whatever keeps that reactor from hearing it (a handle waiting instead, the transport
+//! dropped or moved to another runtime, its runtime gone, without I/O or not driven, a
+//! foreign executor blocking it, a fork) leaves the exit to the reaper thread: at once, or
+//! within its deferred check (a second) where the runtime is not driven. Its status reaches
+//! everyone who asks, nothing panics and the reaper never spins.
 //!
 //! Hangs fail after a limit instead of blocking. The tests that fork or set a panic hook run
 //! in a fresh process (see `common::rerun`). Under the forced SIGCHLD fallback there is no
@@ -304,6 +305,41 @@ fn a_watched_child_awaited_from_a_multi_thread_block_on_hears_its_exit_at_once()
     }
 }
 
+/// Spawns a long sleeper, gives up waiting for it after 20 ms (the wait cancelled, as
+/// `select!` or `timeout` do), does other work on the same runtime for long enough that the
+/// reaper's deferred check has backed off, then kills it: returns how long until
+/// `try_status` knows the exit.
+async fn heard_after_a_cancelled_wait() -> Duration {
+    let mut child = sleep_for("100");
+    let waited = tokio::time::timeout(Duration::from_millis(20), child.wait()).await;
+    assert!(waited.is_err(), "the sleeper exited");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    child.signal(libc::SIGKILL).unwrap();
+    let killed = Instant::now();
+    while child.try_status().unwrap().is_none() {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    killed.elapsed()
+}
+
+#[test]
+fn a_child_whose_wait_was_cancelled_is_reaped_at_its_exit() {
+    if skip_without_pidfds("a_child_whose_wait_was_cancelled_is_reaped_at_its_exit") {
+        return;
+    }
+    // The watch outlives the cancelled wait (it belongs to the transport); the reactor that
+    // hears the exit reaps it there, though nobody awaits it. Found by a review: the exit
+    // waited for the reaper's deferred check, up to a second.
+    let from_block_on = current_thread_runtime().block_on(heard_after_a_cancelled_wait());
+    let in_a_task = in_a_task(&multi_thread_runtime(2), heard_after_a_cancelled_wait());
+    for (how, heard) in [("block_on", from_block_on), ("a task", in_a_task)] {
+        assert!(
+            heard < Duration::from_millis(50),
+            "the exit was known {heard:?} after the kill (wait cancelled in {how})"
+        );
+    }
+}
+
 #[test]
 fn a_handle_waiting_before_the_transport_watches_still_sees_the_exit() {
     let rt = current_thread_runtime();
@@ -421,7 +457,7 @@ fn a_wait_on_the_blocking_pool_of_an_idle_runtime_still_sees_the_exit() {
 }
 
 #[test]
-fn a_child_exiting_while_its_task_does_other_work_is_reaped_at_once() {
+fn a_child_exiting_while_its_task_blocks_the_runtime_is_reaped_within_a_second() {
     let rt = current_thread_runtime();
     let (pid, state, handle_pid, signal) = in_a_task(&rt, async {
         let mut child = sleep_for("0.1");
@@ -430,9 +466,9 @@ fn a_child_exiting_while_its_task_does_other_work_is_reaped_at_once() {
         poll_once(&mut child).await;
         let pid = child.spawned_pid();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        // The task goes on with other work (still not polling the transport).
-        // Within the reaper's deferred check (100 ms), with room for a loaded machine.
-        let reaped = wait_until(Duration::from_secs(1), || process_state(pid).is_none());
+        // The task goes on with other work (still not polling the transport), blocking the
+        // runtime's one thread: the reaper's deferred check, with room for a loaded machine.
+        let reaped = wait_until(Duration::from_millis(1500), || process_state(pid).is_none());
         assert!(
             reaped,
             "child {pid} left a zombie while its task did other work"

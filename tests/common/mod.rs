@@ -86,8 +86,8 @@ pub fn multi_thread_runtime(workers: usize) -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Runs `fut` as a task on `rt` (a task, not `block_on`: only a task watches its child's
-/// exit in its own reactor) and returns its output.
+/// Runs `fut` as a task on `rt` (a task, not `block_on`: on a multi-thread runtime only a
+/// task watches its child's exit in its own reactor) and returns its output.
 pub fn in_a_task<F>(rt: &tokio::runtime::Runtime, fut: F) -> F::Output
 where
     F: std::future::Future + Send + 'static,
