@@ -34,9 +34,11 @@
 //! would register the pidfd again at every poll.
 
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
+use futures_util::task::AtomicWaker;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
@@ -49,6 +51,8 @@ use crate::sys;
 struct Watching {
     pidfd: AsyncFd<Arc<OwnedFd>>,
     slot: Arc<ExitSlot>,
+    /// The task that set the watch up, if a task did.
+    task: Option<tokio::task::Id>,
     /// What the registration wakes: a [`ReapOnWake`].
     reaping_waker: Waker,
     reap_on_wake: Arc<ReapOnWake>,
@@ -61,17 +65,11 @@ struct Watching {
 /// check.
 struct ReapOnWake {
     slot: Arc<ExitSlot>,
-    awaiting: Mutex<Option<Waker>>,
-}
-
-impl ReapOnWake {
-    /// Makes `waker` the one woken after the reap.
-    fn set_awaiting(&self, waker: &Waker) {
-        let mut awaiting = self.awaiting.lock().unwrap_or_else(PoisonError::into_inner);
-        if !awaiting.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            *awaiting = Some(waker.clone());
-        }
-    }
+    awaiting: AtomicWaker,
+    /// Woken since the registration was last polled (at first: never polled). Until then
+    /// it holds this waker and has nothing to say, so a poll of the transport (one per event
+    /// of a busy stream) skips it.
+    woken: AtomicBool,
 }
 
 impl Wake for ReapOnWake {
@@ -80,17 +78,11 @@ impl Wake for ReapOnWake {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
         // Also woken when the reactor shuts down: then there is nothing to reap yet, and
         // the poll that follows hands the child back to the reaper thread.
         self.slot.reap_now();
-        let awaiting = self
-            .awaiting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(waker) = awaiting {
-            waker.wake();
-        }
+        self.awaiting.wake();
     }
 }
 
@@ -110,7 +102,11 @@ impl ExitWatch {
         slot: &Arc<ExitSlot>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<ExitStatus, WaitError>> {
-        if !may_watch_from_here(slot.home()) {
+        let task = tokio::task::try_id();
+        let same_task = task.is_some() && self.0.as_ref().is_some_and(|w| w.task == task);
+        // The same task as before is in the same runtime (task ids are unique across
+        // runtimes): no need to ask the runtime again at every event.
+        if !same_task && !may_watch_from_here(slot.home()) {
             // Polled from elsewhere now: another runtime or none, a multi-thread runtime's
             // `block_on`.
             self.stop();
@@ -121,11 +117,13 @@ impl ExitWatch {
             slot.watch_from_reactor();
             let reap_on_wake = Arc::new(ReapOnWake {
                 slot: slot.clone(),
-                awaiting: Mutex::new(None),
+                awaiting: AtomicWaker::new(),
+                woken: AtomicBool::new(true),
             });
             self.0 = Some(Box::new(Watching {
                 pidfd,
                 slot: slot.clone(),
+                task,
                 reaping_waker: Waker::from(reap_on_wake.clone()),
                 reap_on_wake,
             }));
@@ -133,9 +131,13 @@ impl ExitWatch {
         let mut heard = false;
         if let Some(watching) = &self.0
             && let Poll::Ready(ready) = {
-                watching.reap_on_wake.set_awaiting(cx.waker());
-                let mut reaping = Context::from_waker(&watching.reaping_waker);
-                watching.pidfd.poll_read_ready(&mut reaping)
+                watching.reap_on_wake.awaiting.register(cx.waker());
+                if watching.reap_on_wake.woken.swap(false, Ordering::SeqCst) {
+                    let mut reaping = Context::from_waker(&watching.reaping_waker);
+                    watching.pidfd.poll_read_ready(&mut reaping)
+                } else {
+                    Poll::Pending
+                }
             }
         {
             if ready.is_ok() {

@@ -93,6 +93,9 @@ pub(crate) enum Zombie {
 /// The shared state of one child: running (with its pidfd) or reaped (with its status).
 pub(crate) struct ExitSlot {
     state: Mutex<SlotState>,
+    /// Set, under the lock, when `state` becomes `Done`: a poll of a running child (one per
+    /// event of a busy stream) reads this instead of taking the lock.
+    done: AtomicBool,
     waker: AtomicWaker,
     /// The tasks of handles awaiting the exit: any number of them, besides the transport's.
     handle_wakers: Mutex<Vec<Waker>>,
@@ -189,6 +192,9 @@ impl ExitSlot {
 
     /// The exit result if the child has been reaped.
     pub(crate) fn try_exit(&self) -> Option<Result<ExitStatus, WaitError>> {
+        if !self.done.load(Ordering::Acquire) {
+            return None;
+        }
         match *self.lock() {
             SlotState::Done { result, .. } => Some(result),
             SlotState::Running { .. } => None,
@@ -369,6 +375,7 @@ impl ExitSlot {
             result,
             kept_zombie,
         };
+        self.done.store(true, Ordering::Release);
         drop(state);
         // Closed (unless shared) outside the lock, which a polling task may be waiting for;
         // closing also takes it out of the set.
@@ -385,6 +392,7 @@ impl ExitSlot {
                 result,
                 kept_zombie: None,
             };
+            self.done.store(true, Ordering::Release);
             drop(state);
             self.wake_all();
         }
@@ -552,6 +560,7 @@ impl Reaper {
                 pidfd: pidfd.map(Arc::new),
                 watcher: Watcher::Reaper,
             }),
+            done: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             handle_wakers: Mutex::new(Vec::new()),
             zombie,
