@@ -371,15 +371,16 @@ impl ExitSlot {
             }
         }
         let (kept_zombie, closing) = if kept { (pidfd, None) } else { (None, pidfd) };
+        // Closed (unless shared) before the exit is published, which also takes it out of
+        // the set: whoever learns of the exit (a `wait()` returning) finds no fd of the
+        // child's left but its own. Closing a pidfd is quick, even under the lock.
+        drop(closing);
         *state = SlotState::Done {
             result,
             kept_zombie,
         };
         self.done.store(true, Ordering::Release);
         drop(state);
-        // Closed (unless shared) outside the lock, which a polling task may be waiting for;
-        // closing also takes it out of the set.
-        drop(closing);
         self.wake_all();
         true
     }

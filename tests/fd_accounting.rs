@@ -200,3 +200,29 @@ fn many_successful_spawns_leak_no_fd_and_no_zombie() {
         assert_eq!(zombie_children(), Vec::<i32>::new());
     });
 }
+
+#[test]
+fn once_wait_returns_the_crate_holds_no_fd_of_the_child() {
+    // On a multi-thread runtime, `block_on` hears the exit from the reaper thread, which
+    // closes the child's pidfd: before it publishes the exit, so a caller counting its fds
+    // right after `wait()` finds them all gone (the pidfd used to close a moment after).
+    common::serially(&mut tokio::runtime::Builder::new_multi_thread(), async {
+        Command::new("true").spawn().unwrap().wait().await.unwrap();
+        let before = open_fds();
+        for stdio in [ChildFd::Null, ChildFd::ParentReads] {
+            for _ in 0..100 {
+                let mut child = Command::new("true")
+                    .fds([(0, ChildFd::Null), (1, stdio.clone()), (2, ChildFd::Null)])
+                    .spawn()
+                    .unwrap();
+                assert!(child.wait().await.unwrap().success());
+                drop(child);
+                assert_eq!(
+                    open_fds(),
+                    before,
+                    "an fd outlived wait() and the transport"
+                );
+            }
+        }
+    });
+}
