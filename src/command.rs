@@ -499,7 +499,12 @@ impl Command {
     ///
     /// A terminal is one device both ways: closing fd 0 does not give the child end of file
     /// (write `\x04`, ^D, for that), and the end of output shows up as `EIO` on the master,
-    /// reported as a clean [`CloseReason::Eof`](crate::CloseReason::Eof) on fd 1.
+    /// reported as a clean [`CloseReason::Eof`](crate::CloseReason::Eof) on fd 1. As the
+    /// child may close the terminal and open it again by name (`/dev/tty`), fd 1 ends only
+    /// once the child has been reaped and nobody has the terminal open: its `Closed` comes
+    /// after `Exited`. (A reader taken out with
+    /// [`take_reader(1)`](crate::ProcessTransport::take_reader) does not hear of the reap and
+    /// ends at the first `EIO`.)
     pub fn pty(&mut self, size: PtySize) -> &mut Self {
         self.pty = Some(size);
         self
