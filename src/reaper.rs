@@ -183,11 +183,21 @@ impl ExitSlot {
     }
 
     /// Wakes the transport's task and every handle's.
+    ///
+    /// A waker that panics (an executor's bug) is passed over: this runs on the reaper
+    /// thread, which must outlive it, or no later exit would be reaped.
     fn wake_all(&self) {
-        self.waker.wake();
+        let quietly = |wake: &dyn Fn()| {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(wake)).is_err() {
+                tracing::error!("a waker panicked when told of a child's exit");
+            }
+        };
+        quietly(&|| self.waker.wake());
         let wakers =
             std::mem::take(&mut *self.handle_wakers.lock().unwrap_or_else(|e| e.into_inner()));
-        wakers.into_iter().for_each(Waker::wake);
+        for waker in wakers {
+            quietly(&|| waker.wake_by_ref());
+        }
     }
 
     /// The exit result if the child has been reaped.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use process_transport::{ChildFd, CloseReason, Command, Event, PtySize};
+use tokio::io::AsyncReadExt;
 use tokio::time::timeout;
 
 use common::rerun::in_own_process;
@@ -168,6 +169,35 @@ fn a_terminal_nobody_holds_costs_no_cpu_while_the_child_lives() {
         used < Duration::from_millis(150),
         "{used:?} of CPU for a 1 s wait"
     );
+}
+
+#[tokio::test]
+async fn a_terminal_reader_taken_out_ends_at_its_first_eio_read_either_way() {
+    // Taken out, the reader does not hear of the reap, so the terminal's first EIO is its
+    // end, whether it is read as a Stream or with AsyncRead; the transport's stream ends too.
+    let mut child = pty_sh("echo hello", default_size()).spawn().unwrap();
+    let mut reader = child.take_reader(1).unwrap();
+    let drained = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while let Some(chunk) = reader.next().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        got
+    });
+    run_to_end(&mut child).await;
+    let got = timeout(LIMIT, drained)
+        .await
+        .expect("the taken Stream never ended");
+    assert_eq!(got.unwrap(), b"hello\r\n");
+
+    let mut child = pty_sh("echo hello", default_size()).spawn().unwrap();
+    let mut reader = child.take_reader(1).unwrap();
+    let mut got = Vec::new();
+    timeout(LIMIT, reader.read_to_end(&mut got))
+        .await
+        .expect("the taken AsyncRead never ended")
+        .unwrap();
+    assert_eq!(got, b"hello\r\n");
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::future::Future as _;
 use std::time::Duration;
 
 use process_transport::{ChildFd, Command, Error, ProcessTransport, SpawnError, WaitError};
@@ -350,4 +351,52 @@ fn orphans_adopted_as_a_subreaper_cost_the_reaper_nothing() {
         return;
     }
     assert_one_wait_per_exit(name, ORPHANS + CHILDREN, "beside adopted orphans");
+}
+
+/// A waker that panics (an executor's bug).
+struct PanickingWaker;
+
+impl std::task::Wake for PanickingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        panic!("a waker that panics");
+    }
+}
+
+#[test]
+fn a_waker_that_panics_does_not_take_the_reaper_thread_with_it() {
+    let name = "a_waker_that_panics_does_not_take_the_reaper_thread_with_it";
+    // Alone in a process of its own: the panic is printed, and a dead reaper would stay dead.
+    if !in_own_process(name) {
+        return;
+    }
+    let quiet = [(0, ChildFd::Null), (1, ChildFd::Null), (2, ChildFd::Null)];
+    let rt = current_thread_runtime();
+    let mut child = rt.block_on(async {
+        Command::new("sleep")
+            .arg("0.2")
+            .fds(quiet.clone())
+            .spawn()
+            .unwrap()
+    });
+    // Polled once outside any runtime: the reaper thread is the one to wake that waker.
+    let waker = std::task::Waker::from(std::sync::Arc::new(PanickingWaker));
+    let mut wait = Box::pin(child.wait());
+    let polled = wait
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(&waker));
+    assert!(polled.is_pending());
+    drop(wait);
+    std::thread::sleep(Duration::from_millis(500));
+    // A later child left to the reaper thread (a multi-thread runtime's block_on).
+    let status = common::multi_thread_runtime(1).block_on(async {
+        let mut later = Command::new("true").fds(quiet).spawn().unwrap();
+        tokio::time::timeout(LIMIT, later.wait()).await
+    });
+    assert!(
+        status
+            .expect("the later child was never reaped")
+            .unwrap()
+            .success()
+    );
+    assert!(child.try_status().unwrap().unwrap().success());
 }

@@ -35,15 +35,16 @@ struct Terminal {
     master: OwnedFd,
     /// EIO was read: no process has the terminal open; the child may open it again.
     hung_up: bool,
-    /// The child has been reaped: EIO is now the end of the output.
-    child_reaped: bool,
+    /// EIO is the end of the output: the child has been reaped, or the reader was taken out
+    /// of the transport (it does not hear of the reap).
+    hangup_is_end: bool,
 }
 
 impl Terminal {
     /// Whether to read once more without waiting: the reap came after a hang-up used up the
     /// readiness, and only a read can tell the end from a terminal a grandchild still holds.
     fn take_look_after_reap(&mut self) -> bool {
-        let look = self.hung_up && self.child_reaped;
+        let look = self.hung_up && self.hangup_is_end;
         if look {
             self.hung_up = false;
         }
@@ -110,15 +111,16 @@ impl Reader {
         reader.terminal = Some(Terminal {
             master,
             hung_up: false,
-            child_reaped: false,
+            hangup_is_end: false,
         });
         reader
     }
 
-    /// The child has been reaped: a terminal's EIO is the end of its output from now on.
-    pub(crate) fn child_reaped(&mut self) {
+    /// From now on a terminal's EIO is the end of its output: the child has been reaped, or
+    /// the reader is being taken out of the transport, where it does not hear of the reap.
+    pub(crate) fn end_at_hangup(&mut self) {
         if let Some(terminal) = &mut self.terminal {
-            terminal.child_reaped = true;
+            terminal.hangup_is_end = true;
         }
     }
 
@@ -182,7 +184,7 @@ impl Reader {
                     let Some(terminal) = self.terminal.as_mut().filter(|_| is_eio) else {
                         return Poll::Ready(ReadOutcome::Failed(e));
                     };
-                    if terminal.child_reaped {
+                    if terminal.hangup_is_end {
                         return Poll::Ready(ReadOutcome::Eof);
                     }
                     // The child closed its last handle on the terminal but may open it again

@@ -243,11 +243,11 @@ impl PipeSet {
         Poll::Pending
     }
 
-    /// The child has been reaped (see [`Reader::child_reaped`]).
+    /// The child has been reaped (see [`Reader::end_at_hangup`]).
     pub(crate) fn child_reaped(&mut self) {
         for pipe in &mut self.pipes {
             if let PipeState::Reader(reader) = &mut pipe.state {
-                reader.child_reaped();
+                reader.end_at_hangup();
             }
         }
     }
@@ -256,7 +256,10 @@ impl PipeSet {
     pub(crate) fn take_reader(&mut self, fd: i32) -> Result<PipeReader, Error> {
         let (state, taken) = self.take(fd, Take::Reader)?;
         match state {
-            PipeState::Reader(reader) => Ok(PipeReader::new(fd, reader, taken)),
+            PipeState::Reader(mut reader) => {
+                reader.end_at_hangup();
+                Ok(PipeReader::new(fd, reader, taken))
+            }
             _ => Err(Error::PipeClosed(fd)),
         }
     }
