@@ -128,30 +128,34 @@ impl ExitWatch {
                 reap_on_wake,
             }));
         }
-        let mut heard = false;
-        if let Some(watching) = &self.0
-            && let Poll::Ready(ready) = {
-                watching.reap_on_wake.awaiting.register(cx.waker());
-                if watching.reap_on_wake.woken.swap(false, Ordering::SeqCst) {
-                    let mut reaping = Context::from_waker(&watching.reaping_waker);
-                    watching.pidfd.poll_read_ready(&mut reaping)
-                } else {
-                    Poll::Pending
-                }
-            }
-        {
-            if ready.is_ok() {
-                // Readable: the child has exited.
-                slot.reap_now();
-            }
-            heard = true;
+        // Reaped already (by the reactor's wake-up, most often): nothing more to ask.
+        if let Poll::Ready(exit) = slot.poll_exit(cx) {
+            self.0 = None;
+            return Poll::Ready(exit);
+        }
+        let Some(watching) = &self.0 else {
+            return Poll::Pending;
+        };
+        watching.reap_on_wake.awaiting.register(cx.waker());
+        if !watching.reap_on_wake.woken.swap(false, Ordering::SeqCst) {
+            // Still armed with the reaping waker, which has not fired.
+            return Poll::Pending;
+        }
+        let mut reaping = Context::from_waker(&watching.reaping_waker);
+        let Poll::Ready(ready) = watching.pidfd.poll_read_ready(&mut reaping) else {
+            return Poll::Pending;
+        };
+        if ready.is_ok() {
+            // Readable: the child has exited (the wake-up that said so may have come before
+            // the registration held the reaping waker).
+            slot.reap_now();
         }
         let exit = slot.poll_exit(cx);
         if exit.is_ready() {
             // Reaped: nothing to hand back.
             self.0 = None;
-        } else if heard {
-            // The reactor is gone: the reaper thread takes over.
+        } else {
+            // Readiness without an exit: the reactor is gone; the reaper thread takes over.
             self.stop();
         }
         exit
