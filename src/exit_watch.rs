@@ -51,8 +51,6 @@ use crate::sys;
 struct Watching {
     pidfd: AsyncFd<Arc<OwnedFd>>,
     slot: Arc<ExitSlot>,
-    /// The task that set the watch up, if a task did.
-    task: Option<tokio::task::Id>,
     /// What the registration wakes: a [`ReapOnWake`].
     reaping_waker: Waker,
     reap_on_wake: Arc<ReapOnWake>,
@@ -102,11 +100,9 @@ impl ExitWatch {
         slot: &Arc<ExitSlot>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<ExitStatus, WaitError>> {
-        let task = tokio::task::try_id();
-        let same_task = task.is_some() && self.0.as_ref().is_some_and(|w| w.task == task);
-        // The same task as before is in the same runtime (task ids are unique across
-        // runtimes): no need to ask the runtime again at every event.
-        if !same_task && !may_watch_from_here(slot.home()) {
+        // Asked at every poll, even by the same task: a task of a `LocalSet` keeps its id
+        // under whichever runtime drives the set.
+        if !may_watch_from_here(slot.home()) {
             // Polled from elsewhere now: another runtime or none, a multi-thread runtime's
             // `block_on`.
             self.stop();
@@ -123,7 +119,6 @@ impl ExitWatch {
             self.0 = Some(Box::new(Watching {
                 pidfd,
                 slot: slot.clone(),
-                task,
                 reaping_waker: Waker::from(reap_on_wake.clone()),
                 reap_on_wake,
             }));

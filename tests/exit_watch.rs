@@ -341,6 +341,38 @@ fn a_child_whose_wait_was_cancelled_is_reaped_at_its_exit() {
 }
 
 #[test]
+fn a_local_set_task_moved_to_another_runtime_hears_the_exit_at_once() {
+    if skip_without_pidfds("a_local_set_task_moved_to_another_runtime_hears_the_exit_at_once") {
+        return;
+    }
+    // A task of a LocalSet keeps its id under whichever runtime drives the set, so the
+    // same task polling again is not proof of the same runtime (found by a review: a
+    // shortcut that assumed it left the watch in a runtime nobody drove any more).
+    let (first, second) = (current_thread_runtime(), current_thread_runtime());
+    let local = tokio::task::LocalSet::new();
+    let (go, went) = tokio::sync::oneshot::channel::<()>();
+    let task = local.spawn_local(async move {
+        let mut child = sleep_for("0.35");
+        poll_once(&mut child).await;
+        went.await.unwrap();
+        // Driven by the second runtime from here on.
+        within("the exit", child.wait()).await.unwrap();
+        Instant::now()
+    });
+    let spawned = Instant::now();
+    first.block_on(local.run_until(async { tokio::time::sleep(Duration::from_millis(50)).await }));
+    let heard = second.block_on(local.run_until(async move {
+        go.send(()).unwrap();
+        within("the task", task).await.unwrap()
+    }));
+    let late = heard.duration_since(spawned + Duration::from_millis(350));
+    assert!(
+        late < Duration::from_millis(100),
+        "the exit was heard {late:?} after it happened"
+    );
+}
+
+#[test]
 fn a_handle_waiting_before_the_transport_watches_still_sees_the_exit() {
     let rt = current_thread_runtime();
     let status = in_a_task(&rt, async {
