@@ -193,9 +193,7 @@ impl ProcessHandle {
     ///
     /// [`Error::Wait`] if the status was lost (the child was reaped by someone else).
     pub async fn exited(&self) -> Result<ExitStatus, Error> {
-        std::future::poll_fn(|cx| self.exit.poll_exit_shared(cx))
-            .await
-            .map_err(Error::Wait)
+        self.exit.exited().await.map_err(Error::Wait)
     }
 }
 

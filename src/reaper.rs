@@ -49,10 +49,11 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
+use tokio::sync::Notify;
 
 use crate::error::WaitError;
 use crate::exit_status::{ExitStatus, ResourceUsage};
@@ -97,8 +98,10 @@ pub(crate) struct ExitSlot {
     /// event of a busy stream) reads this instead of taking the lock.
     done: AtomicBool,
     waker: AtomicWaker,
-    /// The tasks of handles awaiting the exit: any number of them, besides the transport's.
-    handle_wakers: Mutex<Vec<Waker>>,
+    /// Handles awaiting the exit: any number of them, besides the transport's task.
+    handle_waiters: Notify,
+    /// A handle has waited: the pidfd is the reaper's for good (see [`Watcher::ReaperOnly`]).
+    handle_waits: AtomicBool,
     zombie: Zombie,
     /// The reaper that tracks this child, and the child's epoll token there (its pidfd's
     /// number) when it is tracked through its pidfd.
@@ -156,29 +159,23 @@ impl ExitSlot {
         }
     }
 
-    /// [`poll_exit`](ExitSlot::poll_exit) for any number of tasks at once (handles), without
-    /// taking the transport's waker. A task polling again is registered once.
-    pub(crate) fn poll_exit_shared(
-        &self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<ExitStatus, WaitError>> {
-        let newly_waiting = {
-            // Registered before the state is read: a reap after that read wakes this task.
-            let mut wakers = self.handle_wakers.lock().unwrap_or_else(|e| e.into_inner());
-            let new = !wakers.iter().any(|w| w.will_wake(cx.waker()));
-            if new {
-                wakers.push(cx.waker().clone());
-            }
-            new
-        };
-        if newly_waiting {
-            // A handle is woken at once, whatever the transport's task does. (Once per
-            // waiter: `move_to` asks the kernel for the pid each time, for fork safety.)
+    /// Waits for the exit on behalf of a handle: any number of them at once, besides the
+    /// transport's own poll, none taking another's waker. A waiter that is dropped (a
+    /// `select!` or `timeout` that gave up) leaves nothing behind: its task is not kept alive
+    /// until the exit, however many tasks have waited.
+    pub(crate) async fn exited(&self) -> Result<ExitStatus, WaitError> {
+        if !self.handle_waits.swap(true, Ordering::SeqCst) {
+            // A handle is woken at once, whatever the transport's task does.
             self.move_to(Watcher::ReaperOnly);
         }
-        match self.try_exit() {
-            Some(result) => Poll::Ready(result),
-            None => Poll::Pending,
+        loop {
+            let mut notified = std::pin::pin!(self.handle_waiters.notified());
+            // Listening before the state is read: a reap after that read wakes this waiter.
+            notified.as_mut().enable();
+            if let Some(result) = self.try_exit() {
+                return result;
+            }
+            notified.await;
         }
     }
 
@@ -193,11 +190,7 @@ impl ExitSlot {
             }
         };
         quietly(&|| self.waker.wake());
-        let wakers =
-            std::mem::take(&mut *self.handle_wakers.lock().unwrap_or_else(|e| e.into_inner()));
-        for waker in wakers {
-            quietly(&|| waker.wake_by_ref());
-        }
+        quietly(&|| self.handle_waiters.notify_waiters());
     }
 
     /// The exit result if the child has been reaped.
@@ -573,7 +566,8 @@ impl Reaper {
             }),
             done: AtomicBool::new(false),
             waker: AtomicWaker::new(),
-            handle_wakers: Mutex::new(Vec::new()),
+            handle_waiters: Notify::new(),
+            handle_waits: AtomicBool::new(false),
             zombie,
             reaper: self,
             token: None,

@@ -201,3 +201,47 @@ async fn handle_signals_the_group_and_the_tree() {
     let status = timeout(LIMIT, grouped.wait()).await.unwrap().unwrap();
     assert_eq!(status.signal(), Some(libc::SIGKILL));
 }
+
+/// A task's waker, counting how many of these wakers anything still holds.
+struct CountedWaker(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl std::task::Wake for CountedWaker {
+    fn wake(self: std::sync::Arc<Self>) {}
+}
+
+impl Drop for CountedWaker {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_wait_on_a_handle_given_up_keeps_nothing_alive() {
+    use std::future::Future as _;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A service that asks a long-lived child's handle "exited yet?" under a timeout, from a
+    // fresh task each time: each gives up, and none may be kept (with its task) until the
+    // exit. Found by a review: each distinct waiter's waker stayed until the child exited.
+    let mut child = Command::new("sleep").arg("100").spawn().unwrap();
+    let handle = child.handle();
+    let held = std::sync::Arc::new(AtomicUsize::new(0));
+    for _ in 0..100 {
+        held.fetch_add(1, Ordering::SeqCst);
+        let waker = std::task::Waker::from(std::sync::Arc::new(CountedWaker(held.clone())));
+        let mut exited = Box::pin(handle.exited());
+        let polled = exited
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker));
+        assert!(polled.is_pending());
+    }
+    assert_eq!(
+        held.load(Ordering::SeqCst),
+        0,
+        "wakers of waits given up are kept"
+    );
+    // The handle still hears the exit.
+    handle.signal(libc::SIGKILL).unwrap();
+    let status = timeout(LIMIT, handle.exited()).await.unwrap().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert!(child.wait().await.is_ok());
+}
