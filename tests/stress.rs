@@ -1,6 +1,6 @@
-//! Stress: many sequential spawns and thousands of live children at once, checking that
-//! every byte and every exit status arrives, no fd is left open in the parent, and no
-//! zombie is left behind.
+//! Stress: many sequential spawns, thousands of live children at once, and hundreds awaited
+//! through cancelled waits from task to task, checking that every byte and every exit status
+//! arrives (each exit once), no fd is left open in the parent, and no zombie is left behind.
 //!
 //! The default tests are sized for CI (a few seconds on 2 cores). The full sizes run with
 //!
@@ -170,5 +170,85 @@ fn five_hundred_concurrent_children() {
 fn three_thousand_concurrent_children() {
     serially(async {
         concurrent(3_000).await;
+    });
+}
+
+/// A small xorshift, so each run of the test below varies the same way.
+struct Dice(u64);
+
+impl Dice {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Awaits child `i`'s exit the way services do: `wait()` under short timeouts that give up,
+/// now and then handing the transport to a fresh task, with a handle awaiting it beside for
+/// every third child. Returns the status and the events that came after `wait()`.
+async fn awaited_with_cancellations(
+    i: u64,
+    mut child: ProcessTransport,
+) -> (i32, Vec<process_transport::Event>) {
+    use futures::StreamExt;
+    let handle = child.handle();
+    let beside = (i % 3 == 0).then(|| tokio::spawn(async move { handle.exited().await }));
+    let mut dice = Dice(0x9e37_79b9_7f4a_7c15 ^ (i + 1));
+    let status = loop {
+        let limit = std::time::Duration::from_micros(dice.below(4000));
+        if let Ok(status) = tokio::time::timeout(limit, child.wait()).await {
+            break status.unwrap();
+        }
+        if dice.below(3) == 0 {
+            // Hop: the next waits come from another task.
+            child = tokio::spawn(async move { child }).await.unwrap();
+        }
+    };
+    if let Some(beside) = beside {
+        assert_eq!(
+            beside.await.unwrap().unwrap(),
+            status,
+            "child {i}: the handle"
+        );
+    }
+    let after = tokio::time::timeout(LIMIT, child.collect::<Vec<_>>()).await;
+    (
+        status.code().unwrap(),
+        after.expect("the stream after wait() ended"),
+    )
+}
+
+#[test]
+fn three_hundred_children_awaited_through_cancelled_waits_each_exit_once() {
+    serially(async {
+        let children: Vec<_> = (0..300u64)
+            .map(|i| {
+                let delay = Dice(i + 7).below(50);
+                let child = Command::new("sh")
+                    .args(["-c", "sleep 0.0$1; exit $(($2 % 200))", "sh"])
+                    .args([format!("{delay:02}"), i.to_string()])
+                    .spawn()
+                    .unwrap();
+                tokio::spawn(awaited_with_cancellations(i, child))
+            })
+            .collect();
+        for (i, task) in children.into_iter().enumerate() {
+            let (code, after) = tokio::time::timeout(LIMIT, task)
+                .await
+                .unwrap_or_else(|_| panic!("child {i}: never heard of"))
+                .unwrap();
+            assert_eq!(code, (i % 200) as i32, "child {i}");
+            let exits = after
+                .iter()
+                .filter(|e| matches!(e, process_transport::Event::Exited(_)))
+                .count();
+            assert_eq!(exits, 1, "child {i}: {after:?}");
+            assert!(
+                matches!(after.last(), Some(process_transport::Event::Ended(Ok(s))) if s.code() == Some(code)),
+                "child {i}: {after:?}"
+            );
+        }
     });
 }
