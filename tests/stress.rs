@@ -194,7 +194,9 @@ async fn awaited_with_cancellations(
 ) -> (i32, Vec<process_transport::Event>) {
     use futures::StreamExt;
     let handle = child.handle();
-    let beside = (i % 3 == 0).then(|| tokio::spawn(async move { handle.exited().await }));
+    let beside = i
+        .is_multiple_of(3)
+        .then(|| tokio::spawn(async move { handle.exited().await }));
     let mut dice = Dice(0x9e37_79b9_7f4a_7c15 ^ (i + 1));
     let status = loop {
         let limit = std::time::Duration::from_micros(dice.below(4000));
