@@ -54,8 +54,8 @@
 //!   `kill_on_drop`, `terminate` and that deadline reach.
 //! - A single background reaper thread collects exit statuses of this crate's children only
 //!   (never `waitpid(-1)`), so it coexists with `tokio::process` and `std::process`, and it
-//!   outlives any one runtime. A transport awaited in a task collects its own child's status
-//!   from the task's reactor, one wake-up sooner.
+//!   outlives any one runtime. A transport awaited in a task, or on a current-thread
+//!   runtime, has its child's status collected in its runtime's reactor, one wake-up sooner.
 //!
 //! Operations on a running transport fail with [`Error`]. The two errors do not convert into
 //! each other, but both convert into `std::io::Error` and box as `dyn std::error::Error`, so
