@@ -38,7 +38,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
-use futures_util::task::AtomicWaker;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
@@ -47,23 +46,21 @@ use crate::exit_status::ExitStatus;
 use crate::reaper::ExitSlot;
 use crate::sys;
 
-/// A registration of the pidfd and the slot to hand back to the reaper when it ends.
+/// A registration of the pidfd, and the waker it holds.
 struct Watching {
     pidfd: AsyncFd<Arc<OwnedFd>>,
-    slot: Arc<ExitSlot>,
-    /// What the registration wakes: a [`ReapOnWake`].
+    /// `reap_on_wake` as a waker.
     reaping_waker: Waker,
     reap_on_wake: Arc<ReapOnWake>,
 }
 
 /// The waker the pidfd's registration holds. It reaps the child where the reactor hears the
-/// exit, on the thread driving it, then wakes the future that polled last: so the child is
-/// reaped at once even when that future no longer awaits it (a `wait()` cancelled by
+/// exit, on the thread driving it, which wakes the task that polled the slot last: so the
+/// child is reaped at once even when that task no longer awaits it (a `wait()` cancelled by
 /// `select!` or `timeout`, the transport left idle), rather than at the reaper's deferred
-/// check.
+/// check. Its slot is the one the watch hands back to the reaper when it ends.
 struct ReapOnWake {
     slot: Arc<ExitSlot>,
-    awaiting: AtomicWaker,
     /// Woken since the registration was last polled (at first: never polled). Until then
     /// it holds this waker and has nothing to say, so a poll of the transport (one per event
     /// of a busy stream) skips it.
@@ -77,10 +74,10 @@ impl Wake for ReapOnWake {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::SeqCst);
-        // Also woken when the reactor shuts down: then there is nothing to reap yet, and
-        // the poll that follows hands the child back to the reaper thread.
         self.slot.reap_now();
-        self.awaiting.wake();
+        // Also woken when the reactor shuts down, with nothing to reap: the poll this asks
+        // for hands the child back to the reaper thread. (After a reap, a no-op.)
+        self.slot.wake_poller();
     }
 }
 
@@ -113,17 +110,16 @@ impl ExitWatch {
             slot.watch_from_reactor();
             let reap_on_wake = Arc::new(ReapOnWake {
                 slot: slot.clone(),
-                awaiting: AtomicWaker::new(),
                 woken: AtomicBool::new(true),
             });
             self.0 = Some(Box::new(Watching {
                 pidfd,
-                slot: slot.clone(),
                 reaping_waker: Waker::from(reap_on_wake.clone()),
                 reap_on_wake,
             }));
         }
-        // Reaped already (by the reactor's wake-up, most often): nothing more to ask.
+        // Reaped already (by the reactor's wake-up, most often): nothing more to ask. This also
+        // makes `cx` the task that a wake-up of the registration wakes.
         if let Poll::Ready(exit) = slot.poll_exit(cx) {
             self.0 = None;
             return Poll::Ready(exit);
@@ -131,7 +127,6 @@ impl ExitWatch {
         let Some(watching) = &self.0 else {
             return Poll::Pending;
         };
-        watching.reap_on_wake.awaiting.register(cx.waker());
         if !watching.reap_on_wake.woken.swap(false, Ordering::SeqCst) {
             // Still armed with the reaping waker, which has not fired.
             return Poll::Pending;
@@ -159,7 +154,7 @@ impl ExitWatch {
     /// Ends the watch, handing the child back to the reaper's main set if it still runs.
     fn stop(&mut self) {
         if let Some(watching) = self.0.take() {
-            watching.slot.return_to_reaper();
+            watching.reap_on_wake.slot.return_to_reaper();
         }
     }
 }

@@ -21,9 +21,8 @@
 //! second, *deferred* set, which the thread does not sleep on but checks now and then (see
 //! [`CheckSchedule`]): so the reaper thread is not woken by that exit, yet an exit the
 //! reactor does not hear of (the runtime not driven, a fork that deregistered the shared
-//! pidfd) is still reaped within
-//! [`DEFERRED_CHECK_MAX_MS`]. The pidfd moves back when the watch ends, and for good once a
-//! handle waits.
+//! pidfd) is still reaped within [`DEFERRED_CHECK_MAX_MS`]. The pidfd moves back when the
+//! watch ends, and for good once a handle waits.
 //!
 //! A child that leads or joined a process group keeps its zombie while the transport lives:
 //! the status is read with `WNOWAIT` and the zombie is released when the last owner of its
@@ -157,6 +156,11 @@ impl ExitSlot {
             Some(result) => Poll::Ready(result),
             None => Poll::Pending,
         }
+    }
+
+    /// Wakes the task that last polled [`poll_exit`](Self::poll_exit), as a reap would.
+    pub(crate) fn wake_poller(&self) {
+        self.waker.wake();
     }
 
     /// Waits for the exit on behalf of a handle: any number of them at once, besides the
@@ -697,9 +701,9 @@ impl Reaper {
 /// When the reaper thread checks the deferred set next: [`DEFERRED_CHECK_MS`] after a check
 /// that found an exit (others may follow: a blocked runtime hears none of its children), then
 /// at intervals that double, up to [`DEFERRED_CHECK_MAX_MS`], while checks find nothing. An
-/// exit no reactor hears of is rare (a runtime not driven, a fork), and a
-/// long-lived child is watched for as long as it lives: checking it ten times a second woke
-/// the thread for nothing. A pidfd joining the set does not wake the thread (unless it sleeps
+/// exit no reactor hears of is rare (a runtime not driven, a fork), and a long-lived child is
+/// watched for as long as it lives: checking it ten times a second woke the thread for
+/// nothing. A pidfd joining the set does not wake the thread (unless it sleeps
 /// without a timeout): a run of spawns awaited in tasks would wake it at every exit.
 #[derive(Debug)]
 struct CheckSchedule {
