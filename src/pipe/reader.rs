@@ -2,7 +2,7 @@
 //! reads that fill at least half of their buffer.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
@@ -50,6 +50,29 @@ impl Terminal {
         }
         look
     }
+
+    /// The terminal read EIO: whether that is the end of its output. If not, it is noted, and
+    /// the reader waits for news of the terminal or for the reap.
+    fn ends_at_eio(&mut self) -> bool {
+        if !self.hangup_is_end {
+            self.hung_up = true;
+        }
+        self.hangup_is_end
+    }
+}
+
+/// The fd a reader reads: its pipe, or its terminal's master (the fd in the reactor being the
+/// master's watch set).
+fn source<'a>(fd: &'a AsyncFd<OwnedFd>, terminal: &'a Option<Terminal>) -> BorrowedFd<'a> {
+    match terminal {
+        Some(terminal) => terminal.master.as_fd(),
+        None => fd.get_ref().as_fd(),
+    }
+}
+
+/// Whether `e` is the EIO of a terminal (a pipe's EIO is an error like any other).
+fn is_terminal_eio(e: &io::Error, terminal: &Option<Terminal>) -> bool {
+    terminal.is_some() && e.raw_os_error() == Some(libc::EIO)
 }
 
 /// Which readers a poll reads.
@@ -153,11 +176,7 @@ impl Reader {
             } else {
                 self.read_size
             };
-            let source = match &self.terminal {
-                Some(terminal) => terminal.master.as_fd(),
-                None => self.fd.get_ref().as_fd(),
-            };
-            match sys::fd::read_into(source, &mut self.buf, size) {
+            match sys::fd::read_into(source(&self.fd, &self.terminal), &mut self.buf, size) {
                 Ok(0) => return Poll::Ready(ReadOutcome::Eof),
                 Ok(n) => {
                     // A short read drained the pipe; the next write by the child raises a new
@@ -179,21 +198,17 @@ impl Reader {
                         guard.clear_ready();
                     }
                 }
-                Err(e) => {
-                    let is_eio = e.raw_os_error() == Some(libc::EIO);
-                    let Some(terminal) = self.terminal.as_mut().filter(|_| is_eio) else {
-                        return Poll::Ready(ReadOutcome::Failed(e));
-                    };
-                    if terminal.hangup_is_end {
+                Err(e) if is_terminal_eio(&e, &self.terminal) => {
+                    if self.terminal.as_mut().is_some_and(Terminal::ends_at_eio) {
                         return Poll::Ready(ReadOutcome::Eof);
                     }
                     // The child closed its last handle on the terminal but may open it again
-                    // and write: wait for news of it, or for the reap.
-                    terminal.hung_up = true;
+                    // and write.
                     if let Some(guard) = &mut guard {
                         guard.clear_ready();
                     }
                 }
+                Err(e) => return Poll::Ready(ReadOutcome::Failed(e)),
             }
         }
     }
@@ -245,11 +260,7 @@ impl Reader {
         loop {
             let mut guard = ready!(self.fd.poll_read_ready(cx))?;
             let (room, before) = (buf.remaining(), buf.filled().len());
-            let source = match &self.terminal {
-                Some(terminal) => terminal.master.as_fd(),
-                None => guard.get_inner().as_fd(),
-            };
-            match sys::fd::read_buf(source, buf) {
+            match sys::fd::read_buf(source(&self.fd, &self.terminal), buf) {
                 Ok(()) => {
                     // As in `poll_read`: a short read drained the pipe, so the next read
                     // waits for the child's next write instead of finding EAGAIN first.
@@ -260,9 +271,11 @@ impl Reader {
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
-                // A taken terminal does not hear of the reap: its first EIO is its end.
-                Err(e) if e.raw_os_error() == Some(libc::EIO) && self.terminal.is_some() => {
-                    return Poll::Ready(Ok(()));
+                Err(e) if is_terminal_eio(&e, &self.terminal) => {
+                    if self.terminal.as_mut().is_some_and(Terminal::ends_at_eio) {
+                        return Poll::Ready(Ok(()));
+                    }
+                    guard.clear_ready();
                 }
                 Err(e) => return Poll::Ready(Err(e)),
             }
