@@ -585,15 +585,20 @@ impl ChildFds {
                     .map_err(|_| SpawnError::NoRuntime)?
                     .map_err(failed(SpawnStep::RegisterPipe(child_fd)))
             };
-            let interest = match dir {
-                Direction::ParentWrites => Interest::WRITABLE,
-                Direction::ParentReads => Interest::READABLE,
+            let pipe = match dir {
+                Direction::ParentWrites => Pipe::writer(
+                    child_fd,
+                    register(fd, Interest::WRITABLE)?,
+                    capacity,
+                    limits,
+                ),
+                Direction::ParentReads => {
+                    Pipe::reader(child_fd, register(fd, Interest::READABLE)?, capacity)
+                }
                 Direction::PtyMaster => {
                     let watch_set = sys::pty::watch_set(fd.as_fd())
                         .map_err(failed(SpawnStep::RegisterPipe(child_fd)))?;
-                    let watch_set = register(watch_set, Interest::READABLE)?;
-                    pipes.push(Pipe::terminal(child_fd, watch_set, fd));
-                    continue;
+                    Pipe::terminal(child_fd, register(watch_set, Interest::READABLE)?, fd)
                 }
                 Direction::Duplex => {
                     // A second copy of the same socket, so that each direction has its own
@@ -603,12 +608,10 @@ impl ChildFds {
                         .map_err(failed(SpawnStep::RegisterPipe(child_fd)))?;
                     let read = register(fd, Interest::READABLE)?;
                     let write = register(write, Interest::WRITABLE)?;
-                    pipes.push(Pipe::duplex(child_fd, read, write, limits));
-                    continue;
+                    Pipe::duplex(child_fd, read, write, limits)
                 }
             };
-            let registered = register(fd, interest)?;
-            pipes.push(Pipe::new(child_fd, dir, registered, capacity, limits));
+            pipes.push(pipe);
         }
         Ok(PipeSet::new(pipes))
     }

@@ -41,15 +41,6 @@ impl Duplex {
         }
     }
 
-    /// A socket whose write half has already ended.
-    pub(super) fn read_only(reader: Reader) -> Self {
-        Duplex {
-            reader: Some(reader),
-            writer: None,
-            first_end: None,
-        }
-    }
-
     /// Ends `half` for `reason`. Once both halves have ended, returns the reason the socket
     /// as a whole closed: an error of either half (the first), otherwise why the last one
     /// ended.

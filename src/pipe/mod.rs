@@ -92,41 +92,29 @@ pub(crate) enum PipeState {
 }
 
 impl Pipe {
-    /// The pipe at `child_fd`, registered with the reactor as `fd`; a writer starts with
-    /// `limits`. One fd makes one direction: a whole [`Direction::Duplex`] comes from
-    /// [`Pipe::duplex`], and one made here has its read half only.
-    pub(crate) fn new(
+    /// The pipe at `child_fd` the parent writes, registered with the reactor as `fd`; its
+    /// writer starts with `limits`.
+    pub(crate) fn writer(
         child_fd: i32,
-        dir: Direction,
         fd: AsyncFd<OwnedFd>,
         capacity: Capacity,
         limits: WriteLimits,
     ) -> Self {
-        let state = match dir {
-            Direction::ParentWrites => PipeState::Writer(Writer::new(fd, capacity, limits)),
-            Direction::ParentReads => PipeState::Reader(Reader::new(fd, capacity)),
-            Direction::PtyMaster => unreachable!("a pty master is made by Pipe::terminal"),
-            Direction::Duplex => {
-                PipeState::Duplex(Box::new(Duplex::read_only(Reader::new(fd, capacity))))
-            }
-        };
-        Pipe {
-            child_fd,
-            dir,
-            state,
-            paused: false,
-        }
+        let writer = Writer::new(fd, capacity, limits);
+        Pipe::with_state(child_fd, Direction::ParentWrites, PipeState::Writer(writer))
+    }
+
+    /// The pipe at `child_fd` the parent reads, registered with the reactor as `fd`.
+    pub(crate) fn reader(child_fd: i32, fd: AsyncFd<OwnedFd>, capacity: Capacity) -> Self {
+        let reader = Reader::new(fd, capacity);
+        Pipe::with_state(child_fd, Direction::ParentReads, PipeState::Reader(reader))
     }
 
     /// The pty master read at `child_fd`: `master` itself, and its
     /// [`watch_set`](crate::sys::pty::watch_set) registered with the reactor.
     pub(crate) fn terminal(child_fd: i32, watch_set: AsyncFd<OwnedFd>, master: OwnedFd) -> Self {
-        Pipe {
-            child_fd,
-            dir: Direction::PtyMaster,
-            state: PipeState::Reader(Reader::terminal(watch_set, master)),
-            paused: false,
-        }
+        let reader = Reader::terminal(watch_set, master);
+        Pipe::with_state(child_fd, Direction::PtyMaster, PipeState::Reader(reader))
     }
 
     /// The socket at `child_fd`: `read` and `write` are two copies of the parent's end,
@@ -139,13 +127,22 @@ impl Pipe {
     ) -> Self {
         // A socket's buffers are not a pipe's and cannot be resized with F_SETPIPE_SZ: fixed.
         let capacity = Capacity::Fixed(DEFAULT_PIPE_CAPACITY);
+        let duplex = Duplex::new(
+            Reader::new(read, capacity),
+            Writer::new(write, capacity, limits),
+        );
+        Pipe::with_state(
+            child_fd,
+            Direction::Duplex,
+            PipeState::Duplex(Box::new(duplex)),
+        )
+    }
+
+    fn with_state(child_fd: i32, dir: Direction, state: PipeState) -> Self {
         Pipe {
             child_fd,
-            dir: Direction::Duplex,
-            state: PipeState::Duplex(Box::new(Duplex::new(
-                Reader::new(read, capacity),
-                Writer::new(write, capacity, limits),
-            ))),
+            dir,
+            state,
             paused: false,
         }
     }

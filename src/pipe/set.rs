@@ -334,19 +334,23 @@ mod tests {
     use crate::pipe::{Capacity, Direction, WriteLimits};
     use crate::sys;
 
-    /// A pipe at `child_fd` going `dir`, with the other end kept open in `keep`.
+    /// A pipe at `child_fd` going `dir` (a reader unless the parent writes), with the other
+    /// end kept open in `keep`.
     fn pipe(child_fd: i32, dir: Direction, keep: &mut Vec<OwnedFd>) -> Pipe {
         let (read, write) = sys::fd::pipe().unwrap();
         let (parent, child, interest) = match dir {
             Direction::ParentWrites => (write, read, Interest::WRITABLE),
-            Direction::ParentReads | Direction::PtyMaster | Direction::Duplex => {
-                (read, write, Interest::READABLE)
-            }
+            _ => (read, write, Interest::READABLE),
         };
         sys::fd::set_nonblocking(parent.as_fd()).unwrap();
         keep.push(child);
         let fd = sys::fd::register(parent, interest).unwrap();
-        Pipe::new(child_fd, dir, fd, Capacity::Default, WriteLimits::default())
+        match dir {
+            Direction::ParentWrites => {
+                Pipe::writer(child_fd, fd, Capacity::Default, WriteLimits::default())
+            }
+            _ => Pipe::reader(child_fd, fd, Capacity::Default),
+        }
     }
 
     /// A socket at `child_fd`, with the child's end kept open in `keep`.
