@@ -411,6 +411,11 @@ impl Command {
 
     /// Puts the child in process group `pgid`; `0` makes it the leader of a new group whose
     /// id is its pid (see [`ProcessTransport::signal_group`](crate::ProcessTransport::signal_group)).
+    ///
+    /// The leader of a new group stays a zombie after its exit status is read, until the
+    /// transport and every [`ProcessHandle`](crate::ProcessHandle) are dropped: while it
+    /// stands, the group's number cannot be reused, so signalling the group never reaches
+    /// a stranger.
     pub fn process_group(&mut self, pgid: i32) -> &mut Self {
         self.session = SessionOption::ProcessGroup(pgid);
         self

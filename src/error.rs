@@ -34,7 +34,12 @@ pub enum SpawnError {
         /// not repeated in the `Display` text.
         source: io::Error,
     },
-    /// Spawning was attempted outside a Tokio runtime with I/O enabled.
+    /// Spawning was attempted outside a Tokio runtime, or in one built without I/O.
+    ///
+    /// Tokio tells the second case only by panicking when the first pipe is registered: the
+    /// panic is caught and becomes this error, but the panic hook has printed it by then,
+    /// and under `panic = "abort"` the process aborts. Build the runtime with
+    /// `enable_io` (or `enable_all`).
     NoRuntime,
 }
 
@@ -196,9 +201,9 @@ impl fmt::Display for SpawnError {
             SpawnError::Spawn { program, step, .. } => {
                 write!(f, "spawning {} failed at {step}", program.to_string_lossy())
             }
-            SpawnError::NoRuntime => {
-                f.write_str("spawn_process must be called inside a Tokio runtime")
-            }
+            SpawnError::NoRuntime => f.write_str(
+                "spawning needs a Tokio runtime with I/O enabled (enable_io or enable_all)",
+            ),
         }
     }
 }

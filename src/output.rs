@@ -210,9 +210,14 @@ impl Command {
     }
 
     /// Spawns the child, closes its stdin (every pipe the parent writes), discards its
-    /// output, and returns its exit status once it has exited and closed its pipes, or the
-    /// [`timeout`](Command::timeout) has stopped it (its status then tells the signal; [`output`](Command::output) with
-    /// [`output_limit(0)`](Command::output_limit) also says whether it timed out).
+    /// output (`stdout(ChildFd::Inherit(1))` and `stderr(ChildFd::Inherit(2))` let it
+    /// through, as std's and Tokio's `status` do), and returns its exit status as soon as it
+    /// has exited: like [`wait`](ProcessTransport::wait), not like
+    /// [`output`](Command::output), it does not wait for the pipes to close, so a background
+    /// process that keeps them open does not hold it up. Once the
+    /// [`timeout`](Command::timeout) passes, the [kill target](Command::kill_target) is
+    /// stopped as [`terminate`](ProcessTransport::terminate) does (SIGTERM, the
+    /// [grace](Command::timeout_grace), SIGKILL) and the status tells the signal.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -225,11 +230,18 @@ impl Command {
     ///
     /// # Errors
     ///
-    /// As [`output`](Command::output).
+    /// Whatever [`spawn`](Command::spawn) fails with (nothing is left behind then), or what
+    /// [`ProcessTransport::wait`] and [`ProcessTransport::terminate`] fail with.
     pub async fn status(&self) -> Result<ExitStatus, RunError> {
         let mut child = self.spawn()?;
-        let output = child.output(self.collect.max_bytes_per_fd(0)).await?;
-        Ok(output.status)
+        let Some(deadline) = self.collect.get_timeout() else {
+            return Ok(child.wait().await?);
+        };
+        match tokio::time::timeout(deadline, child.wait()).await {
+            Ok(status) => Ok(status?),
+            // `wait` is cancel-safe: an exit it was about to report is the terminate's.
+            Err(_elapsed) => Ok(child.terminate(self.collect.get_grace()).await?),
+        }
     }
 }
 

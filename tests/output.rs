@@ -149,6 +149,40 @@ async fn status_returns_the_exit_and_honours_the_deadline() {
 }
 
 #[tokio::test]
+async fn status_returns_at_the_exit_while_a_background_process_holds_the_pipes() {
+    // The shell exits at once; its background `sleep` keeps stdout and stderr open.
+    let started = Instant::now();
+    let status = timeout(LIMIT, sh("sleep 3 & exit 4").status())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(4));
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "waited for the pipes: {took:?}"
+    );
+
+    // The same under a deadline that never comes.
+    let started = Instant::now();
+    let status = timeout(
+        LIMIT,
+        sh("sleep 3 & exit 4")
+            .timeout(Duration::from_secs(30))
+            .status(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(status.code(), Some(4));
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "waited for the pipes: {took:?}"
+    );
+}
+
+#[tokio::test]
 async fn output_flushes_queued_input_and_closes_stdin() {
     let mut child = Command::new("cat").spawn().unwrap();
     child.write_stdin("hello ").unwrap();

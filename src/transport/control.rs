@@ -127,7 +127,8 @@ impl ProcessTransport {
     ///
     /// Before waiting it resumes reading and closes every writer (after flushing), duplex
     /// sockets included, as Tokio's `wait` closes stdin: a child waiting for EOF would
-    /// otherwise never exit. Output read meanwhile is discarded, so a child writing more than
+    /// otherwise never exit. A writer taken out with
+    /// [`take_writer`](ProcessTransport::take_writer) is yours to shut down or drop first. Output read meanwhile is discarded, so a child writing more than
     /// a pipe holds cannot block (pipes taken out with
     /// [`take_reader`](ProcessTransport::take_reader) are yours to drain). A pipe whose child
     /// end has closed can block no one and is not read: what it still holds, its `Closed`, the

@@ -266,6 +266,12 @@ impl ProcessTransport {
     /// close), but [`Event::Ended`] still waits until the handle has read to end of file (or
     /// failed) or is dropped.
     ///
+    /// The pipes left in the transport are read only while it is polled (its event stream,
+    /// [`wait`](Self::wait), [`run`](Self::run)): a child that writes more than a pipe holds
+    /// to one of them (its stderr, say) blocks until then. Poll the transport in a task of its
+    /// own, take those pipes too, or give the child [`ChildFd::Null`](crate::ChildFd::Null)
+    /// there.
+    ///
     /// With a codec from `tokio-util`, line records from fd 3:
     ///
     /// ```
@@ -336,6 +342,11 @@ impl ProcessTransport {
     /// `AsyncWrite` + `Sink<Bytes>` handle; bytes still queued are written first. Its close
     /// no longer appears as an event, but [`Event::Ended`] still waits until the handle is
     /// shut down, has failed (a broken pipe) or is dropped.
+    ///
+    /// [`wait`](Self::wait) does not close a taken writer: a child reading to end of file
+    /// (`cat`) exits only once the handle is shut down or dropped. The pipes left in the
+    /// transport are read only while it is polled, as [`take_reader`](Self::take_reader)
+    /// says.
     pub fn take_writer(&mut self, fd: i32) -> Result<PipeWriter, Error> {
         self.pipes.take_writer(fd)
     }
