@@ -346,6 +346,9 @@ impl ProcessTransport {
                 }
                 Some(false) if self.is_own_reader(fd) => {
                     buffers.fds.insert(fd, BytesMut::new());
+                    // A socket's write half ends as a pipe's would: the child reads end of
+                    // file, and its data is still collected.
+                    self.close_write_half(fd);
                 }
                 _ => {}
             }

@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use common::{Outcome, open_fds, py, run_to_end, within};
 use futures::StreamExt;
-use process_transport::{ChildFd, Error, Event, InvalidInput, SpawnError};
+use process_transport::{ChildFd, Collect, Error, Event, InvalidInput, SpawnError};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// Held by each test: see the module's doc.
@@ -317,4 +317,81 @@ async fn output_collects_what_the_child_sends_on_a_duplex() {
         .await
         .unwrap();
     assert_eq!(out.fds.get(&3).map(|b| b.len()), Some(0), "{:?}", out.fds);
+}
+
+#[tokio::test]
+async fn output_ends_the_write_half_so_a_child_reading_to_the_end_exits() {
+    let _serial = SERIAL.lock().await;
+    // The child sends back what it read on fd 3, once it has read to the end.
+    let script = format!("{OPEN_FD3}\nsock.sendall(lines.read())\nsys.stdout.write('done\\n')\n");
+    let mut child = py(&script).fd(3, ChildFd::Duplex).spawn().unwrap();
+    child.write(3, "ping\n").unwrap();
+    let out = within("output", child.output(Collect::new()))
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.fd(3), b"ping\n");
+    assert_eq!(out.stdout(), b"done\n");
+
+    let out = within("output", py(&script).fd(3, ChildFd::Duplex).output())
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout(), b"done\n");
+}
+
+#[tokio::test]
+async fn a_paused_duplex_taken_out_holds_back_neither_its_data_nor_ended() {
+    let _serial = SERIAL.lock().await;
+    let script = format!("{OPEN_FD3}\nsock.sendall(b'before')\n");
+    let quiet = [(0, ChildFd::Null), (1, ChildFd::Null), (2, ChildFd::Null)];
+    let mut child = py(&script)
+        .fds(quiet)
+        .fd(3, ChildFd::Duplex)
+        .spawn()
+        .unwrap();
+    // Until the exit and the data are there for one poll to find: the data is queued
+    // behind the exit.
+    while child.pid().is_some() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let first = within("the exit", child.next()).await;
+    assert!(matches!(first, Some(Event::Exited(_))), "{first:?}");
+    child.pause_reading_fd(3).unwrap();
+    let _stream = within("take_duplex", child.take_duplex(3)).await.unwrap();
+    let rest: Vec<Event> = within("the rest", child.collect()).await;
+    assert!(
+        matches!(
+            rest.as_slice(),
+            [Event::Data { fd: 3, data }, Event::Ended(Ok(_))] if &data[..] == b"before"
+        ),
+        "{rest:?}"
+    );
+}
+
+#[test]
+fn a_duplex_that_cannot_be_taken_out_stays_in_the_transport() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _serial = rt.block_on(SERIAL.lock());
+    // The child doubles the number it reads on fd 3.
+    let script = format!("{OPEN_FD3}\nsock.sendall(b'%d\\n' % (2 * int(lines.readline())))\n");
+    let mut child = rt.block_on(async { py(&script).fd(3, ChildFd::Duplex).spawn().unwrap() });
+    // Outside any runtime: refused, and nothing is lost.
+    let refused = futures::executor::block_on(child.take_duplex(3));
+    assert!(matches!(refused, Err(Error::Io(_))), "{refused:?}");
+    rt.block_on(async {
+        let stream = within("take_duplex", child.take_duplex(3)).await.unwrap();
+        let (read, mut write) = stream.into_split();
+        write.write_all(b"21\n").await.unwrap();
+        let mut answer = String::new();
+        within("the answer", BufReader::new(read).read_line(&mut answer))
+            .await
+            .unwrap();
+        assert_eq!(answer, "42\n");
+        assert!(within("wait", child.wait()).await.unwrap().success());
+    });
 }

@@ -977,3 +977,49 @@ async fn a_taken_writer_that_was_shut_down_no_longer_holds_back_ended() {
     assert_eq!(out, b"bye\n");
     drop(writer);
 }
+
+/// A child that writes `before` on fd 1 and exits, with its other fds at /dev/null, after
+/// one event: the poll that saw the exit also read the data, which is queued behind it.
+async fn data_queued_behind_the_exit() -> ProcessTransport {
+    let mut child = Command::new("sh")
+        .args(["-c", "printf before"])
+        .fds([
+            (0, ChildFd::Null),
+            (1, ChildFd::ParentReads),
+            (2, ChildFd::Null),
+        ])
+        .spawn()
+        .unwrap();
+    // Until both the exit and the data are there for one poll to find.
+    let pid = child.spawned_pid();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && child.pid().is_some() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let first = timeout(LIMIT, child.next()).await.unwrap();
+    assert!(matches!(first, Some(Event::Exited(_))), "{first:?}");
+    child
+}
+
+#[tokio::test]
+async fn a_reader_taken_out_reads_first_what_the_transport_had_read() {
+    for paused in [false, true] {
+        let mut child = data_queued_behind_the_exit().await;
+        if paused {
+            child.pause_reading_fd(1).unwrap();
+        }
+        let mut reader = child.take_reader(1).unwrap();
+        let mut got = String::new();
+        timeout(LIMIT, reader.read_to_string(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, "before", "paused: {paused}");
+        // No data event comes for it any more, and nothing holds `Ended` back.
+        let rest: Vec<Event> = timeout(LIMIT, child.collect()).await.unwrap();
+        assert!(
+            matches!(rest.as_slice(), [Event::Ended(Ok(_))]),
+            "paused: {paused}: {rest:?}"
+        );
+    }
+}

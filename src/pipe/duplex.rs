@@ -2,10 +2,12 @@
 //! on two copies of the parent's end, each registered with the reactor for its own
 //! direction, that end one at a time.
 
+use std::io;
 use std::os::fd::OwnedFd;
 
 use super::{Reader, Writer};
 use crate::event::CloseReason;
+use crate::sys;
 
 /// One half of a [`Duplex`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +49,15 @@ impl Duplex {
     pub(crate) fn end(&mut self, half: Half, reason: CloseReason) -> Option<CloseReason> {
         match half {
             Half::Read => self.reader = None,
-            Half::Write => self.writer = None,
+            Half::Write => {
+                if let Some(writer) = self.writer.take()
+                    && self.reader.is_some()
+                {
+                    // The reader's copy keeps the socket open: only a shutdown tells the child
+                    // that nothing more comes (it may already be gone: nothing to tell then).
+                    let _ = sys::fd::shutdown_write(writer.as_fd());
+                }
+            }
         }
         let first = match self.first_end.take() {
             Some(first) if first.is_error() => first,
@@ -58,6 +68,15 @@ impl Duplex {
             None
         } else {
             Some(first)
+        }
+    }
+
+    /// A new copy of the parent's end of the socket (close-on-exec).
+    pub(crate) fn copy_fd(&self) -> io::Result<OwnedFd> {
+        match (&self.writer, &self.reader) {
+            (Some(writer), _) => writer.as_fd().try_clone_to_owned(),
+            (None, Some(reader)) => reader.as_fd().try_clone_to_owned(),
+            (None, None) => Err(io::Error::from_raw_os_error(libc::EBADF)),
         }
     }
 

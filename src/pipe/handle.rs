@@ -6,6 +6,7 @@
 //! the transport's `Ended` still waits until the pipe is done: the handle is dropped, a
 //! reader reached end of file or failed, a writer was shut down or failed (a broken pipe).
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,6 +28,9 @@ use super::{ReadOutcome, Reader, Reads, TakenPipe, Writer};
 /// [`Ended`](crate::Event::Ended) no longer waits for it, even while it is kept.
 pub struct PipeReader {
     child_fd: i32,
+    /// What the transport had read from the pipe and not handed out when it was taken: read
+    /// before anything newer.
+    read_before: VecDeque<Bytes>,
     reader: Reader,
     taken: Arc<TakenPipe>,
 }
@@ -36,9 +40,16 @@ impl PipeReader {
     pub(super) fn new(child_fd: i32, reader: Reader, taken: Arc<TakenPipe>) -> Self {
         PipeReader {
             child_fd,
+            read_before: VecDeque::new(),
             reader,
             taken,
         }
+    }
+
+    /// The same handle, reading `data` (read from the pipe by the transport) first.
+    pub(crate) fn with_read_before(mut self, data: VecDeque<Bytes>) -> Self {
+        self.read_before = data;
+        self
     }
 
     /// The child fd this pipe is connected to.
@@ -54,6 +65,14 @@ impl AsyncRead for PipeReader {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(front) = this.read_before.front_mut() {
+            let n = front.len().min(buf.remaining());
+            buf.put_slice(&front.split_to(n));
+            if front.is_empty() {
+                this.read_before.pop_front();
+            }
+            return Poll::Ready(Ok(()));
+        }
         let (room, filled) = (buf.remaining(), buf.filled().len());
         let result = ready!(this.reader.poll_read_buf(cx, buf));
         // Nothing read into a buffer with room is end of file: the pipe is done, whether or
@@ -70,6 +89,9 @@ impl Stream for PipeReader {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if let Some(data) = this.read_before.pop_front() {
+            return Poll::Ready(Some(Ok(data)));
+        }
         let end = match ready!(this.reader.poll_read(cx, Reads::All)) {
             ReadOutcome::Data(data) => return Poll::Ready(Some(Ok(data))),
             ReadOutcome::Eof => None,

@@ -243,6 +243,11 @@ impl Reader {
         }
     }
 
+    /// The fd read (a terminal's master, not its watch set).
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
+        source(&self.fd, &self.terminal)
+    }
+
     /// The fd, out of the reactor, for a handle of another kind.
     pub(crate) fn into_fd(self) -> OwnedFd {
         match self.terminal {

@@ -152,6 +152,22 @@ impl PipeSet {
         }
     }
 
+    /// Starts ending the write half of the socket at child fd `fd`, its read half going on:
+    /// `true` when it is to end at once (nothing queued), `false` when it ends once flushed
+    /// or there is no write half to end.
+    pub(crate) fn begin_close_write(&mut self, fd: i32) -> bool {
+        match self.get_mut(fd).map(|pipe| &mut pipe.state) {
+            Some(PipeState::Duplex(d)) => match &mut d.writer {
+                Some(w) => {
+                    w.closing = true;
+                    w.queued() == 0
+                }
+                None => false,
+            },
+            _ => false,
+        }
+    }
+
     /// Closes the pipe at child fd `fd` if the transport still reads or writes it; `true` if
     /// it did (and a `Closed` event is due).
     pub(crate) fn close(&mut self, fd: i32) -> bool {
@@ -269,6 +285,15 @@ impl PipeSet {
         let (state, taken) = self.take(fd, Take::Writer)?;
         match state {
             PipeState::Writer(writer) => Ok(PipeWriter::new(fd, writer, taken)),
+            _ => Err(Error::PipeClosed(fd)),
+        }
+    }
+
+    /// A new copy of the parent's end of the socket at child fd `fd`, which stays in the set.
+    pub(crate) fn duplex_socket(&self, fd: i32) -> Result<OwnedFd, Error> {
+        self.check_duplex(fd)?;
+        match self.get(fd).map(|pipe| &pipe.state) {
+            Some(PipeState::Duplex(d)) => d.copy_fd().map_err(Error::Io),
             _ => Err(Error::PipeClosed(fd)),
         }
     }

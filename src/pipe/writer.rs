@@ -241,6 +241,11 @@ impl Writer {
         }
     }
 
+    /// The fd written.
+    pub(crate) fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.get_ref().as_fd()
+    }
+
     /// The fd, out of the reactor, for a handle of another kind. Whatever is still queued is
     /// dropped.
     pub(crate) fn into_fd(self) -> OwnedFd {

@@ -84,6 +84,13 @@ pub(crate) fn is_open(fd: RawFd) -> bool {
     fd >= 0 && unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1
 }
 
+/// Shuts down the sending direction of socket `fd`: the peer reads end of file, and can still
+/// send. Every copy of the socket is affected, as the shutdown is the socket's.
+pub(crate) fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: shutdown on a borrowed, open fd with a constant `how`.
+    super::cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) }).map(drop)
+}
+
 /// Sets a pipe's capacity (`F_SETPIPE_SZ`) and returns the capacity the kernel chose.
 pub(crate) fn set_pipe_capacity(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
     let bytes =

@@ -2,6 +2,7 @@
 //! pausing reads, and taking pipes out as standalone handles.
 
 use bytes::Bytes;
+use std::collections::VecDeque;
 use std::task::Poll;
 
 use super::ProcessTransport;
@@ -200,6 +201,15 @@ impl ProcessTransport {
         Ok(())
     }
 
+    /// Ends the write half of the socket at child fd `fd` once what is queued is written (a
+    /// `shutdown(SHUT_WR)`): the child reads end of file and can still send. Nothing for
+    /// anything else.
+    pub(crate) fn close_write_half(&mut self, fd: i32) {
+        if self.pipes.begin_close_write(fd) {
+            self.end_half(fd, Half::Write, CloseReason::Closed);
+        }
+    }
+
     /// Closes child fd 0 (after flushing).
     pub fn close_stdin(&mut self) -> Result<(), Error> {
         self.close_child_fd(0)
@@ -263,8 +273,9 @@ impl ProcessTransport {
 
     /// Takes the pipe the parent reads at child fd `fd` out of the transport, as an
     /// `AsyncRead` + `Stream` handle. Its data no longer appears as events (nor does its
-    /// close), but [`Event::Ended`] still waits until the handle has read to end of file (or
-    /// failed) or is dropped.
+    /// close): what the transport had read from it and not handed out yet (queued, or held
+    /// back by a pause) is read from the handle first. [`Event::Ended`] still waits until the
+    /// handle has read to end of file (or failed) or is dropped.
     ///
     /// The pipes left in the transport are read only while it is polled (its event stream,
     /// [`wait`](Self::wait), [`run`](Self::run)): a child that writes more than a pipe holds
@@ -303,7 +314,22 @@ impl ProcessTransport {
     /// [`Error::PipeClosed`] once it is closed, [`Error::Duplex`] for a duplex (see
     /// [`take_duplex`](Self::take_duplex)).
     pub fn take_reader(&mut self, fd: i32) -> Result<PipeReader, Error> {
-        self.pipes.take_reader(fd)
+        let reader = self.pipes.take_reader(fd)?;
+        Ok(reader.with_read_before(self.take_queued_data(fd)))
+    }
+
+    /// The data events of child fd `fd` still queued (held back by a pause or not), taken
+    /// out of the queue in order.
+    fn take_queued_data(&mut self, fd: i32) -> VecDeque<Bytes> {
+        let mut taken = VecDeque::new();
+        self.pending.retain(|event| match event {
+            Event::Data { fd: of, data } if *of == fd => {
+                taken.push_back(data.clone());
+                false
+            }
+            _ => true,
+        });
+        taken
     }
 
     /// Takes the socket at child fd `fd` (a [`ChildFd::Duplex`](crate::ChildFd::Duplex)) out
@@ -313,8 +339,8 @@ impl ProcessTransport {
     /// with `SCM_RIGHTS` (through the stream's raw fd and `sendmsg`).
     ///
     /// From here the socket is the caller's: no more events come for it (data read before
-    /// and not yet consumed still comes as [`Event::Data`]), and [`Event::Ended`] no longer
-    /// waits for it. The child sees the socket close when the stream is dropped (and any
+    /// and not yet consumed still comes as [`Event::Data`], even if the socket was paused),
+    /// and [`Event::Ended`] no longer waits for it. The child sees the socket close when the stream is dropped (and any
     /// other copy of it, as in the child's own descendants, is closed).
     ///
     /// Fails with [`Error::NotWritable`] for a pipe the parent only reads,
@@ -327,15 +353,14 @@ impl ProcessTransport {
         if self.pipes.queued_len(fd) > 0 {
             self.flush(fd).await?;
         }
-        let socket = std::os::unix::net::UnixStream::from(self.pipes.take_duplex(fd)?);
-        // Tokio panics when the runtime polling this has no I/O driver; report it instead.
-        std::panic::catch_unwind(|| tokio::net::UnixStream::from_std(socket))
-            .map_err(|_| {
-                Error::Io(std::io::Error::other(
-                    "take_duplex needs a Tokio runtime with I/O enabled",
-                ))
-            })?
-            .map_err(Error::Io)
+        // Registered from a copy first: should the runtime refuse it, the socket stays here.
+        let copy = self.pipes.duplex_socket(fd)?;
+        let stream = register_socket(std::os::unix::net::UnixStream::from(copy))?;
+        drop(self.pipes.take_duplex(fd)?);
+        // What was read before and is still queued is no longer held back by a pause: no
+        // resume could come for a socket that is gone, and `Ended` waits behind it.
+        self.pipes.set_paused(Some(fd), false);
+        Ok(stream)
     }
 
     /// Takes the pipe the parent writes at child fd `fd` out of the transport, as an
@@ -350,4 +375,21 @@ impl ProcessTransport {
     pub fn take_writer(&mut self, fd: i32) -> Result<PipeWriter, Error> {
         self.pipes.take_writer(fd)
     }
+}
+
+/// `socket` in the reactor of the runtime polling this.
+fn register_socket(
+    socket: std::os::unix::net::UnixStream,
+) -> Result<tokio::net::UnixStream, Error> {
+    let no_io = || {
+        Error::Io(std::io::Error::other(
+            "take_duplex needs a Tokio runtime with I/O enabled",
+        ))
+    };
+    // Asked first, so that the usual mistake (no runtime at all) panics nowhere.
+    tokio::runtime::Handle::try_current().map_err(|_| no_io())?;
+    // Tokio panics when the runtime has no I/O driver; report it instead.
+    std::panic::catch_unwind(|| tokio::net::UnixStream::from_std(socket))
+        .map_err(|_| no_io())?
+        .map_err(Error::Io)
 }
