@@ -16,7 +16,8 @@ use process_transport::{
 
 use common::rerun::in_own_process;
 use common::{
-    Outcome, Rec, in_a_task, multi_thread_runtime, own_cpu_time, py, record, run_to_end, sh, within,
+    LIMIT, Outcome, Rec, in_a_task, multi_thread_runtime, own_cpu_time, py, record, run_to_end, sh,
+    within,
 };
 
 const OUT_ERR_EXIT_4: &str = "echo out; echo err >&2; exit 4";
@@ -45,8 +46,8 @@ async fn wait_gives_the_exit_status_and_can_be_repeated() {
 async fn after_wait_the_stream_still_tells_of_the_exit_and_of_each_pipe_s_end() {
     let mut child = sh(OUT_ERR_EXIT_4).spawn().unwrap();
     assert_eq!(within("wait", child.wait()).await.unwrap().code(), Some(4));
-    // wait left the readers open: their ends, the exit and the end come after it, each once
-    // (stdin's close may too, or may have gone with what wait discards).
+    // wait left the readers open: their ends, the exit and the end come after it, each once,
+    // and so does the close of stdin, which wait itself closed.
     let after = run_to_end(&mut child).await;
     assert_eq!(after.exits().count(), 1, "{:?}", after.log);
     assert!(
@@ -54,6 +55,7 @@ async fn after_wait_the_stream_still_tells_of_the_exit_and_of_each_pipe_s_end() 
         "{:?}",
         after.log
     );
+    assert_eq!(after.close_reason(0), "Closed");
     assert_eq!(after.close_reason(1), "Eof");
     assert_eq!(after.close_reason(2), "Eof");
     assert_eq!(after.status().code(), Some(4));

@@ -92,6 +92,9 @@ impl ProcessTransport {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// A number that is not a signal the kernel takes reaches no one, and the count is 0;
+    /// [`signal`](Self::signal) reports it as an error.
     pub fn kill_tree(&self, sig: impl Into<Signal>) -> usize {
         self.reach().kill_tree(sig.into().number())
     }
@@ -128,8 +131,10 @@ impl ProcessTransport {
     /// Before waiting it resumes reading and closes every writer (after flushing), duplex
     /// sockets included, as Tokio's `wait` closes stdin: a child waiting for EOF would
     /// otherwise never exit. A writer taken out with
-    /// [`take_writer`](ProcessTransport::take_writer) is yours to shut down or drop first. Output read meanwhile is discarded, so a child writing more than
-    /// a pipe holds cannot block (pipes taken out with
+    /// [`take_writer`](ProcessTransport::take_writer) is yours to shut down or drop first.
+    /// Output read meanwhile is discarded, so a child writing more than a pipe holds cannot
+    /// block; every other event it comes across (the `Closed` of the writers it closes, say)
+    /// stays for the stream, in order (pipes taken out with
     /// [`take_reader`](ProcessTransport::take_reader) are yours to drain). A pipe whose child
     /// end has closed can block no one and is not read: what it still holds, its `Closed`, the
     /// `Exited` and the `Ended` are there for the stream after `wait` (its end stays open
@@ -158,7 +163,8 @@ impl ProcessTransport {
                     self.pending.push_front(Event::Exited(result));
                     return Poll::Ready(result.map_err(Error::Wait));
                 }
-                Poll::Ready(Some(_discarded)) => continue,
+                Poll::Ready(Some(Event::Data { .. })) => continue,
+                Poll::Ready(Some(event)) => self.passed_over.push_back(event),
                 Poll::Ready(None) => return Poll::Ready(self.final_status().map_err(Error::Wait)),
                 Poll::Pending => return Poll::Pending,
             }

@@ -55,6 +55,12 @@ pub(crate) struct Settings {
 /// Reads happen only when the consumer asks for the next event, so a slow consumer makes the
 /// child block on a full pipe instead of growing the parent's memory.
 ///
+/// The pipes are in the reactor of the runtime the child was spawned in, so poll the
+/// transport under that runtime (any of its tasks, or its `block_on`). Should that runtime
+/// shut down first, each pipe still open closes with a [`CloseReason::Error`](crate::CloseReason::Error)
+/// at the next poll, wherever that is (the child then sees its pipes close); the exit status
+/// is still reaped and reported.
+///
 /// Dropping the transport closes its pipes. The child keeps running (unless
 /// [`Command::kill_on_drop`](crate::Command::kill_on_drop) was set) and is reaped in the
 /// background when it exits.
@@ -67,6 +73,9 @@ pub struct ProcessTransport {
     pipes: PipeSet,
     /// Events ready for the consumer, some perhaps held back by a pause.
     pending: VecDeque<Event>,
+    /// Events a [`wait`](ProcessTransport::wait) came across and left for the stream (all
+    /// but data, which it discards): they come before anything in `pending`.
+    passed_over: VecDeque<Event>,
     exit_seen: Option<Result<ExitStatus, WaitError>>,
     ended: bool,
     process_group: Option<libc::pid_t>,
@@ -104,6 +113,7 @@ impl ProcessTransport {
             spawned_pid: settings.pid,
             exit,
             pending: VecDeque::new(),
+            passed_over: VecDeque::new(),
             exit_seen: None,
             ended: false,
             process_group: settings.process_group,

@@ -36,6 +36,11 @@ impl ProcessTransport {
     /// [`Closed`](Event::Closed) event carrying the same error. A pipe that breaks while
     /// queued bytes wait for room is reported by that `Closed` event alone.
     ///
+    /// No SIGPIPE reaches the parent for such a write, even where SIGPIPE's action is the
+    /// default (fatal) one: the crate then blocks it around each write. That action is read
+    /// at each spawn, so set it before spawning: one changed to the default while children
+    /// run is not guarded against until the next spawn.
+    ///
     /// ```
     /// use futures::StreamExt;
     /// use process_transport::{Command, Event, WriteFlow};

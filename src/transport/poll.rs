@@ -13,6 +13,9 @@ impl ProcessTransport {
     /// Polls for the next event: flushes writers, notices closes and the exit, reads one
     /// chunk from the next ready reader (round robin), and yields `Ended` last, then `None`.
     pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        if let Some(event) = self.passed_over.pop_front() {
+            return Poll::Ready(Some(event));
+        }
         self.poll_event_reading(cx, Reads::All)
     }
 
