@@ -16,8 +16,7 @@ use process_transport::{
 
 use common::rerun::in_own_process;
 use common::{
-    LIMIT, Outcome, Rec, in_a_task, multi_thread_runtime, own_cpu_time, py, record, run_to_end, sh,
-    within,
+    Outcome, Rec, in_a_task, multi_thread_runtime, own_cpu_time, py, record, run_to_end, sh, within,
 };
 
 const OUT_ERR_EXIT_4: &str = "echo out; echo err >&2; exit 4";
