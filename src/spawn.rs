@@ -29,6 +29,12 @@ use crate::transport::{ProcessTransport, Settings};
 /// bad working directory, a failed `setuid`, ...) is returned as [`SpawnError::Spawn`] naming
 /// the step and the OS error, with every fd closed and the failed child reaped. No user code
 /// runs inside this function.
+///
+/// The [`timeout`](Command::timeout) of `command` bounds [`Command::output`] and
+/// [`Command::status`] only: a spawned transport runs until its child exits or is signalled.
+/// The first spawn in a process also reserves 33 low fd numbers (open on `/dev/null`)
+/// that every spawn uses to hand the child its fds; they stay for the life of the process
+/// (see the README's "How it works").
 pub fn spawn_process(command: &Command) -> Result<ProcessTransport, SpawnError> {
     let span = tracing::debug_span!("spawn", program = ?command.program);
     let _entered = span.enter();
