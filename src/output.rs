@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::command::Command;
+use crate::command::{ChildFd, Command};
 use crate::error::{Error, RunError};
 use crate::event::Event;
 use crate::exit_status::ExitStatus;
@@ -209,12 +209,13 @@ impl Command {
         Ok(child.output(self.collect).await?)
     }
 
-    /// Spawns the child, closes its stdin (every pipe the parent writes), discards its
-    /// output (`stdout(ChildFd::Inherit(1))` and `stderr(ChildFd::Inherit(2))` let it
-    /// through, as std's and Tokio's `status` do), and returns its exit status as soon as it
-    /// has exited: like [`wait`](ProcessTransport::wait), not like
-    /// [`output`](Command::output), it does not wait for the pipes to close, so a background
-    /// process that keeps them open does not hold it up. Once the
+    /// Spawns the child with `/dev/null` in place of every pipe, unless it has a
+    /// [`pty`](Command::pty) (so it reads end of file on
+    /// stdin and its output goes nowhere: `stdout(ChildFd::Inherit(1))` and
+    /// `stderr(ChildFd::Inherit(2))` let it through, as std's and Tokio's `status` do), and
+    /// returns its exit status as soon as it has exited. A background process it leaves
+    /// behind neither holds the status up nor is broken by a closed pipe when it writes
+    /// later. Once the
     /// [`timeout`](Command::timeout) passes, the [kill target](Command::kill_target) is
     /// stopped as [`terminate`](ProcessTransport::terminate) does (SIGTERM, the
     /// [grace](Command::timeout_grace), SIGKILL) and the status tells the signal.
@@ -233,7 +234,20 @@ impl Command {
     /// Whatever [`spawn`](Command::spawn) fails with (nothing is left behind then), or what
     /// [`ProcessTransport::wait`] and [`ProcessTransport::terminate`] fail with.
     pub async fn status(&self) -> Result<ExitStatus, RunError> {
-        let mut child = self.spawn()?;
+        // Nothing is read or written, so the pipes become /dev/null, which the child sees the
+        // same way (end of file on stdin, writes that go nowhere) and which cannot break
+        // under a background process of its that writes after the status is in. Not under a
+        // pty, whose terminal stands for fds 0-2 and must be drained.
+        let mut quiet = self.clone();
+        if self.pty.is_none() {
+            for (fd, what) in self.get_fds() {
+                if matches!(what, ChildFd::ParentReads | ChildFd::ParentWrites) {
+                    quiet.fd(fd, ChildFd::Null);
+                    quiet.pipe_capacity.remove(&fd);
+                }
+            }
+        }
+        let mut child = quiet.spawn()?;
         let Some(deadline) = self.collect.get_timeout() else {
             return Ok(child.wait().await?);
         };
@@ -340,15 +354,13 @@ impl ProcessTransport {
         };
         for fd in fds {
             match self.pipes().get(fd).map(|pipe| pipe.parent_writes()) {
-                Some(true) => {
-                    // A pipe taken out is its holder's to close.
-                    let _ = self.close_child_fd(fd);
-                }
+                // A pipe taken out is its holder's to close.
+                Some(true) => self.end_writing(fd),
                 Some(false) if self.is_own_reader(fd) => {
                     buffers.fds.insert(fd, BytesMut::new());
-                    // A socket's write half ends as a pipe's would: the child reads end of
+                    // A socket's write half ends as a pipe would: the child reads end of
                     // file, and its data is still collected.
-                    self.close_write_half(fd);
+                    self.end_writing(fd);
                 }
                 _ => {}
             }

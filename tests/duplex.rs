@@ -395,3 +395,43 @@ fn a_duplex_that_cannot_be_taken_out_stays_in_the_transport() {
         assert!(within("wait", child.wait()).await.unwrap().success());
     });
 }
+
+#[tokio::test]
+async fn wait_lets_a_child_answer_after_the_end_of_what_it_reads() {
+    let _serial = SERIAL.lock().await;
+    // The child reads fd 3 to the end, then answers on it: wait shuts down only the
+    // parent's sending side.
+    let script = format!("{OPEN_FD3}\nlines.read()\nsock.sendall(b'reply')\nsys.exit(7)\n");
+    let mut child = py(&script).fd(3, ChildFd::Duplex).spawn().unwrap();
+    child.write(3, "question\n").unwrap();
+    let status = within("wait", child.wait()).await.unwrap();
+    assert_eq!(status.code(), Some(7), "the answer failed: {status:?}");
+}
+
+#[test]
+fn take_duplex_outside_a_runtime_fails_at_once_with_bytes_queued() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _serial = rt.block_on(SERIAL.lock());
+    // The child reads nothing until told: most of what is written stays queued.
+    let script = format!("{OPEN_FD3}\nlines.read()\n");
+    let mut child = rt.block_on(async { py(&script).fd(3, ChildFd::Duplex).spawn().unwrap() });
+    child.write(3, vec![b'x'; 4 << 20]).unwrap();
+    assert!(child.queued_len(3) > 0);
+    // On a thread of its own, so that a take that waits for good fails the test.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let refused = futures::executor::block_on(child.take_duplex(3)).map(drop);
+        let _ = tx.send((refused, child));
+    });
+    let (refused, mut child) = rx
+        .recv_timeout(common::LIMIT)
+        .expect("take_duplex outside a runtime waited to flush");
+    assert!(matches!(refused, Err(Error::Io(_))), "{refused:?}");
+    rt.block_on(async {
+        assert!(child.queued_len(3) > 0, "the queue was dropped");
+        assert!(within("wait", child.wait()).await.unwrap().success());
+    });
+}

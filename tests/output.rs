@@ -167,6 +167,36 @@ async fn status_returns_at_the_exit_while_a_background_process_holds_the_pipes()
 }
 
 #[tokio::test]
+async fn status_leaves_a_background_process_nothing_broken_to_write_to() {
+    let mark = std::env::temp_dir().join(format!("pt-status-{}", std::process::id()));
+    let _ = std::fs::remove_file(&mark);
+    // The background job writes on stdout and stderr after the shell has exited, then says
+    // how its writes went.
+    let script = format!(
+        "(sleep 0.3; echo out; echo err >&2; echo \"$?\" > {}) & exit 0",
+        mark.display()
+    );
+    let status = timeout(LIMIT, sh(&script).status()).await.unwrap().unwrap();
+    assert!(status.success());
+    let mut written = None;
+    for _ in 0..500 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if let Ok(text) = std::fs::read_to_string(&mark)
+            && text.ends_with('\n')
+        {
+            written = Some(text);
+            break;
+        }
+    }
+    let _ = std::fs::remove_file(&mark);
+    assert_eq!(
+        written.as_deref(),
+        Some("0\n"),
+        "the background job's writes failed (or it died of SIGPIPE before saying so)"
+    );
+}
+
+#[tokio::test]
 async fn output_flushes_queued_input_and_closes_stdin() {
     let mut child = Command::new("cat").spawn().unwrap();
     child.write_stdin("hello ").unwrap();

@@ -128,9 +128,10 @@ impl ProcessTransport {
 
     /// Waits for the child to be reaped and returns its status.
     ///
-    /// Before waiting it resumes reading and closes every writer (after flushing), duplex
-    /// sockets included, as Tokio's `wait` closes stdin: a child waiting for EOF would
-    /// otherwise never exit. A writer taken out with
+    /// Before waiting it resumes reading and closes every writer (after flushing), as Tokio's
+    /// `wait` closes stdin: a child waiting for EOF would otherwise never exit. A duplex
+    /// socket's write half is shut down, and what the child sends on it afterwards is read
+    /// and discarded like a pipe's output. A writer taken out with
     /// [`take_writer`](ProcessTransport::take_writer) is yours to shut down or drop first.
     /// Output read meanwhile is discarded, so a child writing more than a pipe holds cannot
     /// block; every other event it comes across (the `Closed` of the writers it closes, say)
@@ -143,7 +144,7 @@ impl ProcessTransport {
     pub async fn wait(&mut self) -> Result<ExitStatus, Error> {
         self.resume_reading();
         for fd in self.pipes.writer_fds() {
-            let _ = self.close_child_fd(fd);
+            self.end_writing(fd);
         }
         std::future::poll_fn(|cx| self.poll_exit_status(cx)).await
     }

@@ -8,7 +8,7 @@ use std::task::Poll;
 use super::ProcessTransport;
 use crate::error::Error;
 use crate::event::{CloseReason, Event};
-use crate::pipe::{FlowChange, Half, PipeReader, PipeWriter, WriteFlow, same_os_error};
+use crate::pipe::{FlowChange, Half, PipeReader, PipeState, PipeWriter, WriteFlow, same_os_error};
 
 impl ProcessTransport {
     // ----- writing -------------------------------------------------------------------------
@@ -206,12 +206,21 @@ impl ProcessTransport {
         Ok(())
     }
 
-    /// Ends the write half of the socket at child fd `fd` once what is queued is written (a
-    /// `shutdown(SHUT_WR)`): the child reads end of file and can still send. Nothing for
-    /// anything else.
-    pub(crate) fn close_write_half(&mut self, fd: i32) {
-        if self.pipes.begin_close_write(fd) {
-            self.end_half(fd, Half::Write, CloseReason::Closed);
+    /// Ends what the parent writes at child fd `fd` once what is queued is written, so the
+    /// child reads end of file: a pipe closes; a socket's write half shuts down
+    /// (`shutdown(SHUT_WR)`) and the child can still send. Nothing for a pipe the parent
+    /// reads or one taken out.
+    pub(crate) fn end_writing(&mut self, fd: i32) {
+        match self.pipes.get(fd).map(|pipe| &pipe.state) {
+            Some(PipeState::Duplex(_)) => {
+                if self.pipes.begin_close_write(fd) {
+                    self.end_half(fd, Half::Write, CloseReason::Closed);
+                }
+            }
+            Some(PipeState::Writer(_)) => {
+                let _ = self.close_child_fd(fd);
+            }
+            _ => {}
         }
     }
 
@@ -351,10 +360,14 @@ impl ProcessTransport {
     /// Fails with [`Error::NotWritable`] for a pipe the parent only reads,
     /// [`Error::NotReadable`] for one it only writes, [`Error::PipeTaken`] once taken,
     /// [`Error::PipeClosed`] once closed or closing, and [`Error::Io`] if flushing meets a
-    /// broken socket (the write half then ends as on any failed write). Cancel-safe: until
-    /// it returns, the socket stays in the transport.
+    /// broken socket (the write half then ends as on any failed write), or outside a Tokio
+    /// runtime with I/O. Cancel-safe: until it returns, the socket stays in the transport.
+    /// (A runtime built without I/O is told, as for spawning, only by Tokio's panic, which
+    /// the panic hook prints: see [`SpawnError::NoRuntime`](crate::SpawnError::NoRuntime).)
     pub async fn take_duplex(&mut self, fd: i32) -> Result<tokio::net::UnixStream, Error> {
         self.pipes.check_duplex(fd)?;
+        // Asked before flushing too: outside any runtime a flush would wait for good.
+        tokio::runtime::Handle::try_current().map_err(|_| no_io_for_take_duplex())?;
         if self.pipes.queued_len(fd) > 0 {
             self.flush(fd).await?;
         }
@@ -386,15 +399,14 @@ impl ProcessTransport {
 fn register_socket(
     socket: std::os::unix::net::UnixStream,
 ) -> Result<tokio::net::UnixStream, Error> {
-    let no_io = || {
-        Error::Io(std::io::Error::other(
-            "take_duplex needs a Tokio runtime with I/O enabled",
-        ))
-    };
-    // Asked first, so that the usual mistake (no runtime at all) panics nowhere.
-    tokio::runtime::Handle::try_current().map_err(|_| no_io())?;
     // Tokio panics when the runtime has no I/O driver; report it instead.
     std::panic::catch_unwind(|| tokio::net::UnixStream::from_std(socket))
-        .map_err(|_| no_io())?
+        .map_err(|_| no_io_for_take_duplex())?
         .map_err(Error::Io)
+}
+
+fn no_io_for_take_duplex() -> Error {
+    Error::Io(std::io::Error::other(
+        "take_duplex needs a Tokio runtime with I/O enabled",
+    ))
 }
