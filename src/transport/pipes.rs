@@ -211,16 +211,12 @@ impl ProcessTransport {
     /// (`shutdown(SHUT_WR)`) and the child can still send. Nothing for a pipe the parent
     /// reads or one taken out.
     pub(crate) fn end_writing(&mut self, fd: i32) {
-        match self.pipes.get(fd).map(|pipe| &pipe.state) {
-            Some(PipeState::Duplex(_)) => {
-                if self.pipes.begin_close_write(fd) {
-                    self.end_half(fd, Half::Write, CloseReason::Closed);
-                }
-            }
-            Some(PipeState::Writer(_)) => {
-                let _ = self.close_child_fd(fd);
-            }
-            _ => {}
+        let is_pipe = |pipe: &crate::pipe::Pipe| matches!(pipe.state, PipeState::Writer(_));
+        if self.pipes.get(fd).is_some_and(is_pipe) {
+            let _ = self.close_child_fd(fd);
+        } else if self.pipes.begin_close_write(fd) {
+            // A socket's write half, with nothing queued.
+            self.end_half(fd, Half::Write, CloseReason::Closed);
         }
     }
 
