@@ -563,3 +563,24 @@ async fn a_slow_consumer_holds_the_child_back_instead_of_buffering() {
     );
     assert_eq!(out.text(2), "finished\n");
 }
+
+#[tokio::test]
+async fn a_cancelled_wait_leaves_its_events_for_the_stream_in_order() {
+    let mut child = sh("sleep 0.2; echo out").spawn().unwrap();
+    // Cancelled: it has closed stdin, and its Closed waits for the stream.
+    let cancelled = tokio::time::timeout(Duration::from_millis(20), child.wait()).await;
+    assert!(cancelled.is_err());
+    let out = run_to_end(&mut child).await;
+    assert!(
+        matches!(out.log.first(), Some(Rec::Closed(0, _))),
+        "{:?}",
+        out.log
+    );
+    assert!(
+        matches!(out.log.last(), Some(Rec::Ended(_))),
+        "{:?}",
+        out.log
+    );
+    assert_eq!(out.exits().count(), 1, "{:?}", out.log);
+    assert_eq!(out.text(1), "out\n");
+}

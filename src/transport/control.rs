@@ -149,6 +149,12 @@ impl ProcessTransport {
         std::future::poll_fn(|cx| self.poll_exit_status(cx)).await
     }
 
+    /// Puts `event`, which a wait came across, back for the stream, behind the others it left.
+    fn keep_for_the_stream(&mut self, event: Event) {
+        self.pending.insert(self.passed_over as usize, event);
+        self.passed_over += 1;
+    }
+
     fn poll_exit_status(&mut self, cx: &mut Context<'_>) -> Poll<Result<ExitStatus, Error>> {
         loop {
             // The exit first: once it is known, what is left in the pipes is discarded anyway,
@@ -161,11 +167,11 @@ impl ProcessTransport {
             match self.poll_event_reading(cx, Reads::UntilHangup) {
                 Poll::Ready(Some(Event::Exited(result))) => {
                     // The exit came during this poll: its event stays for the stream.
-                    self.pending.push_front(Event::Exited(result));
+                    self.keep_for_the_stream(Event::Exited(result));
                     return Poll::Ready(result.map_err(Error::Wait));
                 }
                 Poll::Ready(Some(Event::Data { .. })) => continue,
-                Poll::Ready(Some(event)) => self.passed_over.push_back(event),
+                Poll::Ready(Some(event)) => self.keep_for_the_stream(event),
                 Poll::Ready(None) => return Poll::Ready(self.final_status().map_err(Error::Wait)),
                 Poll::Pending => return Poll::Pending,
             }

@@ -73,9 +73,11 @@ pub struct ProcessTransport {
     pipes: PipeSet,
     /// Events ready for the consumer, some perhaps held back by a pause.
     pending: VecDeque<Event>,
-    /// Events a [`wait`](ProcessTransport::wait) came across and left for the stream (all
-    /// but data, which it discards): they come before anything in `pending`.
-    passed_over: VecDeque<Event>,
+    /// How many events at the front of `pending` a [`wait`](ProcessTransport::wait) came
+    /// across and left for the stream (all but data, which it discards): the stream hands
+    /// them out first, and the event machine looks past them. A count, not a queue of their
+    /// own: every transport carries it, and almost all of them never use it.
+    passed_over: u32,
     exit_seen: Option<Result<ExitStatus, WaitError>>,
     ended: bool,
     process_group: Option<libc::pid_t>,
@@ -113,7 +115,7 @@ impl ProcessTransport {
             spawned_pid: settings.pid,
             exit,
             pending: VecDeque::new(),
-            passed_over: VecDeque::new(),
+            passed_over: 0,
             exit_seen: None,
             ended: false,
             process_group: settings.process_group,

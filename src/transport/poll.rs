@@ -12,9 +12,11 @@ use crate::pipe::{FlowChange, Half, PipeState, ReadOutcome, Reads};
 impl ProcessTransport {
     /// Polls for the next event: flushes writers, notices closes and the exit, reads one
     /// chunk from the next ready reader (round robin), and yields `Ended` last, then `None`.
+    /// Events a `wait` came across come first.
     pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        if let Some(event) = self.passed_over.pop_front() {
-            return Poll::Ready(Some(event));
+        if self.passed_over > 0 {
+            self.passed_over -= 1;
+            return Poll::Ready(self.pending.pop_front());
         }
         self.poll_event_reading(cx, Reads::All)
     }
@@ -32,7 +34,7 @@ impl ProcessTransport {
             if self.ended {
                 return Poll::Ready(None);
             }
-            // Whatever is queued now is held back by a pause.
+            // Whatever is queued now is held back by a pause, or was passed over by a wait.
             let held = self.pending.len();
             self.poll_writers(cx);
             self.poll_reaped(cx);
@@ -40,7 +42,10 @@ impl ProcessTransport {
             self.poll_wait_delay(cx);
             if self.pending.len() == held {
                 // Held events keep `Ended` back: it comes last.
-                if held == 0 && self.exit_seen.is_some() && !self.pipes.any_open() {
+                if held == self.passed_over as usize
+                    && self.exit_seen.is_some()
+                    && !self.pipes.any_open()
+                {
                     self.ended = true;
                     let result = self.final_status();
                     tracing::debug!(?result, "process ended");
@@ -161,10 +166,11 @@ impl ProcessTransport {
         }
     }
 
-    /// The first queued event that is not held back. What is held of a pipe is its first
-    /// events, so each pipe's events keep their order.
+    /// The first queued event that is neither passed over by a wait nor held back. What is
+    /// held of a pipe is its first events, so each pipe's events keep their order.
     fn next_pending(&mut self) -> Option<Event> {
-        let i = (0..self.pending.len()).find(|&i| !self.is_held(i))?;
+        let first = self.passed_over as usize;
+        let i = (first..self.pending.len()).find(|&i| !self.is_held(i))?;
         self.pending.remove(i)
     }
 }
