@@ -209,13 +209,16 @@ impl Command {
         Ok(child.output(self.collect).await?)
     }
 
-    /// Spawns the child with `/dev/null` in place of every pipe, unless it has a
-    /// [`pty`](Command::pty) (so it reads end of file on
+    /// Spawns the child with `/dev/null` in place of every pipe (so it reads end of file on
     /// stdin and its output goes nowhere: `stdout(ChildFd::Inherit(1))` and
     /// `stderr(ChildFd::Inherit(2))` let it through, as std's and Tokio's `status` do), and
     /// returns its exit status as soon as it has exited. A background process it leaves
     /// behind neither holds the status up nor is broken by a closed pipe when it writes
-    /// later. Once the
+    /// later. Three kinds of fd stay what they are: fds 0-2 under a [`pty`](Command::pty)
+    /// (the terminal, drained until the exit), a pipe given a
+    /// [`pipe_capacity`](Command::pipe_capacity), and a [`Duplex`](ChildFd::Duplex) socket
+    /// (the child may need a socket there): these close when the status is in, and a
+    /// process writing to them later gets `EPIPE`. Once the
     /// [`timeout`](Command::timeout) passes, the [kill target](Command::kill_target) is
     /// stopped as [`terminate`](ProcessTransport::terminate) does (SIGTERM, the
     /// [grace](Command::timeout_grace), SIGKILL) and the status tells the signal.
@@ -236,15 +239,14 @@ impl Command {
     pub async fn status(&self) -> Result<ExitStatus, RunError> {
         // Nothing is read or written, so the pipes become /dev/null, which the child sees the
         // same way (end of file on stdin, writes that go nowhere) and which cannot break
-        // under a background process of its that writes after the status is in. Not under a
-        // pty, whose terminal stands for fds 0-2 and must be drained.
+        // under a background process of its that writes after the status is in. Not fds 0-2
+        // under a pty (its terminal stands for them and must be drained), nor a pipe given a
+        // capacity (asked for as such, and checked by the spawn as such).
         let mut quiet = self.clone();
-        if self.pty.is_none() {
-            for (fd, what) in self.get_fds() {
-                if matches!(what, ChildFd::ParentReads | ChildFd::ParentWrites) {
-                    quiet.fd(fd, ChildFd::Null);
-                    quiet.pipe_capacity.remove(&fd);
-                }
+        for (fd, what) in self.get_fds() {
+            let keep = (self.pty.is_some() && fd <= 2) || self.pipe_capacity.contains_key(&fd);
+            if matches!(what, ChildFd::ParentReads | ChildFd::ParentWrites) && !keep {
+                quiet.fd(fd, ChildFd::Null);
             }
         }
         let mut child = quiet.spawn()?;

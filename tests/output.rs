@@ -331,3 +331,23 @@ async fn the_transport_collection_can_be_spawned() {
         .unwrap();
     assert!(out.status.success());
 }
+
+#[tokio::test]
+async fn status_refuses_what_spawn_refuses() {
+    let mut command = Command::new("true");
+    command.pipe_capacity(1, 1 << 40);
+    let spawned = command.spawn().unwrap_err();
+    let status = timeout(LIMIT, command.status()).await.unwrap().unwrap_err();
+    for err in [RunError::Spawn(spawned), status] {
+        assert!(
+            matches!(
+                err,
+                RunError::Spawn(SpawnError::Spawn {
+                    step: SpawnStep::SetPipeCapacity(1),
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+    }
+}
