@@ -8,9 +8,11 @@ mod common;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use common::{Outcome, open_fds, py, run_to_end, within};
+use common::{Outcome, current_thread_runtime, open_fds, py, run_to_end, within};
 use futures::StreamExt;
-use process_transport::{ChildFd, Collect, Error, Event, InvalidInput, SpawnError};
+use process_transport::{
+    ChildFd, Collect, Error, Event, InvalidInput, ProcessTransport, SpawnError,
+};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// Held by each test: see the module's doc.
@@ -372,14 +374,11 @@ async fn a_paused_duplex_taken_out_holds_back_neither_its_data_nor_ended() {
 
 #[test]
 fn a_duplex_that_cannot_be_taken_out_stays_in_the_transport() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread_runtime();
     let _serial = rt.block_on(SERIAL.lock());
     // The child doubles the number it reads on fd 3.
     let script = format!("{OPEN_FD3}\nsock.sendall(b'%d\\n' % (2 * int(lines.readline())))\n");
-    let mut child = rt.block_on(async { py(&script).fd(3, ChildFd::Duplex).spawn().unwrap() });
+    let mut child = spawn_duplex_in(&rt, &script);
     // Outside any runtime: refused, and nothing is lost.
     let refused = futures::executor::block_on(child.take_duplex(3));
     assert!(matches!(refused, Err(Error::Io(_))), "{refused:?}");
@@ -410,14 +409,11 @@ async fn wait_lets_a_child_answer_after_the_end_of_what_it_reads() {
 
 #[test]
 fn take_duplex_outside_a_runtime_fails_at_once_with_bytes_queued() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread_runtime();
     let _serial = rt.block_on(SERIAL.lock());
     // The child reads nothing until told: most of what is written stays queued.
     let script = format!("{OPEN_FD3}\nlines.read()\n");
-    let mut child = rt.block_on(async { py(&script).fd(3, ChildFd::Duplex).spawn().unwrap() });
+    let mut child = spawn_duplex_in(&rt, &script);
     child.write(3, vec![b'x'; 4 << 20]).unwrap();
     assert!(child.queued_len(3) > 0);
     // On a thread of its own, so that a take that waits for good fails the test.
@@ -434,4 +430,9 @@ fn take_duplex_outside_a_runtime_fails_at_once_with_bytes_queued() {
         assert!(child.queued_len(3) > 0, "the queue was dropped");
         assert!(within("wait", child.wait()).await.unwrap().success());
     });
+}
+
+/// Python `script` with a duplex at fd 3, spawned in `rt`, for tests that step outside it.
+fn spawn_duplex_in(rt: &tokio::runtime::Runtime, script: &str) -> ProcessTransport {
+    rt.block_on(async { py(script).fd(3, ChildFd::Duplex).spawn().unwrap() })
 }
