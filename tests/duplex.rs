@@ -436,3 +436,33 @@ fn take_duplex_outside_a_runtime_fails_at_once_with_bytes_queued() {
 fn spawn_duplex_in(rt: &tokio::runtime::Runtime, script: &str) -> ProcessTransport {
     rt.block_on(async { py(script).fd(3, ChildFd::Duplex).spawn().unwrap() })
 }
+
+#[test]
+fn a_duplex_is_taken_out_even_with_no_fd_to_spare() {
+    let rt = current_thread_runtime();
+    let _serial = rt.block_on(SERIAL.lock());
+    let script = format!("{OPEN_FD3}\nsock.sendall(b'%d\\n' % (2 * int(lines.readline())))\n");
+    let mut child = spawn_duplex_in(&rt, &script);
+    // Every fd number below the limit taken: taking the socket out must not need a new one.
+    let old = common::nofile_limit().0;
+    let highest = *open_fds().iter().max().unwrap() as u64;
+    common::set_nofile_soft(highest + 8);
+    let mut hogs = Vec::new();
+    while let Ok(hog) = std::fs::File::open("/dev/null") {
+        hogs.push(hog);
+    }
+    let taken = rt.block_on(child.take_duplex(3));
+    drop(hogs);
+    common::set_nofile_soft(old);
+    let stream = taken.expect("take_duplex at EMFILE");
+    rt.block_on(async {
+        let (read, mut write) = stream.into_split();
+        write.write_all(b"21\n").await.unwrap();
+        let mut answer = String::new();
+        within("the answer", BufReader::new(read).read_line(&mut answer))
+            .await
+            .unwrap();
+        assert_eq!(answer, "42\n");
+        assert!(within("wait", child.wait()).await.unwrap().success());
+    });
+}

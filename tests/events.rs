@@ -48,12 +48,7 @@ async fn after_wait_the_stream_still_tells_of_the_exit_and_of_each_pipe_s_end() 
     // wait left the readers open: their ends, the exit and the end come after it, each once,
     // and so does the close of stdin, which wait itself closed.
     let after = run_to_end(&mut child).await;
-    assert_eq!(after.exits().count(), 1, "{:?}", after.log);
-    assert!(
-        matches!(after.log.last(), Some(Rec::Ended(_))),
-        "{:?}",
-        after.log
-    );
+    after.assert_well_ordered(&[0, 1, 2]);
     assert_eq!(after.close_reason(0), "Closed");
     assert_eq!(after.close_reason(1), "Eof");
     assert_eq!(after.close_reason(2), "Eof");
@@ -576,11 +571,6 @@ async fn a_cancelled_wait_leaves_its_events_for_the_stream_in_order() {
         "{:?}",
         out.log
     );
-    assert!(
-        matches!(out.log.last(), Some(Rec::Ended(_))),
-        "{:?}",
-        out.log
-    );
-    assert_eq!(out.exits().count(), 1, "{:?}", out.log);
+    out.assert_well_ordered(&[0, 1, 2]);
     assert_eq!(out.text(1), "out\n");
 }

@@ -990,9 +990,9 @@ async fn data_queued_behind_the_exit() -> ProcessTransport {
         ])
         .spawn()
         .unwrap();
-    // Until both the exit and the data are there for one poll to find.
-    let pid = child.spawned_pid();
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() && child.pid().is_some() {
+    // Until the child is reaped, then once more through the reactor, so that the pipe's
+    // readiness is known too: the next poll then finds both the exit and the data.
+    while child.pid().is_some() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -359,7 +359,9 @@ impl ProcessTransport {
     /// broken socket (the write half then ends as on any failed write), or outside a Tokio
     /// runtime with I/O. Cancel-safe: until it returns, the socket stays in the transport.
     /// (A runtime built without I/O is told, as for spawning, only by Tokio's panic, which
-    /// the panic hook prints: see [`SpawnError::NoRuntime`](crate::SpawnError::NoRuntime).)
+    /// the panic hook prints: see [`SpawnError::NoRuntime`](crate::SpawnError::NoRuntime).
+    /// The socket stays because a copy of it is registered first; with no fd free for the
+    /// copy, the socket itself is, and such a refusal closes it.)
     pub async fn take_duplex(&mut self, fd: i32) -> Result<tokio::net::UnixStream, Error> {
         self.pipes.check_duplex(fd)?;
         // Asked before flushing too: outside any runtime a flush would wait for good.
@@ -367,10 +369,17 @@ impl ProcessTransport {
         if self.pipes.queued_len(fd) > 0 {
             self.flush(fd).await?;
         }
-        // Registered from a copy first: should the runtime refuse it, the socket stays here.
-        let copy = self.pipes.duplex_socket(fd)?;
-        let stream = register_socket(std::os::unix::net::UnixStream::from(copy))?;
-        drop(self.pipes.take_duplex(fd)?);
+        let stream = match self.pipes.duplex_socket(fd) {
+            // Registered from a copy first: should the runtime refuse it, the socket stays.
+            Ok(copy) => {
+                let stream = register_socket(copy.into())?;
+                drop(self.pipes.take_duplex(fd)?);
+                stream
+            }
+            // No fd to spare for a copy (EMFILE): the socket itself goes into the reactor, as
+            // it had to anyway (the runtime is known to be there).
+            Err(_) => register_socket(self.pipes.take_duplex(fd)?.into())?,
+        };
         // What was read before and is still queued is no longer held back by a pause: no
         // resume could come for a socket that is gone, and `Ended` waits behind it.
         self.pipes.set_paused(Some(fd), false);
